@@ -1,0 +1,58 @@
+"""livemod: a module loader for live Python processes.
+
+Load modules into a running program, initialise them transactionally, call them through
+hooks, and unload or upgrade them safely while other threads keep calling.
+"""
+
+from __future__ import annotations
+
+from ._context import HookHandle, ModuleContext, Registration
+from ._hooks import Hook
+from ._instance import Module, ModuleStatus
+from ._leaks import Leak
+from ._manifest import ModuleInfo, ParamSpec, Requirement
+from ._params import Params
+from ._state import State
+from .errors import (
+    DependencyError,
+    InitError,
+    LivemodError,
+    ManifestError,
+    ModuleBusy,
+    ModuleExists,
+    ModuleGoing,
+    ModuleNotFound,
+    ParamError,
+    SignatureError,
+)
+from .host import Event, Hold, Host, Taint
+
+__all__ = [
+    "DependencyError",
+    "Event",
+    "Hold",
+    "Hook",
+    "HookHandle",
+    "Host",
+    "InitError",
+    "Leak",
+    "LivemodError",
+    "ManifestError",
+    "Module",
+    "ModuleBusy",
+    "ModuleContext",
+    "ModuleExists",
+    "ModuleGoing",
+    "ModuleInfo",
+    "ModuleNotFound",
+    "ModuleStatus",
+    "ParamError",
+    "ParamSpec",
+    "Params",
+    "Registration",
+    "Requirement",
+    "State",
+    "Taint",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,343 @@
+"""Hook points, lock-free dispatch, and the read-side sections that make unload safe.
+
+The design, and the race it guards against
+------------------------------------------
+
+A hook keeps an immutable *snapshot* of its live implementations. Publishing or unpublishing
+a module builds a new snapshot and swaps it in under the host lock; the call path takes no
+lock at all. For each snapshot a small dispatcher function is generated with the
+implementations bound as closure variables, so calling a hook costs about what a hand-written
+``[f(x) for f in impls]`` costs.
+
+Unload must know when no call can still enter a module. Each snapshot carries a ``readers``
+list used as an atomic counter (``list.append`` and ``list.pop`` are single operations on
+both the GIL and the free-threaded builds). A call is a read-side section, RCU style:
+
+1. announce: ``snap.readers.append(None)``
+2. re-check: ``hook._snap is snap`` -- if not, leave and retry on the current snapshot
+3. call the implementations
+4. leave: ``snap.readers.pop()`` (in ``finally``)
+
+The unloader swaps the snapshot first and only then reads the old snapshot's counter. The
+seqlock-style re-check closes the window between a caller fetching the dispatcher and
+announcing itself: either the caller's announcement happened before the unloader read the
+counter (the unloader sees it and waits), or the unloader's swap happened before the caller's
+re-check (the caller sees a new snapshot and never calls into the old one). Announcing *after*
+reading the snapshot without the re-check would let a call slip into a module whose exit has
+begun; the GIL would hide that on 3.11 only by luck of where threads switch.
+
+A retired snapshot once seen with no readers can never again run an implementation (any late
+arrival fails the re-check), so it is forgotten; snapshots retired with readers are kept in
+``HookTable.retired`` until they drain. A module is quiescent for dispatch when no retained
+snapshot that includes it has readers. That is conservative: a long call to *another* module
+on the same old snapshot also delays the unload, which is the price of a call path with no
+per-implementation bookkeeping.
+
+The dispatcher is installed as ``__call__`` of a class private to each hook, so ``hook(x)``
+is one Python frame, not two. Publishing sets ``hook._snap`` before the class attribute; a
+caller holding either the old or the new dispatcher is handled by the re-check.
+
+Atomicity is per hook (one swap each). A caller that reads two hooks while a module is being
+published may see the first updated and not the second; all are published before ``insmod``
+returns, and all are unpublished before ``rmmod`` starts to wait.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Literal, final
+
+__all__ = ["ErrorPolicy", "Hook", "HookTable", "Impl"]
+
+ErrorPolicy = Literal["raise", "isolate"]
+
+#: Called as on_error(hook_name, impl, exc) when an isolated implementation raises.
+ErrorSink = Callable[[str, "Impl", BaseException], None]
+
+
+@final
+class Impl:
+    """One implementation registered on a hook by one module instance."""
+
+    __slots__ = ("fn", "is_async", "owner", "owner_name", "priority", "seq")
+
+    def __init__(
+        self, fn: Callable[..., Any], *, owner: int, owner_name: str, priority: int, seq: int
+    ) -> None:
+        self.fn = fn
+        self.owner = owner  # instance id, never the instance: snapshots must not keep it alive
+        self.owner_name = owner_name
+        self.priority = priority
+        self.seq = seq
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    def sort_key(self) -> tuple[int, int]:
+        # Higher priority first; equal priority in registration order (load order).
+        return (-self.priority, self.seq)
+
+    def describe(self) -> str:
+        return f"{self.owner_name}:{getattr(self.fn, '__qualname__', repr(self.fn))}"
+
+
+@final
+class _Snapshot:
+    __slots__ = ("call", "impls", "owners", "readers")
+
+    def __init__(self, impls: tuple[Impl, ...]) -> None:
+        self.impls = impls
+        self.owners = frozenset(i.owner for i in impls)
+        self.readers: list[None] = []
+        self.call: Callable[..., list[Any]] = _empty_dispatch
+
+
+def _empty_dispatch(self: Hook, *args: Any, **kwargs: Any) -> list[Any]:
+    return []
+
+
+_TEMPLATE: Final = """\
+def make(snap, _enter, _leave, _fail, {params}):
+    def dispatch(self, *a, **k):
+        _enter(None)
+        try:
+            if self._snap is not snap:
+                return self._snap.call(self, *a, **k)
+{body}
+        finally:
+            _leave()
+    return dispatch
+"""
+
+
+def _generate(hook: Hook, snap: _Snapshot, policy: ErrorPolicy, sink: ErrorSink) -> None:
+    """Build the dispatcher for ``snap`` and store it on ``snap.call``."""
+    impls = snap.impls
+    if not impls:
+        snap.call = _empty_dispatch
+        return
+    if any(i.is_async for i in impls):
+        owners = ", ".join(sorted({i.owner_name for i in impls if i.is_async}))
+        message = (
+            f"hook {hook.name!r} has coroutine implementations (from {owners}); "
+            f"call it with 'await hook.acall(...)'"
+        )
+
+        def refuse(self: Hook, *args: Any, **kwargs: Any) -> list[Any]:
+            raise TypeError(message)
+
+        snap.call = refuse
+        return
+    n = len(impls)
+    names = [f"_f{i}" for i in range(n)]
+    pad = " " * 12
+    if policy == "raise":
+        positional = ", ".join(f"{f}(*a)" for f in names)
+        keyword = ", ".join(f"{f}(*a, **k)" for f in names)
+        # Calls with keywords are rarer; the positional form skips building a dict per call.
+        body = f"{pad}if k:\n{pad}    return [{keyword}]\n{pad}return [{positional}]"
+    else:
+        lines = [f"{pad}r = []"]
+        for i, f in enumerate(names):
+            lines += [
+                f"{pad}try:",
+                f"{pad}    r.append({f}(*a, **k))",
+                f"{pad}except Exception as e:",
+                f"{pad}    _fail({i}, e)",
+            ]
+        lines.append(f"{pad}return r")
+        body = "\n".join(lines)
+    source = _TEMPLATE.format(params=", ".join(names), body=body)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<livemod hook {hook.name!r}>", "exec"), namespace)
+
+    def fail(index: int, exc: BaseException) -> None:
+        sink(hook.name, impls[index], exc)
+
+    snap.call = namespace["make"](
+        snap, snap.readers.append, snap.readers.pop, fail, *(i.fn for i in impls)
+    )
+
+
+class Hook:
+    """A named hook point. Calling it calls every live implementation, in order.
+
+    ``hook(*args, **kwargs)`` returns the list of results. It takes no lock. With the error
+    policy ``"raise"`` (the default) the first implementation that raises stops the call and
+    the exception propagates; with ``"isolate"`` a failing implementation is reported to the
+    host (logged, counted against its module) and left out of the results.
+    """
+
+    __slots__ = ("__weakref__", "_policy", "_sink", "_snap", "name")
+
+    name: str
+    _snap: _Snapshot
+
+    def __new__(cls, name: str, *, policy: ErrorPolicy, sink: ErrorSink) -> Hook:
+        # A class of its own per hook, so its dispatcher can be ``__call__`` itself.
+        own = type("Hook", (cls,), {"__slots__": (), "__module__": cls.__module__})
+        return object.__new__(own)
+
+    def __init__(self, name: str, *, policy: ErrorPolicy, sink: ErrorSink) -> None:
+        self.name = name
+        self._policy: ErrorPolicy = policy
+        self._sink = sink
+        self._snap = _Snapshot(())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return self._snap.call(self, *args, **kwargs)
+
+    async def acall(self, *args: Any, concurrent: bool = False, **kwargs: Any) -> list[Any]:
+        """Call every implementation, awaiting coroutine ones; returns the list of results.
+
+        Sequential by default; ``concurrent=True`` awaits them together (results stay in
+        hook order). The call is in flight, for unload, until every awaitable is done, even
+        while the task is suspended.
+        """
+        while True:
+            snap = self._snap
+            snap.readers.append(None)
+            try:
+                if self._snap is not snap:
+                    continue
+                return await _acall_snapshot(self, snap, concurrent, args, kwargs)
+            finally:
+                snap.readers.pop()
+
+    def implementations(self) -> tuple[str, ...]:
+        """``"module:function"`` for each live implementation, in call order."""
+        return tuple(i.describe() for i in self._snap.impls)
+
+    def __len__(self) -> int:
+        return len(self._snap.impls)
+
+    def __repr__(self) -> str:
+        return f"<livemod.Hook {self.name!r} ({len(self)} implementations)>"
+
+    def _install_unlocked(self, impls: tuple[Impl, ...]) -> _Snapshot:
+        """Swap in a snapshot of ``impls``; return the retired one. Caller holds the lock."""
+        old = self._snap
+        new = _Snapshot(impls)
+        _generate(self, new, self._policy, self._sink)
+        self._snap = new
+        type(self).__call__ = new.call  # type: ignore[method-assign]
+        return old
+
+
+async def _acall_snapshot(
+    hook: Hook, snap: _Snapshot, concurrent: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[Any]:
+    import asyncio
+
+    isolate = hook._policy == "isolate"
+    if concurrent:
+        async def one(impl: Impl) -> Any:
+            result = impl.fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        gathered = await asyncio.gather(
+            *(one(i) for i in snap.impls), return_exceptions=isolate
+        )
+        out: list[Any] = []
+        for impl, value in zip(snap.impls, gathered, strict=True):
+            if isolate and isinstance(value, Exception):
+                hook._sink(hook.name, impl, value)
+            else:
+                out.append(value)
+        return out
+    results: list[Any] = []
+    for impl in snap.impls:
+        try:
+            value = impl.fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            if not isolate:
+                raise
+            hook._sink(hook.name, impl, exc)
+            continue
+        results.append(value)
+    return results
+
+
+@final
+class HookTable:
+    """Every hook of one host, and the retired snapshots that may still have readers.
+
+    Lock protects (the host's ``_lock``, passed in): 1) ``hooks``; 2) every hook's snapshot
+    swap; 3) ``retired``. Reading a hook's snapshot (the call path) needs no lock.
+    """
+
+    __slots__ = ("_lock", "_policy", "_seq", "_sink", "hooks", "retired")
+
+    def __init__(self, lock: threading.Lock, policy: ErrorPolicy, sink: ErrorSink) -> None:
+        self._lock = lock
+        self._policy: ErrorPolicy = policy
+        self._sink = sink
+        self._seq = itertools.count()
+        self.hooks: dict[str, Hook] = {}
+        self.retired: list[tuple[Hook, _Snapshot]] = []
+
+    def get(self, name: str, policy: ErrorPolicy | None = None) -> Hook:
+        hook = self.hooks.get(name)
+        if hook is None:
+            with self._lock:
+                hook = self.hooks.get(name)
+                if hook is None:
+                    hook = Hook(name, policy=policy or self._policy, sink=self._sink)
+                    self.hooks[name] = hook
+        return hook
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def publish_unlocked(self, additions: Iterable[tuple[str, Impl]]) -> None:
+        """Add implementations, one snapshot swap per affected hook. Caller holds the lock."""
+        by_hook: dict[str, list[Impl]] = {}
+        for name, impl in additions:
+            by_hook.setdefault(name, []).append(impl)
+        for name, impls in by_hook.items():
+            hook = self.hooks.get(name) or self._create_unlocked(name)
+            merged = tuple(sorted((*hook._snap.impls, *impls), key=Impl.sort_key))
+            self._retire_unlocked(hook, hook._install_unlocked(merged))
+
+    def unpublish_unlocked(self, owner: int) -> list[tuple[str, Impl]]:
+        """Remove every implementation of ``owner``; return them for a possible republish."""
+        removed: list[tuple[str, Impl]] = []
+        for hook in self.hooks.values():
+            snap = hook._snap
+            if owner not in snap.owners:
+                continue
+            removed += [(hook.name, i) for i in snap.impls if i.owner == owner]
+            kept = tuple(i for i in snap.impls if i.owner != owner)
+            self._retire_unlocked(hook, hook._install_unlocked(kept))
+        return removed
+
+    def remove_unlocked(self, hook_name: str, impl: Impl) -> None:
+        """Remove one implementation (a registration undone by its module)."""
+        hook = self.hooks.get(hook_name)
+        if hook is None or impl not in hook._snap.impls:
+            return
+        kept = tuple(i for i in hook._snap.impls if i is not impl)
+        self._retire_unlocked(hook, hook._install_unlocked(kept))
+
+    def busy_hooks(self, owner: int) -> list[str]:
+        """Names of hooks with a call in flight on a snapshot that includes ``owner``.
+
+        Empty means dispatch is quiescent for ``owner``. Drained snapshots are forgotten here.
+        """
+        with self._lock:
+            self.retired = [(h, s) for h, s in self.retired if s.readers]
+            return sorted({h.name for h, s in self.retired if owner in s.owners})
+
+    def _create_unlocked(self, name: str) -> Hook:
+        hook = Hook(name, policy=self._policy, sink=self._sink)
+        self.hooks[name] = hook
+        return hook
+
+    def _retire_unlocked(self, hook: Hook, snap: _Snapshot) -> None:
+        # Called after the swap: a snapshot with no readers now can never call again.
+        self.retired = [(h, s) for h, s in self.retired if s.readers]
+        if snap.impls and snap.readers:
+            self.retired.append((hook, snap))

@@ -1,0 +1,204 @@
+"""The record of one loaded module instance, and the public views of it.
+
+An ``Instance`` is private: the host's module table holds it, and it owns everything the
+module took (the managed undo stack, staged registrations, holds, pins). Users see it through
+``Module`` (a handle returned by ``insmod``) and ``ModuleStatus`` (a frozen row of ``lsmod``).
+At GONE the instance drops every reference to the module's code, so a handle kept by the
+user never keeps an unloaded module alive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import traceback
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, final
+
+from ._hooks import Impl
+from ._manifest import ModuleInfo
+from ._params import Params
+from ._state import State
+
+if TYPE_CHECKING:
+    from ._context import ModuleContext
+
+__all__ = ["Instance", "Module", "ModuleStatus", "Undo"]
+
+_log = logging.getLogger("livemod")
+_ids = itertools.count(1)
+
+
+@final
+class Undo:
+    """The managed undo stack: each resource pushes its undo the moment it is taken.
+
+    Unwound last-in-first-out; a failing undo is logged and the rest still run (svcs does
+    the same). Lock protects: 1) ``_entries``. Undos run outside it.
+    """
+
+    __slots__ = ("_entries", "_lock", "_module")
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[str, Callable[[], object]]] = {}
+
+    def push(self, what: str, undo: Callable[[], object]) -> int:
+        token = next(_ids)
+        with self._lock:
+            self._entries[token] = (what, undo)
+        return token
+
+    def discard(self, token: int) -> tuple[str, Callable[[], object]] | None:
+        with self._lock:
+            return self._entries.pop(token, None)
+
+    def unwind(self) -> list[str]:
+        """Run every undo, newest first; return a description of each one that failed."""
+        failures = []
+        while True:
+            with self._lock:
+                if not self._entries:
+                    return failures
+                token = next(reversed(self._entries))
+                what, undo = self._entries.pop(token)
+            try:
+                undo()
+            except Exception as exc:
+                text = "".join(traceback.format_exception_only(exc)).strip()
+                failures.append(f"{what}: {text}")
+                # Formatted text only: a kept traceback would keep the module's frames alive.
+                _log.error(
+                    "module %r: undoing %s failed; carrying on with the rest:\n%s",
+                    self._module, what, "".join(traceback.format_exception(exc)),
+                )
+                del exc
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@final
+class Instance:
+    """One loaded instance of a module (two may coexist briefly during an upgrade).
+
+    Fields that change after load are guarded by the host's ``_lock``: ``state``, ``holds``,
+    ``uses``, ``exports``, ``staged``. ``pins`` is a dict written by weakref callbacks that
+    may run inside garbage collection on any thread, so it is only ever touched with single
+    dict operations (atomic) and never under a lock.
+    """
+
+    def __init__(self, info: ModuleInfo, params: Params) -> None:
+        self.id = next(_ids)
+        self.info = info
+        self.name = info.name
+        self.params = params
+        self.state = State.LOADING
+        self.private_name = ""
+        self.module: types.ModuleType | None = None
+        self.namespace_ids: frozenset[int] = frozenset()
+        self.context: ModuleContext | None = None
+        self.undo = Undo(info.name)
+        self.staged: list[tuple[str, Impl]] = []
+        self.staged_exports: dict[str, object] = {}
+        self.staged_starts: list[Callable[[], None]] = []
+        self.exports: Mapping[str, object] = types.MappingProxyType({})
+        self.holds: dict[int, str] = {}
+        self.pins: dict[int, str] = {}
+        self.uses: set[str] = set()
+        self.thread_idents: set[int] = set()
+        self.stopping = threading.Event()
+        self.init_ok = False
+        self.errors = 0
+        self.loaded_at = time.time()
+        self.state_since = time.monotonic()
+
+    def holders(self) -> list[str]:
+        return [*self.holds.values(), *self.pins.values()]
+
+    def release_code(self) -> None:
+        """Drop every reference to the module's code (at GONE)."""
+        self.module = None
+        self.context = None
+        self.staged = []
+        self.staged_exports = {}
+        self.staged_starts = []
+        self.exports = types.MappingProxyType({})
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ModuleStatus:
+    """One row of ``host.lsmod()``: a frozen record, safe to keep."""
+
+    name: str
+    version: str
+    state: State
+    holds: int
+    pins: int
+    used_by: tuple[str, ...]
+    uses: tuple[str, ...]
+    path: str
+    params: Mapping[str, object]
+    errors: int
+    since: float
+
+
+@final
+class Module:
+    """A handle to a loaded module, as returned by ``insmod`` and ``modprobe``.
+
+    It stays valid after unload (``state`` is then GONE and ``exports`` empty) and never
+    keeps the module's code alive.
+    """
+
+    __slots__ = ("_inst",)
+
+    def __init__(self, inst: Instance) -> None:
+        self._inst = inst
+
+    @property
+    def name(self) -> str:
+        return self._inst.name
+
+    @property
+    def version(self) -> str:
+        return self._inst.info.version
+
+    @property
+    def path(self) -> str:
+        return self._inst.info.path
+
+    @property
+    def info(self) -> ModuleInfo:
+        return self._inst.info
+
+    @property
+    def state(self) -> State:
+        return self._inst.state
+
+    @property
+    def params(self) -> Params:
+        return self._inst.params
+
+    @property
+    def exports(self) -> Mapping[str, Any]:
+        """What the module exported with ``mod.export``, once LIVE (empty before and after)."""
+        return self._inst.exports
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._inst.exports[name]
+        except KeyError:
+            raise AttributeError(
+                f"module {self.name!r} exports no {name!r} "
+                f"(it exports: {', '.join(sorted(self._inst.exports)) or 'nothing'})"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"<livemod.Module {self.name!r} {self.version} {self.state.name}>"

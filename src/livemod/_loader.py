@@ -1,0 +1,165 @@
+"""Executing a module's code in a private namespace, and resolving ``livemod.mods.<name>``.
+
+Each instance lives in ``sys.modules`` under a private name qualified by host (and, if an
+upgrade briefly needs two instances of one name, by instance), never under the name a plain
+import would use, so unload and upgrade never fight the normal import cache.
+
+``from livemod.mods.log import write`` inside a module must (1) find ``log`` in the host that
+owns the *importing* module, and (2) record "log used by <importer>". A meta-path finder is
+consulted only on the first import of a name, so it cannot see a second importer; instead
+every module namespace gets its own ``__builtins__`` whose ``__import__`` knows its module,
+and functions defined in the module keep it, so lazy imports inside functions are seen too.
+Submodules of a package module are found by one process-wide meta-path finder and executed
+with the same ``__builtins__``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+__all__ = ["Importer", "exec_module", "install_finder", "namespaces_of", "remove_modules"]
+
+PREFIX: Final = "livemod.mods."
+
+#: importer(name, fromlist) -> what ``__import__`` returns for a livemod.mods.* name.
+Importer = Callable[[str, Sequence[str]], Any]
+
+
+def _builtins_for(importer: Importer) -> dict[str, Any]:
+    real_import = builtins.__import__
+
+    def __import__(  # noqa: N807 - it *is* __import__ for the module's code
+        name: str,
+        globals: Any = None,  # noqa: A002
+        locals: Any = None,  # noqa: A002
+        fromlist: Sequence[str] | None = (),
+        level: int = 0,
+    ) -> Any:
+        if level == 0 and (name == "livemod.mods" or name.startswith(PREFIX)):
+            return importer(name, tuple(fromlist or ()))
+        return real_import(name, globals, locals, fromlist or (), level)
+
+    table = dict(builtins.__dict__)
+    table["__import__"] = __import__
+    return table
+
+
+def exec_module(
+    private_name: str,
+    source: bytes,
+    *,
+    source_file: str,
+    package_dir: str | None,
+    importer: Importer,
+) -> types.ModuleType:
+    """Create the module under ``private_name``, register it, run its body.
+
+    On any exception the module and every submodule it imported are removed from
+    ``sys.modules`` again before the exception propagates.
+    """
+    code = compile(source, source_file, "exec", dont_inherit=True)
+    module = types.ModuleType(private_name)
+    spec = importlib.machinery.ModuleSpec(
+        private_name, _LOADER, origin=source_file, is_package=package_dir is not None
+    )
+    spec.has_location = True
+    if package_dir is not None:
+        spec.submodule_search_locations = [package_dir]
+        module.__path__ = [package_dir]
+    module.__spec__ = spec
+    module.__loader__ = _LOADER
+    module.__file__ = source_file
+    module.__package__ = private_name if package_dir else private_name.rpartition(".")[0]
+    module.__dict__["__builtins__"] = _builtins_for(importer)
+    sys.modules[private_name] = module
+    try:
+        exec(code, module.__dict__)
+    except BaseException:
+        remove_modules(private_name)
+        raise
+    return module
+
+
+def remove_modules(private_name: str) -> list[types.ModuleType]:
+    """Remove the module and its submodules from ``sys.modules``; return what was removed."""
+    below = private_name + "."
+    names = [n for n in list(sys.modules) if n == private_name or n.startswith(below)]
+    return [m for m in (sys.modules.pop(n, None) for n in names) if m is not None]
+
+
+def namespaces_of(private_name: str) -> list[types.ModuleType]:
+    below = private_name + "."
+    return [
+        m
+        for n, m in list(sys.modules.items())
+        if (n == private_name or n.startswith(below)) and isinstance(m, types.ModuleType)
+    ]
+
+
+class _Loader(importlib.abc.Loader):
+    """Runs submodules of a livemod package with their package's ``__builtins__``."""
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        spec = module.__spec__
+        assert spec is not None and spec.origin is not None
+        parent = sys.modules[spec.name.rpartition(".")[0]]
+        with open(spec.origin, "rb") as f:
+            source = f.read()
+        code = compile(source, spec.origin, "exec", dont_inherit=True)
+        module.__dict__["__builtins__"] = parent.__dict__["__builtins__"]
+        exec(code, module.__dict__)
+
+
+_LOADER: Final = _Loader()
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Finds submodules of livemod package modules (``livemod.mods._h1.pkg.sub``)."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(PREFIX + "_h") or not path:
+            return None
+        parent = sys.modules.get(fullname.rpartition(".")[0])
+        if parent is None or getattr(parent, "__loader__", None) is not _LOADER:
+            return None
+        leaf = fullname.rpartition(".")[2]
+        for folder in path:
+            package = os.path.join(folder, leaf, "__init__.py")
+            if os.path.isfile(package):
+                spec = importlib.machinery.ModuleSpec(
+                    fullname, _LOADER, origin=package, is_package=True
+                )
+                spec.submodule_search_locations = [os.path.dirname(package)]
+                spec.has_location = True
+                return spec
+            single = os.path.join(folder, leaf + ".py")
+            if os.path.isfile(single):
+                spec = importlib.machinery.ModuleSpec(fullname, _LOADER, origin=single)
+                spec.has_location = True
+                return spec
+        return None
+
+
+_FINDER: Final = _Finder()
+
+
+def install_finder() -> None:
+    """Put the submodule finder on ``sys.meta_path`` once per process (it is never removed:
+    it is stateless and answers only for livemod's private names)."""
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)

@@ -1,0 +1,137 @@
+"""The livemod exception hierarchy.
+
+A leaf module: it imports nothing else of livemod, so the errors can be caught (and sent over
+a socket, or mapped to an exit code) without pulling in the rest of the package. Every class
+has a stable kebab-case ``code``; each subclasses the natural builtin where one fits.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DependencyError",
+    "InitError",
+    "LivemodError",
+    "ManifestError",
+    "ModuleBusy",
+    "ModuleExists",
+    "ModuleGoing",
+    "ModuleNotFound",
+    "ParamError",
+    "SignatureError",
+]
+
+
+class LivemodError(Exception):
+    """Base of every error livemod raises on purpose.
+
+    ``code`` is a stable identifier (used on the control socket and mapped to CLI exit
+    codes); ``module`` names the module concerned, when there is one.
+    """
+
+    code: str = "livemod-error"
+
+    def __init__(self, message: str, *, module: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module
+
+
+class ModuleNotFound(LivemodError, LookupError):
+    """No module of that name, alias or path: not loaded, or not on the modpath.
+
+    Unlike :class:`DependencyError`, nothing else asked for it: the caller named it.
+    """
+
+    code = "module-not-found"
+
+
+class ModuleExists(LivemodError):
+    """A module of that name is already loaded (or being loaded) in this host."""
+
+    code = "module-exists"
+
+
+class ManifestError(LivemodError, ValueError):
+    """The module's static metadata (``__livemod__``, its docstring, its source) is unusable.
+
+    Raised before any of the module's code runs; the message names file, line and field.
+    """
+
+    code = "manifest-error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        module: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message, module=module)
+        self.path = path
+        self.line = line
+        self.field = field
+
+
+class InitError(LivemodError):
+    """The module's body or its ``init`` raised; the load was rolled back completely.
+
+    The original exception is ``__cause__``. Nothing the module registered was ever
+    visible to callers, and its ``exit`` did not run.
+    """
+
+    code = "init-error"
+
+
+class DependencyError(LivemodError):
+    """A dependency is missing, has the wrong version, forms a cycle, or still has users.
+
+    ``chain`` is the path of names that led to the problem, e.g. ``("web", "greet", "log")``.
+    """
+
+    code = "dependency-error"
+
+    def __init__(
+        self, message: str, *, module: str | None = None, chain: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, module=module)
+        self.chain = chain
+
+
+class ModuleBusy(LivemodError):
+    """The module cannot be removed now: it is held, pinned, used or has calls in flight.
+
+    ``holders`` says who, one human-readable string each (a hold with the place it was
+    taken, a pin, a dependent module, a thread running the module's code). When raised by
+    ``rmmod(wait=True)`` after a timeout, the unload was rolled back and the module is LIVE.
+    """
+
+    code = "module-busy"
+
+    def __init__(
+        self, message: str, *, module: str | None = None, holders: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, module=module)
+        self.holders = holders
+
+
+class ModuleGoing(LivemodError):
+    """The module is being unloaded (GOING): new holds and new lookups are refused.
+
+    Unlike :class:`ModuleBusy` this is the answer to a *user* of the module, not to the
+    operator removing it.
+    """
+
+    code = "module-going"
+
+
+class ParamError(LivemodError, ValueError):
+    """A module parameter is unknown, missing, not writable, or its value does not convert."""
+
+    code = "param-error"
+
+
+class SignatureError(LivemodError):
+    """The module's signature is missing, invalid or from an untrusted key (policy enforce)."""
+
+    code = "signature-error"

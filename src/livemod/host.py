@@ -1,0 +1,916 @@
+"""The host: the module table, its locks, and the orchestration of every lifecycle step.
+
+This is the file where everything joins up; the mechanisms live elsewhere (dispatch in
+``_hooks``, finding running code in ``_quiesce``, namespaces in ``_loader``, managed
+resources in ``_context``, the leak check in ``_leaks``).
+
+Locks:
+
+``_op_lock`` (an RLock) serialises module operations -- insmod, modprobe, rmmod, close --
+and is held while a module's body, ``init`` and ``exit`` run. It is reentrant so that an
+``init`` may ``modprobe`` another module (a nested, complete operation).
+
+``_lock`` (a Lock) protects: 1) ``_table`` (name -> Instance) and ``_aliases``; 2) each
+instance's ``state``, ``holds``, ``uses``, ``exports`` and staged lists; 3) every hook
+snapshot swap (``_hooks``); 4) ``_subscribers``, ``_taints``, ``_watches``. It is never
+held while user code runs, and pin callbacks (which run inside garbage collection on any
+thread) never take it.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, final
+
+from . import _deps, _leaks, _loader, _manifest, _params, _quiesce
+from ._modpath import ModPath
+from ._context import ModuleContext, Registration
+from ._hooks import ErrorPolicy, Hook, HookTable, Impl
+from ._instance import Instance, Module, ModuleStatus
+from ._leaks import Leak
+from ._manifest import ModuleInfo
+from ._state import State
+from .errors import (
+    DependencyError,
+    InitError,
+    LivemodError,
+    ManifestError,
+    ModuleBusy,
+    ModuleExists,
+    ModuleGoing,
+    ModuleNotFound,
+)
+
+__all__ = ["Event", "Hold", "Host", "Taint"]
+
+_log = logging.getLogger("livemod")
+_host_ids = itertools.count(1)
+_tokens = itertools.count(1)
+
+Subscriber = Callable[[str, "State | None", State], object]
+
+#: Back-off bounds (seconds) while waiting for calls in flight: the only polling wait, since
+#: a wake-up there would cost every call (design.md, "Hazards").
+_POLL_MIN: Final = 0.0002
+_POLL_MAX: Final = 0.01
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Taint:
+    """Why the host can no longer be trusted to be clean. Permanent for the host's life."""
+
+    flag: str
+    module: str
+    when: float
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.flag} ({self.module}): {self.reason}"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the host's event log (loads, unloads, refusals, taints), like dmesg."""
+
+    when: float
+    module: str
+    message: str
+
+
+@final
+class Hold:
+    """A counted reference on a LIVE module (the kernel's try_module_get/module_put).
+
+    Use as a context manager, or call ``release()`` (idempotent). While any hold exists,
+    ``rmmod`` refuses (or, with ``wait=True``, waits and is woken by the last release).
+    """
+
+    __slots__ = ("_inst", "_token", "_wake")
+
+    def __init__(self, inst: Instance, token: int, wake: Callable[[None], None]) -> None:
+        self._inst = inst
+        self._token = token
+        self._wake = wake
+
+    @property
+    def module(self) -> Module:
+        return Module(self._inst)
+
+    def release(self) -> None:
+        if self._inst.holds.pop(self._token, None) is not None:
+            self._wake(None)
+
+    def __enter__(self) -> Module:
+        return Module(self._inst)
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Host:
+    """A live module host: load, call, unload and inspect modules in this process.
+
+    Args:
+        modpath: folders searched by ``modprobe`` for ``<name>.py`` and ``<name>/`` packages.
+        errors: what a hook does when an implementation raises: ``"raise"`` (propagate, the
+            default) or ``"isolate"`` (log it, count it against the module, leave it out of
+            the results and carry on). ``hook(name, errors=...)`` overrides it per hook.
+        timeout: default seconds ``rmmod`` waits for calls in flight (and, with
+            ``wait=True``, holds and pins).
+        leak_check: after each unload, collect and check that the module's code is gone.
+    """
+
+    def __init__(
+        self,
+        modpath: Iterable[str | os.PathLike[str]] = (),
+        *,
+        errors: ErrorPolicy = "raise",
+        timeout: float = 5.0,
+        leak_check: bool = True,
+    ) -> None:
+        if errors not in ("raise", "isolate"):
+            raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
+        self.modpath = [os.path.abspath(os.fspath(p)) for p in modpath]
+        self.timeout = timeout
+        self.leak_check = leak_check
+        self._id = next(_host_ids)
+        self._tag = f"_h{self._id}"
+        self._op_lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._table: dict[str, Instance] = {}
+        self._hooks = HookTable(self._lock, errors, self._hook_error)
+        self._subscribers: list[Subscriber] = []
+        self._taints: list[Taint] = []
+        self._watches: list[_leaks.LeakWatch] = []
+        self._events: deque[Event] = deque(maxlen=1000)
+        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._modpath = ModPath(self.modpath)
+        self._closed = False
+        self.started_at = time.time()
+        _loader.install_finder()
+
+    # ---------------------------------------------------------------- public: loading
+
+    def insmod(self, path: str | os.PathLike[str], **params: object) -> Module:
+        """Load exactly one module from ``path`` (a ``.py`` file or a package folder).
+
+        Its dependencies must already be loaded (``modprobe`` loads them for you).
+
+        Returns:
+            The LIVE module.
+        Raises:
+            ModuleNotFound, ManifestError, ParamError, DependencyError, ModuleExists,
+            InitError (the load was rolled back; nothing it registered was ever visible).
+        """
+        with self._op_lock:
+            self._check_open()
+            return self._load(path, params)
+
+    def modprobe(self, name: str, **params: object) -> Module:
+        """Load ``name`` (or an alias) from the modpath, dependencies first.
+
+        ``params`` are for ``name`` itself. If it is already loaded, its handle is returned.
+        If any module of the chain fails, the ones this call loaded are unloaded again.
+        """
+        with self._op_lock:
+            self._check_open()
+            loaded = self._find_loaded(name)
+            if loaded is not None:
+                if params:
+                    raise ModuleExists(
+                        f"module {loaded.name!r} is already loaded; rmmod it first to load it "
+                        f"with other parameters", module=loaded.name,
+                    )
+                return Module(loaded)
+            versions = {n: i.info.version for n, i in self._table.items()}
+            order = _deps.resolve_load_order(name, self._find_on_modpath, versions)
+            done: list[Module] = []
+            try:
+                for info in order:
+                    done.append(self._load(info.path, params if info is order[-1] else {}))
+            except BaseException:
+                for module in reversed(done):
+                    self._unload(self._table[module.name], wait=False, timeout=self.timeout,
+                                 force=False)
+                raise
+            return done[-1]
+
+    # -------------------------------------------------------------- public: unloading
+
+    def rmmod(
+        self,
+        name: str,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        force: bool = False,
+        cascade: bool = False,
+    ) -> None:
+        """Unload a module: unpublish, wait until quiet, run exit and managed undo, free.
+
+        Args:
+            wait: also wait for holds and pins to be released (woken by the last one);
+                without it, a held or pinned module is refused at once.
+            timeout: seconds to wait for calls in flight (always waited for) and, with
+                ``wait``, holds and pins; default ``Host(timeout=...)``. On timeout the
+                unload is rolled back: the module is republished and LIVE again.
+            force: do not wait at all; taints the host.
+            cascade: remove the modules that use this one first.
+        Raises:
+            ModuleNotFound, ModuleBusy (with ``.holders``), ModuleGoing.
+        """
+        with self._op_lock:
+            inst = self._get_loaded(name)
+            limit = self.timeout if timeout is None else timeout
+            users = self._used_by(inst)
+            if users and not cascade:
+                holders = tuple(f"module {u!r}" for u in users)
+                raise ModuleBusy(
+                    f"cannot remove {inst.name!r}: used by {', '.join(map(repr, users))} "
+                    f"(rmmod {users[0]} first, or use cascade=True)",
+                    module=inst.name, holders=holders,
+                )
+            if users:
+                closure = self._dependents_closure(inst.name)
+                if not (wait or force):
+                    for dep in closure:
+                        self._refuse_if_held(self._table[dep])
+                for dep in closure:
+                    self._unload(self._table[dep], wait=wait, timeout=limit, force=force)
+            self._unload(inst, wait=wait, timeout=limit, force=force)
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Unload every module, dependents first; the host stays queryable afterwards.
+
+        Each module gets ``timeout`` seconds to go quiet (holds and pins included); one that
+        does not is forced (which taints the host), so ``close`` always finishes.
+        """
+        with self._op_lock:
+            if self._closed:
+                return
+            self._closed = True
+            limit = self.timeout if timeout is None else timeout
+            used_by = {n: self._used_by(i) for n, i in self._table.items()}
+            for name in _deps.dependents_order(list(self._table), used_by):
+                inst = self._table.get(name)
+                if inst is None or inst.state is not State.LIVE:
+                    continue
+                try:
+                    self._unload(inst, wait=True, timeout=limit, force=False)
+                except ModuleBusy:
+                    self._unload(inst, wait=False, timeout=limit, force=True)
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- public: inspection
+
+    def lsmod(self) -> list[ModuleStatus]:
+        """One frozen row per module in the table, in load order."""
+        with self._lock:
+            rows = []
+            for inst in self._table.values():
+                rows.append(ModuleStatus(
+                    name=inst.name, version=inst.info.version, state=inst.state,
+                    holds=len(inst.holds), pins=len(inst.pins),
+                    used_by=tuple(self._used_by_unlocked(inst)), uses=tuple(sorted(inst.uses)),
+                    path=inst.info.path, params=inst.params.as_dict(), errors=inst.errors,
+                    since=inst.state_since,
+                ))
+            return rows
+
+    def modinfo(self, path_or_name: str | os.PathLike[str]) -> ModuleInfo:
+        """Static metadata of a module file, package, loaded module or modpath name.
+
+        Never executes the module.
+        """
+        text = os.fspath(path_or_name)
+        if os.sep in text or text.endswith(".py") or os.path.exists(text):
+            return _manifest.read_manifest(text)
+        inst = self._find_loaded(text)
+        if inst is not None:
+            return inst.info
+        info = self._find_on_modpath(text)
+        if info is None:
+            raise ModuleNotFound(
+                f"no module {text!r} is loaded or on the modpath {self.modpath} "
+                f"(give a path, or add its folder to modpath)", module=text,
+            )
+        return info
+
+    def hook(self, name: str, *, errors: ErrorPolicy | None = None) -> Hook:
+        """The hook point ``name``, created on first use. ``errors`` applies at creation."""
+        return self._hooks.get(name, errors)
+
+    def hold(self, name: str) -> Hold:
+        """Take a hold on a LIVE module; release it (or leave the ``with`` block) when done.
+
+        Raises:
+            ModuleNotFound: not loaded (or not yet LIVE).
+            ModuleGoing: it is being unloaded.
+        """
+        where = _quiesce.describe_frame(inspect.currentframe().f_back)  # type: ignore[union-attr]
+        with self._lock:
+            inst = self._resolve_unlocked(name)
+            if inst is None or inst.state in (State.LOADING, State.COMING):
+                raise ModuleNotFound(f"module {name!r} is not loaded (live)", module=name)
+            if inst.state is not State.LIVE:
+                raise ModuleGoing(
+                    f"module {inst.name!r} is being unloaded; no new holds", module=inst.name
+                )
+            token = next(_tokens)
+            inst.holds[token] = (
+                f"hold taken at {where} by thread {threading.current_thread().name!r}"
+            )
+        return Hold(inst, token, self._wakeups.put)
+
+    def leaks(self) -> list[Leak]:
+        """Unloaded modules whose objects are still alive, with who holds them.
+
+        Collects garbage first; an entry is dropped once its objects are finally collected.
+        """
+        gc.collect()
+        with self._lock:
+            self._watches = [w for w in self._watches if w.survivors()]
+            watches = list(self._watches)
+        return [w.to_leak() for w in watches]
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(name, old_state, new_state)`` on every transition.
+
+        Called synchronously in the thread doing the operation. Raising from the transition
+        to COMING vetoes the load (it fails cleanly); raising elsewhere is logged.
+        Returns a function that unsubscribes.
+        """
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    @property
+    def tainted(self) -> tuple[Taint, ...]:
+        """Every taint this host has taken, oldest first (empty if clean)."""
+        with self._lock:
+            return tuple(self._taints)
+
+    def events(self) -> list[Event]:
+        """The recent event log, oldest first (bounded)."""
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<livemod.Host #{self._id} {len(self._table)} modules>"
+
+    # ------------------------------------------------------------- private: loading
+
+    def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
+        """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
+        # Cheap checks that change nothing come first (the kernel's load_module order).
+        abs_path, source_file, is_package = _manifest.locate(path)
+        with open(source_file, "rb") as f:
+            source = f.read()
+        info = _manifest.parse_manifest(
+            source, path=abs_path, source_file=source_file, is_package=is_package
+        )
+        values = _params.resolve(info.params, params, module=info.name)
+        with self._lock:
+            self._check_free_unlocked(info)
+            deps = self._check_depends_unlocked(info)
+            inst = Instance(info, _params.Params(info.params, values, module=info.name))
+            inst.private_name = self._private_name_unlocked(info.name)
+            inst.uses.update(deps)
+            self._table[info.name] = inst
+        self._notify(inst, None, State.LOADING)
+        try:
+            module = _loader.exec_module(
+                inst.private_name, source, source_file=source_file,
+                package_dir=abs_path if is_package else None,
+                importer=self._importer_for(inst),
+            )
+            inst.module = module
+            inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
+            self._set_state(inst, State.COMING, veto=True)
+            inst.context = ModuleContext(self, inst)
+            init = getattr(module, "init", None)
+            if init is not None:
+                if inspect.iscoroutinefunction(init):
+                    raise TypeError("init is a coroutine function: load it with an async host")
+                init(inst.context)
+        except (Exception, SystemExit) as exc:
+            where = _where(exc, info)
+            self._discard(inst)
+            self._event(inst.name, f"load failed at {where}: {_brief(exc)}")
+            raise InitError(
+                f"module {info.name!r} failed to load at {where}: {_brief(exc)} "
+                f"(nothing it registered was published; fix it and load it again)",
+                module=info.name,
+            ) from exc
+        except BaseException:
+            self._discard(inst)
+            raise
+        self._publish(inst)
+        return Module(inst)
+
+    def _publish(self, inst: Instance) -> None:
+        with self._lock:
+            self._hooks.publish_unlocked(inst.staged)
+            inst.exports = _frozen(inst.staged_exports)
+            inst.staged, inst.staged_exports = [], {}
+            starts, inst.staged_starts = inst.staged_starts, []
+            inst.init_ok = True
+        self._set_state(inst, State.LIVE)
+        for start in starts:
+            start()
+        self._event(inst.name, f"loaded {inst.info.version} from {inst.info.path}")
+
+    def _discard(self, inst: Instance) -> None:
+        """Undo a load that failed before LIVE: nothing was ever published."""
+        inst.stopping.set()
+        inst.undo.unwind()
+        _loader.remove_modules(inst.private_name)
+        old = inst.state
+        with self._lock:
+            self._table.pop(inst.name, None)
+            inst.state = State.GONE
+        inst.release_code()
+        self._notify(inst, old, State.GONE)
+
+    def _importer_for(self, inst: Instance) -> _loader.Importer:
+        host = self
+
+        def importer(name: str, fromlist: Sequence[str]) -> Any:
+            return host._import_for(inst, name, fromlist)
+
+        return importer
+
+    def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
+        """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""
+        parts = name.split(".")[2:]
+        if not parts:
+            found = {leaf: self._import_dep(inst, leaf) for leaf in fromlist}
+            return _Namespace(found)
+        target = self._import_dep(inst, parts[0])
+        for depth in range(1, len(parts)):
+            target = __import__(target.__name__ + "." + parts[depth], fromlist=("_",))
+        if fromlist:
+            return target
+        import livemod
+
+        return _Namespace({"mods": _Namespace({parts[0]: self._import_dep(inst, parts[0])})},
+                          fallback=livemod)
+
+    def _import_dep(self, inst: Instance, dep: str) -> Any:
+        target = self._edge(inst, dep, "import")
+        return target.module
+
+    def _edge(self, inst: Instance, dep: str, how: str) -> Instance:
+        with self._lock:
+            target = self._resolve_unlocked(dep)
+            if target is None or target.state is not State.LIVE or target.module is None:
+                raise ModuleNotFoundError(
+                    f"module {inst.name!r} cannot {how} {dep!r}: it is not loaded (live) in "
+                    f"this host (declare it in depends and load with modprobe)", name=dep,
+                )
+            if target is not inst and target.name not in inst.uses:
+                if inst.name in self._uses_closure_unlocked(target):
+                    raise DependencyError(
+                        f"module {inst.name!r} cannot use {target.name!r}: {target.name!r} "
+                        f"already uses {inst.name!r} (dependency cycle)",
+                        module=inst.name, chain=(inst.name, target.name, inst.name),
+                    )
+                inst.uses.add(target.name)
+        return target
+
+    def _require(self, inst: Instance, name: str) -> Any:
+        try:
+            target = self._edge(inst, name, "require")
+        except ModuleNotFoundError as exc:
+            raise DependencyError(str(exc), module=inst.name, chain=(inst.name, name)) from None
+        return _Exports(self, target.name)
+
+    # ------------------------------------------------------------ private: unloading
+
+    def _unload(self, inst: Instance, *, wait: bool, timeout: float, force: bool) -> None:
+        """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE. Caller holds ``_op_lock``."""
+        inside = _quiesce.current_thread_in(inst.namespace_ids)
+        if inside is not None or threading.get_ident() in inst.thread_idents:
+            raise ModuleBusy(
+                f"cannot remove {inst.name!r} from inside its own code "
+                f"({inside or 'its own thread'}): the unload would wait for itself "
+                f"(call rmmod from another thread)",
+                module=inst.name, holders=(f"the calling thread, at {inside}",),
+            )
+        with self._lock:
+            if not (wait or force):
+                self._refuse_if_held_unlocked(inst)
+            inst.state = State.GOING
+            inst.state_since = time.monotonic()
+            removed = self._hooks.unpublish_unlocked(inst.id)
+        self._notify(inst, State.LIVE, State.GOING)
+        if force:
+            self._taint("forced-unload", inst.name, "rmmod --force: did not wait for users")
+        else:
+            pending = self._wait_quiet(inst, time.monotonic() + timeout, holds=wait)
+            if not pending and not wait:
+                with self._lock:
+                    pending = inst.holders()  # taken while we waited for calls in flight
+            if pending:
+                with self._lock:
+                    self._hooks.publish_unlocked(removed)
+                    inst.state = State.LIVE
+                    inst.state_since = time.monotonic()
+                self._notify(inst, State.GOING, State.LIVE)
+                self._event(inst.name, f"unload rolled back: busy ({'; '.join(pending)})")
+                raise ModuleBusy(
+                    f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
+                    f"({'; '.join(pending)}); the unload was rolled back and it is LIVE again "
+                    f"(release it, retry with a longer timeout, or use force=True)",
+                    module=inst.name, holders=tuple(pending),
+                )
+        removed.clear()
+        self._finish(inst)
+
+    def _wait_quiet(self, inst: Instance, deadline: float, *, holds: bool) -> list[str]:
+        """Wait until nothing runs in (and, with ``holds``, nothing holds) the module.
+
+        Returns what is still pending at the deadline (empty: quiet).
+        """
+        delay = _POLL_MIN
+        me = threading.get_ident()
+        while True:
+            pending = [f"a call in flight on hook {h!r}" for h in self._hooks.busy_hooks(inst.id)]
+            pending += _quiesce.running_in(
+                inst.namespace_ids, exclude=inst.thread_idents | {me}
+            )
+            polling = bool(pending)
+            if holds:
+                pending += inst.holders()
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                return pending
+            try:
+                # Holds and pins wake us; calls in flight are polled with a bounded back-off.
+                self._wakeups.get(timeout=min(delay, remaining) if polling else remaining)
+            except queue.Empty:
+                pass
+            delay = min(delay * 2, _POLL_MAX)
+
+    def _finish(self, inst: Instance) -> None:
+        """Exit, managed undo, out of the table, GONE, leak check."""
+        inst.stopping.set()
+        module, ctx = inst.module, inst.context
+        exit_fn = getattr(module, "exit", None) if inst.init_ok else None
+        if exit_fn is not None and ctx is not None:
+            try:
+                exit_fn(ctx)
+            except Exception as exc:
+                self._taint("exit-failed", inst.name, f"exit raised {_brief(exc)}")
+                _log.error("module %r: exit raised; carrying on with managed undo:\n%s",
+                           inst.name, "".join(traceback.format_exception(exc)))
+                del exc
+        del exit_fn, ctx
+        for failure in inst.undo.unwind():
+            self._event(inst.name, f"cleanup failed: {failure}")
+        watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst)) \
+            if self.leak_check else None
+        del module
+        _loader.remove_modules(inst.private_name)
+        with self._lock:
+            self._table.pop(inst.name, None)
+            inst.state = State.GONE
+            inst.state_since = time.monotonic()
+            inst.holds.clear()
+            inst.pins.clear()
+        inst.release_code()
+        self._notify(inst, State.GOING, State.GONE)
+        self._event(inst.name, "unloaded")
+        if watch is not None:
+            gc.collect()
+            if watch.survivors():
+                watch.explain()
+                with self._lock:
+                    self._watches.append(watch)
+                self._taint("module-leaked", inst.name, "objects still alive after unload")
+
+    # --------------------------------------------------------- private: registrations
+
+    def _register(
+        self, inst: Instance, hook: str, fn: Callable[..., Any], priority: int
+    ) -> Registration:
+        impl = Impl(fn, owner=inst.id, owner_name=inst.name, priority=priority,
+                    seq=self._hooks.next_seq())
+        entry = (hook, impl)
+
+        def remove() -> None:
+            with self._lock:
+                if entry in inst.staged:
+                    inst.staged.remove(entry)
+                else:
+                    self._hooks.remove_unlocked(hook, impl)
+
+        with self._lock:
+            self._check_can_register_unlocked(inst, f"register on hook {hook!r}")
+            if inst.state is State.COMING:
+                inst.staged.append(entry)
+            else:
+                self._hooks.publish_unlocked([entry])
+        token = inst.undo.push(f"hook {hook!r} <- {impl.describe()}", remove)
+
+        def unregister() -> None:
+            if inst.undo.discard(token) is not None:
+                remove()
+
+        return Registration(hook, impl, unregister)
+
+    def _export(self, inst: Instance, name: str, obj: object) -> None:
+        with self._lock:
+            self._check_can_register_unlocked(inst, f"export {name!r}")
+            if name in inst.staged_exports or name in inst.exports:
+                raise ValueError(f"module {inst.name!r} already exports {name!r}")
+            if inst.state is State.COMING:
+                inst.staged_exports[name] = obj
+            else:
+                inst.exports = _frozen({**inst.exports, name: obj})
+
+        def unexport() -> None:
+            with self._lock:
+                inst.staged_exports.pop(name, None)
+                inst.exports = _frozen({k: v for k, v in inst.exports.items() if k != name})
+
+        inst.undo.push(f"export {name!r}", unexport)
+
+    def _start_when_live(self, inst: Instance, start: Callable[[], None]) -> None:
+        with self._lock:
+            self._check_can_register_unlocked(inst, "start a thread")
+            if inst.state is State.COMING:
+                inst.staged_starts.append(start)
+                return
+        start()
+
+    def _check_can_register_unlocked(self, inst: Instance, action: str) -> None:
+        if inst.state not in (State.COMING, State.LIVE):
+            raise ModuleGoing(
+                f"module {inst.name!r} is {inst.state.name}; it cannot {action} now",
+                module=inst.name,
+            )
+
+    def _hook_error(self, hook: str, impl: Impl, exc: BaseException) -> None:
+        with self._lock:
+            inst = self._table.get(impl.owner_name)
+            if inst is not None and inst.id == impl.owner:
+                inst.errors += 1
+        _log.error("hook %r: %s raised (isolated):\n%s", hook, impl.describe(),
+                   "".join(traceback.format_exception(exc)))
+
+    # ------------------------------------------------------------ private: the table
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LivemodError("this host is closed; create a new Host to load modules")
+
+    def _check_free_unlocked(self, info: ModuleInfo) -> None:
+        for word in (info.name, *info.aliases):
+            other = self._resolve_unlocked(word)
+            if other is not None:
+                raise ModuleExists(
+                    f"cannot load {info.path}: {word!r} is already taken by module "
+                    f"{other.name!r} {other.info.version} ({other.state.name}, from "
+                    f"{other.info.path}); rmmod it first",
+                    module=info.name,
+                )
+
+    def _check_depends_unlocked(self, info: ModuleInfo) -> set[str]:
+        names = set()
+        for req in info.depends:
+            dep = self._resolve_unlocked(req.name)
+            if dep is None or dep.state is not State.LIVE:
+                raise DependencyError(
+                    f"cannot load {info.name!r}: it depends on {str(req)!r}, which is not "
+                    f"loaded (use modprobe {info.name}, or load {req.name} first)",
+                    module=info.name, chain=(info.name, req.name),
+                )
+            if not req.satisfied_by(dep.info.version):
+                raise DependencyError(
+                    f"cannot load {info.name!r}: it needs {req}, but {dep.name} "
+                    f"{dep.info.version} is loaded (upgrade {dep.name} or relax the constraint)",
+                    module=info.name, chain=(info.name, dep.name),
+                )
+            names.add(dep.name)
+        return names
+
+    def _private_name_unlocked(self, name: str) -> str:
+        base = f"{_loader.PREFIX}{self._tag}.{name}"
+        if base not in _sys_modules():
+            return base
+        return f"{base}__{next(_tokens)}"
+
+    def _resolve_unlocked(self, name: str) -> Instance | None:
+        inst = self._table.get(name)
+        if inst is not None:
+            return inst
+        for inst in self._table.values():
+            if name in inst.info.aliases:
+                return inst
+        return None
+
+    def _find_loaded(self, name: str) -> Instance | None:
+        with self._lock:
+            return self._resolve_unlocked(name)
+
+    def _get_loaded(self, name: str) -> Instance:
+        inst = self._find_loaded(name)
+        if inst is None:
+            raise ModuleNotFound(
+                f"module {name!r} is not loaded (see lsmod for what is)", module=name
+            )
+        if inst.state is State.GOING:
+            raise ModuleGoing(f"module {inst.name!r} is already being unloaded", module=name)
+        if inst.state is not State.LIVE:
+            raise ModuleBusy(
+                f"module {inst.name!r} is still {inst.state.name}; try again when it is LIVE",
+                module=inst.name, holders=(f"its load ({inst.state.name})",),
+            )
+        return inst
+
+    def _find_on_modpath(self, name: str) -> ModuleInfo | None:
+        return self._modpath.find(name)
+
+    def _used_by(self, inst: Instance) -> list[str]:
+        with self._lock:
+            return self._used_by_unlocked(inst)
+
+    def _used_by_unlocked(self, inst: Instance) -> list[str]:
+        return [o.name for o in self._table.values() if o is not inst and inst.name in o.uses]
+
+    def _uses_closure_unlocked(self, inst: Instance) -> set[str]:
+        seen: set[str] = set()
+        stack = list(inst.uses)
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                other = self._table.get(name)
+                stack.extend(other.uses if other else ())
+        return seen
+
+    def _dependents_closure(self, name: str) -> list[str]:
+        """Every module that uses ``name``, directly or not, dependents first."""
+        with self._lock:
+            used_by = {n: self._used_by_unlocked(i) for n, i in self._table.items()}
+        found: set[str] = set()
+        stack = list(used_by.get(name, ()))
+        while stack:
+            n = stack.pop()
+            if n not in found:
+                found.add(n)
+                stack.extend(used_by.get(n, ()))
+        return _deps.dependents_order(sorted(found), used_by)
+
+    def _refuse_if_held(self, inst: Instance) -> None:
+        with self._lock:
+            self._refuse_if_held_unlocked(inst)
+
+    def _refuse_if_held_unlocked(self, inst: Instance) -> None:
+        holders = inst.holders()
+        if holders:
+            raise ModuleBusy(
+                f"cannot remove {inst.name!r}: {'; '.join(holders)} "
+                f"(release it, use wait=True to wait for it, or force=True)",
+                module=inst.name, holders=tuple(holders),
+            )
+
+    def _modules_of(self, inst: Instance) -> list[Any]:
+        return _loader.namespaces_of(inst.private_name)
+
+    # ------------------------------------------------------------ private: reporting
+
+    def _set_state(self, inst: Instance, new: State, *, veto: bool = False) -> None:
+        with self._lock:
+            old, inst.state = inst.state, new
+            inst.state_since = time.monotonic()
+        self._notify(inst, old, new, veto=veto)
+
+    def _notify(self, inst: Instance, old: State | None, new: State, *, veto: bool = False) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(inst.name, old, new)
+            except Exception:
+                if veto:
+                    raise
+                _log.exception("livemod subscriber %r failed on %s -> %s", callback, old, new)
+
+    def _taint(self, flag: str, module: str, reason: str) -> None:
+        with self._lock:
+            self._taints.append(Taint(flag, module, time.time(), reason))
+        self._event(module, f"tainted {flag}: {reason}")
+
+    def _event(self, module: str, message: str) -> None:
+        with self._lock:
+            self._events.append(Event(time.time(), module, message))
+        _log.info("%s: %s", module, message)
+
+
+@final
+class _Exports:
+    """``mod.require(name)``: the named module's exports, looked up on each access, so a
+    holder always sees the current version (an upgrade rebinds them)."""
+
+    __slots__ = ("_host", "_name")
+
+    def __init__(self, host: Host, name: str) -> None:
+        self._host = host
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        inst = self._host._table.get(self._name)
+        if inst is None or inst.state is not State.LIVE:
+            raise ModuleGoing(f"module {self._name!r} is not live", module=self._name)
+        try:
+            return inst.exports[attr]
+        except KeyError:
+            raise AttributeError(
+                f"module {self._name!r} exports no {attr!r} "
+                f"(it exports: {', '.join(sorted(inst.exports)) or 'nothing'})"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        inst = self._host._table.get(self._name)
+        return sorted(inst.exports) if inst else []
+
+    def __repr__(self) -> str:
+        return f"<livemod exports of {self._name!r}>"
+
+
+@final
+class _Namespace:
+    """What ``import livemod.mods...`` binds inside a module: attribute access only."""
+
+    def __init__(self, attrs: Mapping[str, Any], fallback: Any = None) -> None:
+        self.__dict__.update(attrs)
+        self._fallback = fallback
+
+    def __getattr__(self, name: str) -> Any:
+        if self._fallback is None:
+            raise AttributeError(name)
+        return getattr(self._fallback, name)
+
+
+def _frozen(d: Mapping[str, object]) -> Mapping[str, object]:
+    from types import MappingProxyType
+
+    return MappingProxyType(dict(d))
+
+
+def _sys_modules() -> Mapping[str, Any]:
+    import sys
+
+    return sys.modules
+
+
+def _brief(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip().replace("\n", " ")
+
+
+def _where(exc: BaseException, info: ModuleInfo) -> str:
+    """The innermost place in the module's own files where ``exc`` was raised."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{os.path.basename(exc.filename)}:{exc.lineno}"
+    root = info.path if info.is_package else info.source_file
+    found = os.path.basename(info.source_file)
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == root or code.co_filename.startswith(root + os.sep):
+            found = f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
+        tb = tb.tb_next
+    return found
