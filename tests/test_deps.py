@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,9 +41,6 @@ def modpath(tmp_path: Path) -> Modpath:
 
 def names(order: list[ModuleInfo]) -> list[str]:
     return [info.name for info in order]
-
-
-Resolve = Callable[..., list[ModuleInfo]]
 
 
 def test_single_module(modpath: Modpath) -> None:
@@ -107,7 +103,7 @@ def test_loaded_module_named_by_alias(modpath: Modpath) -> None:
     modpath.add("web", depends=("logger>=2",))
     modpath.add("log", version="2.0", aliases=("logger",))
     assert names(resolve_load_order("web", modpath.lookup, {"log": "2.1"})) == ["web"]
-    with pytest.raises(DependencyError, match="log 1.0 is loaded"):
+    with pytest.raises(DependencyError, match=r"log 1\.0 is loaded"):
         resolve_load_order("web", modpath.lookup, {"log": "1.0"})
     assert resolve_load_order("logger", modpath.lookup, {"log": "2.1"}) == []
 

@@ -51,6 +51,7 @@ __all__ = [
     "Params",
     "Registration",
     "Requirement",
+    "SignatureError",
     "State",
     "Taint",
 ]

@@ -164,22 +164,27 @@ def dependents_order(names: Iterable[str], used_by: Mapping[str, Iterable[str]])
         create, but import edges could) is broken at the first module met again.
     """
     wanted = list(dict.fromkeys(names))
-    selected = set(wanted)
+    rank = {name: i for i, name in enumerate(wanted)}
+
+    def users_of(name: str) -> Iterator[str]:
+        # Users in the caller's order, then unselected ones by name: never hash order.
+        return iter(sorted(used_by.get(name, ()), key=lambda u: (rank.get(u, len(rank)), u)))
+
     out: list[str] = []
     seen: set[str] = set()
     for start in wanted:
         if start in seen:
             continue
         seen.add(start)
-        stack: list[tuple[str, Iterator[str]]] = [(start, iter(sorted(used_by.get(start, ()))))]
+        stack = [(start, users_of(start))]
         while stack:
             name, users = stack[-1]
             user = next(users, None)
             if user is None:
                 stack.pop()
-                if name in selected:
+                if name in rank:
                     out.append(name)
             elif user not in seen:
                 seen.add(user)
-                stack.append((user, iter(sorted(used_by.get(user, ())))))
+                stack.append((user, users_of(user)))
     return out

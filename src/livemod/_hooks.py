@@ -298,7 +298,9 @@ class HookTable:
         for name, impl in additions:
             by_hook.setdefault(name, []).append(impl)
         for name, impls in by_hook.items():
-            hook = self.hooks.get(name) or self._create_unlocked(name)
+            hook = self.hooks.get(name)
+            if hook is None:  # not ``or``: an empty Hook is falsy (it has a __len__)
+                hook = self._create_unlocked(name)
             merged = tuple(sorted((*hook._snap.impls, *impls), key=Impl.sort_key))
             self._retire_unlocked(hook, hook._install_unlocked(merged))
 

@@ -60,7 +60,7 @@ class Undo:
 
     def unwind(self) -> list[str]:
         """Run every undo, newest first; return a description of each one that failed."""
-        failures = []
+        failures: list[str] = []
         while True:
             with self._lock:
                 if not self._entries:

@@ -11,6 +11,7 @@ and time so a huge heap cannot stall the host.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import threading
@@ -86,8 +87,9 @@ class LeakWatch:
                 continue
             chain = _chain(obj, desc, deadline)
             del obj
-            if chain and chain not in seen_roots:
-                seen_roots.add(chain)
+            root = chain.rsplit(" <- ", 1)[-1]
+            if chain and root not in seen_roots:  # one chain per root says it all
+                seen_roots.add(root)
                 chains.append(chain)
         self.chains = tuple(chains)
 
@@ -107,10 +109,8 @@ def watch(name: str, version: str, modules: Iterable[types.ModuleType]) -> LeakW
         if id(obj) in seen or len(refs) >= _MAX_REFS:
             return
         seen.add(id(obj))
-        try:
+        with contextlib.suppress(TypeError):  # not weak-referenceable: cannot be watched
             refs.append((desc, weakref.ref(obj)))
-        except TypeError:
-            pass
 
     def user_name(private: str) -> str:
         return name + private[len(modules[0].__name__):] if modules else private
@@ -174,7 +174,8 @@ def _roots() -> tuple[dict[int, str], dict[int, str]]:
     for ident, frame in sys._current_frames().items():
         if ident == threading.get_ident():
             continue
-        top = f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {frame.f_code.co_name}"
+        code = frame.f_code
+        top = f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}"
         f: types.FrameType | None = frame
         while f is not None:
             frames[id(f)] = f"thread {names.get(ident, ident)!r} (stack: {top})"

@@ -35,10 +35,10 @@ Importer = Callable[[str, Sequence[str]], Any]
 def _builtins_for(importer: Importer) -> dict[str, Any]:
     real_import = builtins.__import__
 
-    def __import__(  # noqa: N807 - it *is* __import__ for the module's code
+    def __import__(
         name: str,
-        globals: Any = None,  # noqa: A002
-        locals: Any = None,  # noqa: A002
+        globals: Any = None,
+        locals: Any = None,
         fromlist: Sequence[str] | None = (),
         level: int = 0,
     ) -> Any:

@@ -322,7 +322,7 @@ def locate(path: str | os.PathLike[str]) -> tuple[str, str, bool]:
 def _stat_mode(abs_path: str) -> int:
     try:
         return os.stat(abs_path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise ModuleNotFound(
             f"no module at {abs_path}: the path does not exist (check the path)"
         ) from None
@@ -377,7 +377,8 @@ def _parse_source(source: bytes, source_file: str) -> ast.Module:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
     except SyntaxError as exc:
-        fail(exc.lineno, f"has an invalid coding cookie: {exc.msg} (fix the coding line)")
+        fail(exc.lineno, f"cannot be decoded: {exc.msg} (save it as UTF-8, or fix its "
+                         "'# -*- coding: ... -*-' line)")
     try:
         text = source.decode(encoding)
     except (UnicodeDecodeError, LookupError) as exc:
@@ -638,7 +639,7 @@ class _Reader:
         ok, value = _as_declared(ptype, self.literal(node, where))
         if not ok:
             items = " (items must be str, int, float or bool)" if ptype == "list" else ""
-            self.fail(node, where, f"expected a {ptype} default, got "
+            self.fail(node, where, f"expected a default of type {ptype}, got "
                       f"{_type_name(value)} {value!r:.60}{items}")
         return value
 

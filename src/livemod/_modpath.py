@@ -68,9 +68,8 @@ class ModPath:
             for entry in entries:
                 if entry.name.startswith((".", "_")):
                     continue
-                if entry.is_file() and entry.name.endswith(".py"):
-                    yield entry.path
-                elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                single = entry.is_file() and entry.name.endswith(".py")
+                if single or os.path.isfile(os.path.join(entry.path, "__init__.py")):
                     yield entry.path
 
     def _named(self, name: str) -> Iterator[str]:

@@ -19,34 +19,35 @@ thread) never take it.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Final, final
 
 from . import _deps, _leaks, _loader, _manifest, _params, _quiesce
-from ._modpath import ModPath
 from ._context import ModuleContext, Registration
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
 from ._instance import Instance, Module, ModuleStatus
 from ._leaks import Leak
 from ._manifest import ModuleInfo
+from ._modpath import ModPath
 from ._state import State
 from .errors import (
     DependencyError,
     InitError,
     LivemodError,
-    ManifestError,
     ModuleBusy,
     ModuleExists,
     ModuleGoing,
@@ -328,7 +329,9 @@ class Host:
             ModuleNotFound: not loaded (or not yet LIVE).
             ModuleGoing: it is being unloaded.
         """
-        where = _quiesce.describe_frame(inspect.currentframe().f_back)  # type: ignore[union-attr]
+        caller = sys._getframe(1)
+        where = _quiesce.describe_frame(caller)
+        del caller
         with self._lock:
             inst = self._resolve_unlocked(name)
             if inst is None or inst.state in (State.LOADING, State.COMING):
@@ -576,11 +579,9 @@ class Host:
             remaining = deadline - time.monotonic()
             if not pending or remaining <= 0:
                 return pending
-            try:
-                # Holds and pins wake us; calls in flight are polled with a bounded back-off.
+            # Holds and pins wake us; calls in flight are polled with a bounded back-off.
+            with contextlib.suppress(queue.Empty):
                 self._wakeups.get(timeout=min(delay, remaining) if polling else remaining)
-            except queue.Empty:
-                pass
             delay = min(delay * 2, _POLL_MAX)
 
     def _finish(self, inst: Instance) -> None:
@@ -728,7 +729,7 @@ class Host:
 
     def _private_name_unlocked(self, name: str) -> str:
         base = f"{_loader.PREFIX}{self._tag}.{name}"
-        if base not in _sys_modules():
+        if base not in sys.modules:
             return base
         return f"{base}__{next(_tokens)}"
 
@@ -886,15 +887,7 @@ class _Namespace:
 
 
 def _frozen(d: Mapping[str, object]) -> Mapping[str, object]:
-    from types import MappingProxyType
-
     return MappingProxyType(dict(d))
-
-
-def _sys_modules() -> Mapping[str, Any]:
-    import sys
-
-    return sys.modules
 
 
 def _brief(exc: BaseException) -> str:
