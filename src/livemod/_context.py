@@ -9,13 +9,20 @@ they are published at once; while GOING they are refused.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
 import logging
 import sys
 import threading
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, final
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
+from ._aio import on_loop as _on_loop
+from ._globals import GlobalsMixin
 from ._hooks import Impl
 from ._instance import Instance
 from ._params import Params
@@ -26,7 +33,9 @@ from .errors import ModuleGoing
 if TYPE_CHECKING:
     from .host import Host
 
-__all__ = ["HookHandle", "ModuleContext", "Registration"]
+__all__ = ["HookHandle", "ModuleContext", "Registration", "Timer"]
+
+T = TypeVar("T")
 
 
 def _caller() -> str:
@@ -84,7 +93,26 @@ class HookHandle:
 
 
 @final
-class ModuleContext:
+class Timer:
+    """A managed timer (``call_later`` / ``every``); ``cancel()`` stops it early."""
+
+    __slots__ = ("_cancel", "_cancelled")
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        self._cancel: Callable[[], None] = lambda: None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._cancel()
+
+
+@final
+class ModuleContext(GlobalsMixin):
     """What ``init(mod)`` and ``exit(mod)`` receive.
 
     Attributes:
@@ -221,6 +249,126 @@ class ModuleContext:
             ) from None
         inst.pins[token] = desc
         return released
+
+    def create_task(
+        self, coro: Coroutine[Any, Any, T], *, name: str | None = None
+    ) -> asyncio.Task[T]:
+        """A managed asyncio task on the host's event loop; cancelled and awaited at unload.
+
+        Created at once (an async ``init`` may await it). Needs a host used from a running
+        loop (``async with livemod.Host()`` / ``await host.ainsmod``).
+        """
+        self._check_open("create a task")
+        bridge, inst = self._host._bridge, self._inst
+        loop = bridge.usable()
+        if loop is None:
+            coro.close()
+            raise TypeError(
+                f"module {self.name!r}: create_task needs the host's running event loop "
+                f"(load the module with await host.ainsmod / amodprobe)"
+            )
+        label = name or f"{inst.name}:{getattr(coro, '__qualname__', 'task')}"
+        task: asyncio.Task[T] = bridge.call(lambda: loop.create_task(coro, name=label))
+        inst.tasks.add(task)
+
+        def cancel() -> Any:
+            inst.tasks.discard(task)
+            if task.done():
+                return None
+            bridge.call(task.cancel)
+
+            async def settle() -> None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+            return None if _on_loop(loop) else settle()
+
+        inst.undo.push(f"task {label!r}", cancel)
+        return task
+
+    def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> Timer:
+        """Call ``fn(*args)`` once after ``delay`` seconds (from when the module is LIVE).
+
+        On the host's event loop if it has one, else in a timer thread. Cancelled at unload.
+        """
+        return self._timer(delay, fn, args, repeat=False)
+
+    def every(self, interval: float, fn: Callable[..., object], *args: Any) -> Timer:
+        """Call ``fn(*args)`` every ``interval`` seconds while LIVE (a coroutine function is
+        awaited). On the host's event loop if it has one, else in a thread. Stopped at unload.
+        """
+        return self._timer(interval, fn, args, repeat=True)
+
+    def _timer(
+        self, delay: float, fn: Callable[..., object], args: tuple[Any, ...], *, repeat: bool
+    ) -> Timer:
+        self._check_open("start a timer")
+        inst, timer = self._inst, Timer()
+        loop = self._host._bridge.usable()
+        label = f"{inst.name}:{getattr(fn, '__name__', 'timer')}"
+
+        async def on_loop() -> None:
+            while True:
+                await asyncio.sleep(delay)
+                result = fn(*args)
+                if inspect.isawaitable(result):
+                    await result
+                if not repeat:
+                    return
+
+        def in_thread() -> None:
+            while not inst.stopping.wait(delay) and not timer.cancelled:
+                fn(*args)
+                if not repeat:
+                    return
+
+        def start() -> None:
+            if timer.cancelled:
+                return
+            if loop is not None:
+                task = self.create_task(on_loop(), name=label)
+
+                def cancel_task() -> None:
+                    loop.call_soon_threadsafe(task.cancel)
+
+                timer._cancel = cancel_task
+            else:
+                self.thread(in_thread, name=label)  # wakes on stopping; checks cancelled
+
+        inst.undo.push(f"timer {label!r}", timer.cancel)
+        self._host._start_when_live(inst, start)
+        return timer
+
+    def submit(
+        self, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        """Run ``fn`` in the host's worker threads (executor work), managed.
+
+        Work still queued at unload is cancelled; work running counts as code in flight.
+        """
+        self._check_open("submit executor work")
+        future = self._host._executor().submit(fn, *args, **kwargs)
+        self._inst.undo.push(f"executor work {getattr(fn, '__qualname__', fn)!r}", future.cancel)
+        return future
+
+    def enter(self, cm: AbstractContextManager[T]) -> T:
+        """Enter ``cm`` now; exit it at unload (or after a failed init), in reverse order."""
+        self._check_open("enter a context manager")
+        value = cm.__enter__()
+        what = f"context {type(cm).__qualname__}"
+        self._inst.undo.push(what, lambda: cm.__exit__(None, None, None))
+        return value
+
+    async def enter_async(self, cm: AbstractAsyncContextManager[T]) -> T:
+        """Enter an async context manager now; its ``__aexit__`` is awaited at unload."""
+        self._check_open("enter a context manager")
+        value = await cm.__aenter__()
+
+        def leave() -> Awaitable[object]:
+            return cm.__aexit__(None, None, None)
+
+        self._inst.undo.push(f"async context {type(cm).__qualname__}", leave)
+        return value
 
     def _check_open(self, action: str) -> None:
         if self._inst.state in (State.GOING, State.GONE):

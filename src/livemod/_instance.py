@@ -9,6 +9,7 @@ user never keeps an unloaded module alive.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import threading
@@ -58,8 +59,12 @@ class Undo:
         with self._lock:
             return self._entries.pop(token, None)
 
-    def unwind(self) -> list[str]:
-        """Run every undo, newest first; return a description of each one that failed."""
+    def unwind(self, run: Callable[[Any, str], object] | None = None) -> list[str]:
+        """Run every undo, newest first; return a description of each one that failed.
+
+        An undo that returns an awaitable (``__aexit__`` of an async context manager) is
+        handed to ``run`` to be completed on the host's event loop.
+        """
         failures: list[str] = []
         while True:
             with self._lock:
@@ -68,7 +73,11 @@ class Undo:
                 token = next(reversed(self._entries))
                 what, undo = self._entries.pop(token)
             try:
-                undo()
+                result = undo()
+                if inspect.isawaitable(result):
+                    if run is None:
+                        raise TypeError("an async cleanup needs the host's event loop")
+                    run(result, what)
             except Exception as exc:
                 text = "".join(traceback.format_exception_only(exc)).strip()
                 failures.append(f"{what}: {text}")
@@ -112,6 +121,7 @@ class Instance:
         self.pins: dict[int, str] = {}
         self.uses: set[str] = set()
         self.thread_idents: set[int] = set()
+        self.tasks: set[object] = set()
         self.stopping = threading.Event()
         self.init_ok = False
         self.errors = 0
@@ -129,6 +139,7 @@ class Instance:
         self.staged_exports = {}
         self.staged_starts = []
         self.exports = types.MappingProxyType({})
+        self.tasks = set()
 
 
 @final

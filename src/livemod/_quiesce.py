@@ -4,7 +4,8 @@ Dispatch keeps its own read-side counters (see ``_hooks``). Code of a module can
 outside a dispatch: a thread it started without the context, a direct call to one of its
 exports, a callback it handed out. Tracking every such entry would cost every call; instead,
 as the kernel's livepatch consistency model does, unload looks at what is running *now*:
-every thread's stack (``sys._current_frames()``) and every asyncio task's stack, for frames
+every thread's stack (``sys._current_frames()``) -- and, in ``_aio``, every task of the
+host's event loop -- for frames
 whose globals are one of the module's namespaces. This costs nothing until an unload asks.
 
 It cannot see a thread that holds a module function and has not yet entered it; that is what
@@ -13,14 +14,13 @@ holds (``host.hold``) are for.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from types import FrameType
 
-__all__ = ["describe_frame", "running_in", "tasks_in"]
+__all__ = ["current_thread_in", "describe_frame", "running_in"]
 
 
 def describe_frame(frame: FrameType) -> str:
@@ -63,21 +63,3 @@ def current_thread_in(namespaces: Collection[int]) -> str | None:
     """Where the calling thread is inside the module, if it is: a self-unload."""
     hit = _first_frame_in(sys._getframe(1), namespaces)
     return None if hit is None else describe_frame(hit)
-
-
-def tasks_in(loops: Iterable[asyncio.AbstractEventLoop], namespaces: Collection[int]) -> list[str]:
-    """Describe each asyncio task on ``loops`` that is suspended inside the module's code."""
-    found = []
-    for loop in loops:
-        if loop.is_closed():
-            continue
-        try:
-            tasks = list(asyncio.all_tasks(loop))
-        except RuntimeError:  # the set changed size under another thread; look next round
-            continue
-        for task in tasks:
-            for frame in task.get_stack():
-                if id(frame.f_globals) in namespaces:
-                    found.append(f"task {task.get_name()!r} at {describe_frame(frame)}")
-                    break
-    return found

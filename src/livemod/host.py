@@ -19,6 +19,8 @@ thread) never take it.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import inspect
@@ -37,6 +39,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Final, final
 
 from . import _deps, _leaks, _loader, _manifest, _params, _quiesce
+from ._aio import LoopBridge, on_loop
 from ._context import ModuleContext, Registration
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
 from ._instance import Instance, Module, ModuleStatus
@@ -160,6 +163,8 @@ class Host:
         self._events: deque[Event] = deque(maxlen=1000)
         self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._modpath = ModPath(self.modpath)
+        self._bridge = LoopBridge()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
         self.started_at = time.time()
         _loader.install_finder()
@@ -274,6 +279,8 @@ class Host:
                     self._unload(inst, wait=True, timeout=limit, force=False)
                 except ModuleBusy:
                     self._unload(inst, wait=False, timeout=limit, force=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Host:
         return self
@@ -282,6 +289,49 @@ class Host:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ public: async
+
+    async def ainsmod(self, path: str | os.PathLike[str], **params: object) -> Module:
+        """``insmod`` from a running event loop: the operation runs in a worker thread, so
+        the loop keeps serving; an async ``init`` runs on the loop."""
+        self._bridge.attach()
+        return await asyncio.to_thread(self.insmod, path, **params)
+
+    async def amodprobe(self, name: str, **params: object) -> Module:
+        """``modprobe`` from a running event loop (see ``ainsmod``)."""
+        self._bridge.attach()
+        return await asyncio.to_thread(self.modprobe, name, **params)
+
+    async def armmod(
+        self,
+        name: str,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        force: bool = False,
+        cascade: bool = False,
+    ) -> None:
+        """``rmmod`` from a running event loop: tasks in flight keep running while it waits;
+        the module's own tasks are cancelled and awaited; an async ``exit`` runs on the loop."""
+        self._bridge.attach()
+        await asyncio.to_thread(
+            self.rmmod, name, wait=wait, timeout=timeout, force=force, cascade=cascade
+        )
+
+    async def aclose(self, *, timeout: float | None = None) -> None:
+        """``close`` from a running event loop."""
+        self._bridge.attach()
+        await asyncio.to_thread(self.close, timeout=timeout)
+
+    async def __aenter__(self) -> Host:
+        self._bridge.attach()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
     # ------------------------------------------------------------- public: inspection
 
@@ -424,9 +474,7 @@ class Host:
             inst.context = ModuleContext(self, inst)
             init = getattr(module, "init", None)
             if init is not None:
-                if inspect.iscoroutinefunction(init):
-                    raise TypeError("init is a coroutine function: load it with an async host")
-                init(inst.context)
+                self._complete(init(inst.context), f"init of {info.name!r}")
         except (Exception, SystemExit) as exc:
             where = _where(exc, info)
             self._discard(inst)
@@ -457,7 +505,7 @@ class Host:
     def _discard(self, inst: Instance) -> None:
         """Undo a load that failed before LIVE: nothing was ever published."""
         inst.stopping.set()
-        inst.undo.unwind()
+        inst.undo.unwind(self._complete)
         _loader.remove_modules(inst.private_name)
         old = inst.state
         with self._lock:
@@ -573,7 +621,12 @@ class Host:
             pending += _quiesce.running_in(
                 inst.namespace_ids, exclude=inst.thread_idents | {me}
             )
+            pending += self._bridge.tasks_in(inst.namespace_ids, inst.tasks)
             polling = bool(pending)
+            if polling and on_loop(self._bridge.loop):
+                # Blocking the loop's own thread would keep those calls from ever finishing.
+                return [*pending, "and rmmod was called on the event loop's own thread "
+                        "(use await host.armmod(...))"]
             if holds:
                 pending += inst.holders()
             remaining = deadline - time.monotonic()
@@ -591,14 +644,14 @@ class Host:
         exit_fn = getattr(module, "exit", None) if inst.init_ok else None
         if exit_fn is not None and ctx is not None:
             try:
-                exit_fn(ctx)
+                self._complete(exit_fn(ctx), f"exit of {inst.name!r}")
             except Exception as exc:
                 self._taint("exit-failed", inst.name, f"exit raised {_brief(exc)}")
                 _log.error("module %r: exit raised; carrying on with managed undo:\n%s",
                            inst.name, "".join(traceback.format_exception(exc)))
                 del exc
         del exit_fn, ctx
-        for failure in inst.undo.unwind():
+        for failure in inst.undo.unwind(self._complete):
             self._event(inst.name, f"cleanup failed: {failure}")
         watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst)) \
             if self.leak_check else None
@@ -682,6 +735,20 @@ class Host:
                 f"module {inst.name!r} is {inst.state.name}; it cannot {action} now",
                 module=inst.name,
             )
+
+    def _complete(self, result: object, what: str) -> object:
+        """Finish what a module function returned: an awaitable is run on the loop."""
+        if inspect.isawaitable(result):
+            return self._bridge.run(result, what)
+        return result
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix=f"livemod-{self._id}-work"
+                )
+            return self._pool
 
     def _hook_error(self, hook: str, impl: Impl, exc: BaseException) -> None:
         with self._lock:
