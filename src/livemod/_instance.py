@@ -122,6 +122,7 @@ class Instance:
         self.uses: set[str] = set()
         self.thread_idents: set[int] = set()
         self.tasks: set[object] = set()
+        self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
         self.stopping = threading.Event()
         self.init_ok = False
         self.errors = 0

@@ -11,8 +11,11 @@ and time so a huge heap cannot stall the host.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import logging
+import os
 import sys
 import threading
 import time
@@ -28,6 +31,7 @@ __all__ = ["Leak", "LeakWatch", "watch"]
 _MAX_REFS: Final = 2000
 _MAX_DEPTH: Final = 8
 _MAX_NODES: Final = 5000
+_NO_ROOT: Final = "(no recognisable root found within the search bound)"
 
 
 @final
@@ -59,12 +63,20 @@ class Leak:
 class LeakWatch:
     """Weak references to everything of one unloaded instance."""
 
-    __slots__ = ("chains", "name", "refs", "unloaded_at", "version")
+    __slots__ = ("atexit_notes", "chains", "name", "names", "refs", "unloaded_at", "version")
 
-    def __init__(self, name: str, version: str, refs: list[tuple[str, weakref.ref[Any]]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        refs: list[tuple[str, weakref.ref[Any]]],
+        names: dict[str, str],
+    ) -> None:
         self.name = name
         self.version = version
         self.refs = refs
+        self.names = names  # private module name -> the name a person knows
+        self.atexit_notes: list[tuple[str, str]] = []  # (qualname, where) registered directly
         self.unloaded_at = time.time()
         self.chains: tuple[str, ...] = ()
 
@@ -85,13 +97,21 @@ class LeakWatch:
             obj = ref()
             if obj is None:
                 continue
-            chain = _chain(obj, desc, deadline)
+            chain = _Walk(self.names, deadline).chain(obj, desc.rsplit(" (", 1)[0])
+            if chain.endswith(_NO_ROOT):
+                # atexit keeps its callbacks where the garbage collector cannot see them.
+                qualname = getattr(obj, "__qualname__", None)
+                for noted, where in self.atexit_notes:
+                    if noted == qualname:
+                        chain = (f"{desc.rsplit(' (', 1)[0]} <- atexit callback registered "
+                                 f"directly at {where} (use mod.atexit to have it undone)")
             del obj
             root = chain.rsplit(" <- ", 1)[-1]
-            if chain and root not in seen_roots:  # one chain per root says it all
+            if root not in seen_roots:  # one chain per root says it all
                 seen_roots.add(root)
                 chains.append(chain)
-        self.chains = tuple(chains)
+        explained = [c for c in chains if not c.endswith(_NO_ROOT)]
+        self.chains = tuple(explained or chains[:1])
 
     def to_leak(self) -> Leak:
         return Leak(self.name, self.version, self.unloaded_at, tuple(self.survivors()), self.chains)
@@ -128,7 +148,14 @@ def watch(name: str, version: str, modules: Iterable[types.ModuleType]) -> LeakW
                     fn = getattr(attr, "__func__", attr)
                     if isinstance(fn, types.FunctionType) and id(fn.__globals__) in ids:
                         add(f"{short}.{fn.__qualname__} (function)", fn)
-    return LeakWatch(name, version, refs)
+    return LeakWatch(name, version, refs, {m.__name__: user_name(m.__name__) for m in modules})
+
+
+def _where(frame: types.FrameType | None) -> str:
+    if frame is None:
+        return "?"
+    code = frame.f_code
+    return f"{os.path.basename(code.co_filename)}:{frame.f_lineno} {code.co_name}"
 
 
 def _short(obj: Any) -> str:
@@ -138,14 +165,26 @@ def _short(obj: Any) -> str:
         return f"module {obj.__name__}"
     if isinstance(obj, type):
         return f"class {obj.__qualname__}"
+    if isinstance(obj, BaseException):
+        return f"{type(obj).__name__} exception"
+    if isinstance(obj, types.CoroutineType):
+        return f"coroutine {obj.__qualname__} (at {_where(obj.cr_frame)})"
+    if isinstance(obj, threading.local):
+        return "threading.local object"
     return f"{type(obj).__qualname__} object"
 
 
-def _step(parent: Any, child: Any) -> str:
+def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
     """How ``parent`` refers to ``child``, in words."""
     if isinstance(parent, dict):
+        owner = parent.get("__name__")
+        if isinstance(owner, str) and owner in names and parent.get("__builtins__") is not None:
+            key = next((k for k, v in parent.items() if v is child), "?")
+            return f"global {key!r} of unloaded {names[owner]}"
         for key, value in parent.items():
             if value is child:
+                if isinstance(key, weakref.ref):
+                    return "thread-local storage"
                 return f"dict[{key!r}]"
         return "dict key"
     if isinstance(parent, list | tuple):
@@ -156,64 +195,95 @@ def _step(parent: Any, child: Any) -> str:
         return f"{type(parent).__name__} member"
     if isinstance(parent, types.CellType):
         return "closure cell"
+    if isinstance(parent, types.FunctionType):
+        if parent.__globals__ is child:
+            return f"function {parent.__qualname__} (its globals)"
+        return f"function {parent.__qualname__}"
     if isinstance(parent, types.MethodType):
         return f"bound method {parent.__func__.__qualname__}"
     if isinstance(parent, types.FrameType):
-        return f"frame {parent.f_code.co_filename.rsplit('/', 1)[-1]}:{parent.f_lineno}"
+        return f"frame {_where(parent)}"
+    if isinstance(parent, types.TracebackType):
+        return "traceback"
     return _short(parent)
 
 
-def _roots() -> tuple[dict[int, str], dict[int, str]]:
-    modules = {
-        id(vars(m)): name
-        for name, m in list(sys.modules.items())
-        if isinstance(m, types.ModuleType)
-    }
-    names = {t.ident: t.name for t in threading.enumerate()}
-    frames: dict[int, str] = {}
-    for ident, frame in sys._current_frames().items():
-        if ident == threading.get_ident():
-            continue
-        code = frame.f_code
-        top = f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}"
-        f: types.FrameType | None = frame
-        while f is not None:
-            frames[id(f)] = f"thread {names.get(ident, ident)!r} (stack: {top})"
-            f = f.f_back
-    return modules, frames
+def _root(obj: Any, child: Any) -> str | None:
+    """A description if ``obj`` is something a person recognises as a holder, else None."""
+    if isinstance(obj, threading.Thread):
+        frame = sys._current_frames().get(obj.ident or -1)
+        state = f"stack: {_where(frame)}" if frame is not None else "not running"
+        return f"thread {obj.name!r} ({state})"
+    if isinstance(obj, asyncio.Task):
+        stack = obj.get_stack(limit=1)
+        at = _where(stack[-1]) if stack else "no frame"
+        return f"asyncio task {obj.get_name()!r} ({'done' if obj.done() else 'pending'}, at {at})"
+    if isinstance(obj, logging.Logger | logging.RootLogger):
+        what = "handler" if child is obj.handlers else "filter" if child is obj.filters else "attr"
+        return f"logging {what} on logger {obj.name!r}"
+    return None
 
 
-def _chain(target: Any, desc: str, deadline: float) -> str:
-    """Breadth-first search backwards from ``target`` to a recognisable root."""
-    modules, frames = _roots()
-    own = sys._getframe()
-    ignore = {id(own), id(own.f_back)}
-    start = desc.rsplit(" (", 1)[0]
-    queue: deque[tuple[Any, tuple[str, ...]]] = deque([(target, (start,))])
-    ignore.add(id(queue))
-    visited = {id(target)}
-    nodes = 0
-    try:
-        while queue and nodes < _MAX_NODES and time.monotonic() < deadline:
-            obj, path = queue.popleft()
-            if len(path) > _MAX_DEPTH:
+class _Walk:
+    """One bounded breadth-first search backwards from a survivor to a recognisable root."""
+
+    def __init__(self, names: dict[str, str], deadline: float) -> None:
+        self.names = names
+        self.deadline = deadline
+        self.modules = {
+            id(vars(m)): n for n, m in list(sys.modules.items()) if isinstance(m, types.ModuleType)
+        }
+        self.thread_frames: dict[int, str] = {}
+        current = threading.get_ident()
+        threads = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            if ident == current:
                 continue
-            referrers = gc.get_referrers(obj)
-            ignore.add(id(referrers))
-            for parent in referrers:
-                pid = id(parent)
-                if pid in visited or pid in ignore:
+            top = f"thread {threads.get(ident, ident)!r} (stack: {_where(frame)})"
+            f: types.FrameType | None = frame
+            while f is not None:
+                self.thread_frames[id(f)] = top
+                f = f.f_back
+
+    def chain(self, target: Any, start: str) -> str:
+        own = sys._getframe()
+        ignore = {id(own), id(own.f_back)}
+        queue: deque[tuple[Any, tuple[str, ...]]] = deque([(target, (start,))])
+        ignore.add(id(queue))
+        visited = {id(target)}
+        nodes = 0
+        try:
+            while queue and nodes < _MAX_NODES and time.monotonic() < self.deadline:
+                obj, path = queue.popleft()
+                if len(path) > _MAX_DEPTH:
                     continue
-                visited.add(pid)
-                nodes += 1
-                if pid in modules:
-                    key = next((k for k, v in parent.items() if v is obj), "?")
-                    return " <- ".join((*path, f"global {key!r} of module {modules[pid]}"))
-                if pid in frames:
-                    return " <- ".join((*path, frames[pid]))
-                queue.append((parent, (*path, _step(parent, obj))))
-            del referrers
-        return " <- ".join((start, "(no recognisable root found within the search bound)"))
-    finally:
-        queue.clear()
-        del own
+                referrers = gc.get_referrers(obj)
+                ignore.add(id(referrers))
+                for parent in referrers:
+                    pid = id(parent)
+                    if pid in visited or pid in ignore:
+                        continue
+                    visited.add(pid)
+                    nodes += 1
+                    found = self._recognise(parent, obj)
+                    if found is not None:
+                        return " <- ".join((*path, found))
+                    step = _step(parent, obj, self.names)
+                    if path[-1] == step == "traceback":
+                        queue.append((parent, path))  # a traceback chain reads as one step
+                    else:
+                        queue.append((parent, (*path, step)))
+                del referrers
+            return f"{start} <- {_NO_ROOT}"
+        finally:
+            queue.clear()
+            del own
+
+    def _recognise(self, parent: Any, child: Any) -> str | None:
+        pid = id(parent)
+        if pid in self.modules and self.modules[pid] not in self.names:
+            key = next((k for k, v in parent.items() if v is child), "?")
+            return f"global {key!r} of module {self.modules[pid]}"
+        if pid in self.thread_frames:
+            return self.thread_frames[pid]
+        return _root(parent, child)

@@ -28,7 +28,12 @@ __all__ = ["Importer", "exec_module", "install_finder", "namespaces_of", "remove
 
 PREFIX: Final = "livemod.mods."
 
-#: importer(name, fromlist) -> what ``__import__`` returns for a livemod.mods.* name.
+#: Process-global registries whose direct use by module code is worth noticing: importing
+#: them from a module gives a view that records registrations for the leak report.
+WATCHED: Final = frozenset({"atexit"})
+
+#: importer(name, fromlist) -> what ``__import__`` returns for a livemod.mods.* name (or a
+#: WATCHED one).
 Importer = Callable[[str, Sequence[str]], Any]
 
 
@@ -42,7 +47,7 @@ def _builtins_for(importer: Importer) -> dict[str, Any]:
         fromlist: Sequence[str] | None = (),
         level: int = 0,
     ) -> Any:
-        if level == 0 and (name == "livemod.mods" or name.startswith(PREFIX)):
+        if level == 0 and (name == "livemod.mods" or name.startswith(PREFIX) or name in WATCHED):
             return importer(name, tuple(fromlist or ()))
         return real_import(name, globals, locals, fromlist or (), level)
 

@@ -20,6 +20,7 @@ thread) never take it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import gc
@@ -35,7 +36,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType, ModuleType, TracebackType
 from typing import Any, Final, final
 
 from . import _deps, _leaks, _loader, _manifest, _params, _quiesce
@@ -524,6 +525,8 @@ class Host:
 
     def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
         """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""
+        if name == "atexit":
+            return _watched_atexit(inst)
         parts = name.split(".")[2:]
         if not parts:
             found = {leaf: self._import_dep(inst, leaf) for leaf in fromlist}
@@ -653,8 +656,10 @@ class Host:
         del exit_fn, ctx
         for failure in inst.undo.unwind(self._complete):
             self._event(inst.name, f"cleanup failed: {failure}")
-        watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst)) \
-            if self.leak_check else None
+        watch = None
+        if self.leak_check:
+            watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst))
+            watch.atexit_notes = list(inst.direct_atexit)
         del module
         _loader.remove_modules(inst.private_name)
         with self._lock:
@@ -955,6 +960,23 @@ class _Namespace:
 
 def _frozen(d: Mapping[str, object]) -> Mapping[str, object]:
     return MappingProxyType(dict(d))
+
+
+def _watched_atexit(inst: Instance) -> Any:
+    """``atexit`` as module code sees it: the real one, with ``register`` noted (as strings)
+    so the leak report can name a callback registered directly instead of with mod.atexit."""
+    view = ModuleType("atexit", atexit.__doc__)
+    view.__dict__.update({k: v for k, v in vars(atexit).items() if not k.startswith("__")})
+    notes = inst.direct_atexit
+
+    def register(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        caller = sys._getframe(1)
+        notes.append((getattr(fn, "__qualname__", repr(fn)), _quiesce.describe_frame(caller)))
+        del caller
+        return atexit.register(fn, *args, **kwargs)
+
+    view.register = register  # type: ignore[attr-defined]
+    return view
 
 
 def _brief(exc: BaseException) -> str:
