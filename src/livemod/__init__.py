@@ -6,12 +6,13 @@ hooks, and unload or upgrade them safely while other threads keep calling.
 
 from __future__ import annotations
 
-from ._context import HookHandle, ModuleContext, Registration
+from ._context import HookHandle, ModuleContext, Registration, Timer
 from ._hooks import Hook
 from ._instance import Module, ModuleStatus
 from ._leaks import Leak
 from ._manifest import ModuleInfo, ParamSpec, Requirement
 from ._params import Params
+from ._records import Event, Hold, Taint
 from ._state import State
 from .errors import (
     DependencyError,
@@ -25,7 +26,7 @@ from .errors import (
     ParamError,
     SignatureError,
 )
-from .host import Event, Hold, Host, Taint
+from .host import Host
 
 __all__ = [
     "DependencyError",
@@ -54,6 +55,7 @@ __all__ = [
     "SignatureError",
     "State",
     "Taint",
+    "Timer",
 ]
 
 __version__ = "0.1.0"

@@ -19,8 +19,6 @@ thread) never take it.
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import gc
@@ -35,18 +33,20 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from types import MappingProxyType, ModuleType, TracebackType
-from typing import Any, Final, final
+from types import MappingProxyType, TracebackType
+from typing import Any, Final
 
 from . import _deps, _leaks, _loader, _manifest, _params, _quiesce
 from ._aio import LoopBridge, on_loop
+from ._async_api import AsyncHostMixin
 from ._context import ModuleContext, Registration
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
+from ._imports import Exports, Namespace, watched_atexit
 from ._instance import Instance, Module, ModuleStatus
 from ._leaks import Leak
 from ._manifest import ModuleInfo
 from ._modpath import ModPath
+from ._records import Event, Hold, Taint, brief, where_raised
 from ._state import State
 from .errors import (
     DependencyError,
@@ -58,7 +58,7 @@ from .errors import (
     ModuleNotFound,
 )
 
-__all__ = ["Event", "Hold", "Host", "Taint"]
+__all__ = ["Host"]
 
 _log = logging.getLogger("livemod")
 _host_ids = itertools.count(1)
@@ -72,61 +72,7 @@ _POLL_MIN: Final = 0.0002
 _POLL_MAX: Final = 0.01
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class Taint:
-    """Why the host can no longer be trusted to be clean. Permanent for the host's life."""
-
-    flag: str
-    module: str
-    when: float
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.flag} ({self.module}): {self.reason}"
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One entry of the host's event log (loads, unloads, refusals, taints), like dmesg."""
-
-    when: float
-    module: str
-    message: str
-
-
-@final
-class Hold:
-    """A counted reference on a LIVE module (the kernel's try_module_get/module_put).
-
-    Use as a context manager, or call ``release()`` (idempotent). While any hold exists,
-    ``rmmod`` refuses (or, with ``wait=True``, waits and is woken by the last release).
-    """
-
-    __slots__ = ("_inst", "_token", "_wake")
-
-    def __init__(self, inst: Instance, token: int, wake: Callable[[None], None]) -> None:
-        self._inst = inst
-        self._token = token
-        self._wake = wake
-
-    @property
-    def module(self) -> Module:
-        return Module(self._inst)
-
-    def release(self) -> None:
-        if self._inst.holds.pop(self._token, None) is not None:
-            self._wake(None)
-
-    def __enter__(self) -> Module:
-        return Module(self._inst)
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-class Host:
+class Host(AsyncHostMixin):
     """A live module host: load, call, unload and inspect modules in this process.
 
     Args:
@@ -291,49 +237,6 @@ class Host:
     ) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ public: async
-
-    async def ainsmod(self, path: str | os.PathLike[str], **params: object) -> Module:
-        """``insmod`` from a running event loop: the operation runs in a worker thread, so
-        the loop keeps serving; an async ``init`` runs on the loop."""
-        self._bridge.attach()
-        return await asyncio.to_thread(self.insmod, path, **params)
-
-    async def amodprobe(self, name: str, **params: object) -> Module:
-        """``modprobe`` from a running event loop (see ``ainsmod``)."""
-        self._bridge.attach()
-        return await asyncio.to_thread(self.modprobe, name, **params)
-
-    async def armmod(
-        self,
-        name: str,
-        *,
-        wait: bool = False,
-        timeout: float | None = None,
-        force: bool = False,
-        cascade: bool = False,
-    ) -> None:
-        """``rmmod`` from a running event loop: tasks in flight keep running while it waits;
-        the module's own tasks are cancelled and awaited; an async ``exit`` runs on the loop."""
-        self._bridge.attach()
-        await asyncio.to_thread(
-            self.rmmod, name, wait=wait, timeout=timeout, force=force, cascade=cascade
-        )
-
-    async def aclose(self, *, timeout: float | None = None) -> None:
-        """``close`` from a running event loop."""
-        self._bridge.attach()
-        await asyncio.to_thread(self.close, timeout=timeout)
-
-    async def __aenter__(self) -> Host:
-        self._bridge.attach()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
     # ------------------------------------------------------------- public: inspection
 
     def lsmod(self) -> list[ModuleStatus]:
@@ -477,11 +380,11 @@ class Host:
             if init is not None:
                 self._complete(init(inst.context), f"init of {info.name!r}")
         except (Exception, SystemExit) as exc:
-            where = _where(exc, info)
+            where = where_raised(exc, info)
             self._discard(inst)
-            self._event(inst.name, f"load failed at {where}: {_brief(exc)}")
+            self._event(inst.name, f"load failed at {where}: {brief(exc)}")
             raise InitError(
-                f"module {info.name!r} failed to load at {where}: {_brief(exc)} "
+                f"module {info.name!r} failed to load at {where}: {brief(exc)} "
                 f"(nothing it registered was published; fix it and load it again)",
                 module=info.name,
             ) from exc
@@ -526,11 +429,11 @@ class Host:
     def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
         """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""
         if name == "atexit":
-            return _watched_atexit(inst)
+            return watched_atexit(inst)
         parts = name.split(".")[2:]
         if not parts:
             found = {leaf: self._import_dep(inst, leaf) for leaf in fromlist}
-            return _Namespace(found)
+            return Namespace(found)
         target = self._import_dep(inst, parts[0])
         for depth in range(1, len(parts)):
             target = __import__(target.__name__ + "." + parts[depth], fromlist=("_",))
@@ -538,7 +441,7 @@ class Host:
             return target
         import livemod
 
-        return _Namespace({"mods": _Namespace({parts[0]: self._import_dep(inst, parts[0])})},
+        return Namespace({"mods": Namespace({parts[0]: self._import_dep(inst, parts[0])})},
                           fallback=livemod)
 
     def _import_dep(self, inst: Instance, dep: str) -> Any:
@@ -568,7 +471,7 @@ class Host:
             target = self._edge(inst, name, "require")
         except ModuleNotFoundError as exc:
             raise DependencyError(str(exc), module=inst.name, chain=(inst.name, name)) from None
-        return _Exports(self, target.name)
+        return Exports(self, target.name)
 
     # ------------------------------------------------------------ private: unloading
 
@@ -649,7 +552,7 @@ class Host:
             try:
                 self._complete(exit_fn(ctx), f"exit of {inst.name!r}")
             except Exception as exc:
-                self._taint("exit-failed", inst.name, f"exit raised {_brief(exc)}")
+                self._taint("exit-failed", inst.name, f"exit raised {brief(exc)}")
                 _log.error("module %r: exit raised; carrying on with managed undo:\n%s",
                            inst.name, "".join(traceback.format_exception(exc)))
                 del exc
@@ -913,86 +816,5 @@ class Host:
         _log.info("%s: %s", module, message)
 
 
-@final
-class _Exports:
-    """``mod.require(name)``: the named module's exports, looked up on each access, so a
-    holder always sees the current version (an upgrade rebinds them)."""
-
-    __slots__ = ("_host", "_name")
-
-    def __init__(self, host: Host, name: str) -> None:
-        self._host = host
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        inst = self._host._table.get(self._name)
-        if inst is None or inst.state is not State.LIVE:
-            raise ModuleGoing(f"module {self._name!r} is not live", module=self._name)
-        try:
-            return inst.exports[attr]
-        except KeyError:
-            raise AttributeError(
-                f"module {self._name!r} exports no {attr!r} "
-                f"(it exports: {', '.join(sorted(inst.exports)) or 'nothing'})"
-            ) from None
-
-    def __dir__(self) -> list[str]:
-        inst = self._host._table.get(self._name)
-        return sorted(inst.exports) if inst else []
-
-    def __repr__(self) -> str:
-        return f"<livemod exports of {self._name!r}>"
-
-
-@final
-class _Namespace:
-    """What ``import livemod.mods...`` binds inside a module: attribute access only."""
-
-    def __init__(self, attrs: Mapping[str, Any], fallback: Any = None) -> None:
-        self.__dict__.update(attrs)
-        self._fallback = fallback
-
-    def __getattr__(self, name: str) -> Any:
-        if self._fallback is None:
-            raise AttributeError(name)
-        return getattr(self._fallback, name)
-
-
 def _frozen(d: Mapping[str, object]) -> Mapping[str, object]:
     return MappingProxyType(dict(d))
-
-
-def _watched_atexit(inst: Instance) -> Any:
-    """``atexit`` as module code sees it: the real one, with ``register`` noted (as strings)
-    so the leak report can name a callback registered directly instead of with mod.atexit."""
-    view = ModuleType("atexit", atexit.__doc__)
-    view.__dict__.update({k: v for k, v in vars(atexit).items() if not k.startswith("__")})
-    notes = inst.direct_atexit
-
-    def register(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
-        caller = sys._getframe(1)
-        notes.append((getattr(fn, "__qualname__", repr(fn)), _quiesce.describe_frame(caller)))
-        del caller
-        return atexit.register(fn, *args, **kwargs)
-
-    view.register = register  # type: ignore[attr-defined]
-    return view
-
-
-def _brief(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(exc)).strip().replace("\n", " ")
-
-
-def _where(exc: BaseException, info: ModuleInfo) -> str:
-    """The innermost place in the module's own files where ``exc`` was raised."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f"{os.path.basename(exc.filename)}:{exc.lineno}"
-    root = info.path if info.is_package else info.source_file
-    found = os.path.basename(info.source_file)
-    tb = exc.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_filename == root or code.co_filename.startswith(root + os.sep):
-            found = f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
-        tb = tb.tb_next
-    return found

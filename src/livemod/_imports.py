@@ -1,0 +1,87 @@
+"""What module code gets back from ``mod.require`` and from imports livemod intercepts.
+
+``require`` returns a view that looks the exports up on every access, so a holder always
+sees the current version of the module it requires. ``import livemod.mods.x`` returns a
+namespace with just the modules asked for. ``import atexit`` returns a view of the real
+module that notes direct registrations (as strings) for the leak report.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, final
+
+from ._instance import Instance
+from ._quiesce import describe_frame
+from ._state import State
+from .errors import ModuleGoing
+
+if TYPE_CHECKING:
+    from .host import Host
+
+__all__ = ["Exports", "Namespace", "watched_atexit"]
+
+
+@final
+class Exports:
+    """``mod.require(name)``: the named module's exports, looked up on each access, so a
+    holder always sees the current version (an upgrade rebinds them)."""
+
+    __slots__ = ("_host", "_name")
+
+    def __init__(self, host: Host, name: str) -> None:
+        self._host = host
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        inst = self._host._table.get(self._name)
+        if inst is None or inst.state is not State.LIVE:
+            raise ModuleGoing(f"module {self._name!r} is not live", module=self._name)
+        try:
+            return inst.exports[attr]
+        except KeyError:
+            raise AttributeError(
+                f"module {self._name!r} exports no {attr!r} "
+                f"(it exports: {', '.join(sorted(inst.exports)) or 'nothing'})"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        inst = self._host._table.get(self._name)
+        return sorted(inst.exports) if inst else []
+
+    def __repr__(self) -> str:
+        return f"<livemod exports of {self._name!r}>"
+
+
+@final
+class Namespace:
+    """What ``import livemod.mods...`` binds inside a module: attribute access only."""
+
+    def __init__(self, attrs: Mapping[str, Any], fallback: Any = None) -> None:
+        self.__dict__.update(attrs)
+        self._fallback = fallback
+
+    def __getattr__(self, name: str) -> Any:
+        if self._fallback is None:
+            raise AttributeError(name)
+        return getattr(self._fallback, name)
+
+
+def watched_atexit(inst: Instance) -> Any:
+    """``atexit`` as module code sees it: the real one, with ``register`` noted (as strings)
+    so the leak report can name a callback registered directly instead of with mod.atexit."""
+    view = ModuleType("atexit", atexit.__doc__)
+    view.__dict__.update({k: v for k, v in vars(atexit).items() if not k.startswith("__")})
+    notes = inst.direct_atexit
+
+    def register(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        caller = sys._getframe(1)
+        notes.append((getattr(fn, "__qualname__", repr(fn)), describe_frame(caller)))
+        del caller
+        return atexit.register(fn, *args, **kwargs)
+
+    view.register = register  # type: ignore[attr-defined]
+    return view
