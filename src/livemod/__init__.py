@@ -12,7 +12,7 @@ from ._instance import Module, ModuleStatus
 from ._leaks import Leak
 from ._manifest import ModuleInfo, ParamSpec, Requirement
 from ._params import Params
-from ._records import Event, Hold, Taint
+from ._records import Event, Hold, HostStatistics, Taint
 from ._state import State
 from .errors import (
     DependencyError,
@@ -35,6 +35,7 @@ __all__ = [
     "Hook",
     "HookHandle",
     "Host",
+    "HostStatistics",
     "InitError",
     "Leak",
     "LivemodError",

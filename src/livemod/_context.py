@@ -176,6 +176,18 @@ class ModuleContext(GlobalsMixin):
         """
         return self._host._require(self._inst, name)
 
+    def on_param(self, fn: Callable[[str, object], object]) -> Callable[[str, object], object]:
+        """Call ``fn(key, value)`` when an operator sets a writable parameter.
+
+        Raising refuses the new value (the old one is kept and the operator told why).
+        Reads of ``mod.params`` see the new value from then on.
+        """
+        self._check_open("watch parameters")
+        callbacks = self._inst.param_callbacks
+        callbacks.append(fn)
+        self._inst.undo.push("param callback", lambda: callbacks.remove(fn))
+        return fn
+
     def on_exit(self, fn: Callable[[], object]) -> Callable[[], object]:
         """Run ``fn`` at unload (and after a failed init), in reverse order of registration."""
         self._check_open("register an exit callback")

@@ -122,6 +122,8 @@ class Instance:
         self.uses: set[str] = set()
         self.thread_idents: set[int] = set()
         self.tasks: set[object] = set()
+        self.param_callbacks: list[Callable[[str, object], object]] = []
+        self.auto = False  # loaded by modprobe only as a dependency
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
         self.stopping = threading.Event()
         self.init_ok = False
@@ -141,6 +143,7 @@ class Instance:
         self.staged_starts = []
         self.exports = types.MappingProxyType({})
         self.tasks = set()
+        self.param_callbacks = []
 
 
 @final

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import final
 
 from ._instance import Instance, Module
 from ._manifest import ModuleInfo
 
-__all__ = ["Event", "Hold", "Taint", "brief", "where_raised"]
+__all__ = ["Event", "Hold", "HostStatistics", "Taint", "brief", "where_raised"]
 
 
 @final
@@ -31,11 +31,41 @@ class Taint:
 @final
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of the host's event log (loads, unloads, refusals, taints), like dmesg."""
+    """One entry of the host's event log, like dmesg.
+
+    ``kind`` is one of: ``load``, ``load-failed``, ``unload``, ``unload-refused``,
+    ``cleanup-failed``, ``param``, ``taint``. ``data`` carries machine-readable details
+    (for ``param``: ``key`` and ``value``).
+    """
 
     when: float
+    kind: str
     module: str
     message: str
+    data: Mapping[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.module}: {self.message}"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class HostStatistics:
+    """What ``host.statistics()`` and ``livemod status`` show: a frozen snapshot."""
+
+    name: str
+    pid: int
+    started_at: float
+    uptime: float
+    modules: int
+    live: int
+    hooks: int
+    loads: int
+    unloads: int
+    failed_loads: int
+    refused_unloads: int
+    leaked: int
+    taints: tuple[Taint, ...]
 
 
 @final

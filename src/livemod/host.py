@@ -46,7 +46,7 @@ from ._instance import Instance, Module, ModuleStatus
 from ._leaks import Leak
 from ._manifest import ModuleInfo
 from ._modpath import ModPath
-from ._records import Event, Hold, Taint, brief, where_raised
+from ._records import Event, Hold, HostStatistics, Taint, brief, where_raised
 from ._state import State
 from .errors import (
     DependencyError,
@@ -56,6 +56,7 @@ from .errors import (
     ModuleExists,
     ModuleGoing,
     ModuleNotFound,
+    ParamError,
 )
 
 __all__ = ["Host"]
@@ -70,6 +71,8 @@ Subscriber = Callable[[str, "State | None", State], object]
 #: a wake-up there would cost every call (design.md, "Hazards").
 _POLL_MIN: Final = 0.0002
 _POLL_MAX: Final = 0.01
+#: How often (seconds) ``rmmod(progress=...)`` is told what the unload still waits for.
+_PROGRESS_EVERY: Final = 0.5
 
 
 class Host(AsyncHostMixin):
@@ -83,6 +86,7 @@ class Host(AsyncHostMixin):
         timeout: default seconds ``rmmod`` waits for calls in flight (and, with
             ``wait=True``, holds and pins).
         leak_check: after each unload, collect and check that the module's code is gone.
+        name: how the host introduces itself (``livemod status``); default host-<pid>-<n>.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class Host(AsyncHostMixin):
         errors: ErrorPolicy = "raise",
         timeout: float = 5.0,
         leak_check: bool = True,
+        name: str | None = None,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
@@ -99,12 +104,15 @@ class Host(AsyncHostMixin):
         self.timeout = timeout
         self.leak_check = leak_check
         self._id = next(_host_ids)
+        self.name = name or f"host-{os.getpid()}-{self._id}"
+        self._counts = {"load": 0, "unload": 0, "load-failed": 0, "unload-refused": 0}
         self._tag = f"_h{self._id}"
         self._op_lock = threading.RLock()
         self._lock = threading.Lock()
         self._table: dict[str, Instance] = {}
         self._hooks = HookTable(self._lock, errors, self._hook_error)
         self._subscribers: list[Subscriber] = []
+        self._listeners: list[Callable[[Event], object]] = []
         self._taints: list[Taint] = []
         self._watches: list[_leaks.LeakWatch] = []
         self._events: deque[Event] = deque(maxlen=1000)
@@ -154,7 +162,9 @@ class Host(AsyncHostMixin):
             done: list[Module] = []
             try:
                 for info in order:
-                    done.append(self._load(info.path, params if info is order[-1] else {}))
+                    root = info is order[-1]
+                    done.append(self._load(info.path, params if root else {}))
+                    done[-1]._inst.auto = not root
             except BaseException:
                 for module in reversed(done):
                     self._unload(self._table[module.name], wait=False, timeout=self.timeout,
@@ -172,6 +182,7 @@ class Host(AsyncHostMixin):
         timeout: float | None = None,
         force: bool = False,
         cascade: bool = False,
+        progress: Callable[[str, list[str]], object] | None = None,
     ) -> None:
         """Unload a module: unpublish, wait until quiet, run exit and managed undo, free.
 
@@ -183,6 +194,8 @@ class Host(AsyncHostMixin):
                 unload is rolled back: the module is republished and LIVE again.
             force: do not wait at all; taints the host.
             cascade: remove the modules that use this one first.
+            progress: called as ``progress(name, pending)`` about twice a second while the
+                unload waits, with what it is waiting for (for ``livemod rmmod --wait``).
         Raises:
             ModuleNotFound, ModuleBusy (with ``.holders``), ModuleGoing.
         """
@@ -203,8 +216,37 @@ class Host(AsyncHostMixin):
                     for dep in closure:
                         self._refuse_if_held(self._table[dep])
                 for dep in closure:
-                    self._unload(self._table[dep], wait=wait, timeout=limit, force=force)
-            self._unload(inst, wait=wait, timeout=limit, force=force)
+                    self._unload(self._table[dep], wait=wait, timeout=limit, force=force,
+                                 progress=progress)
+            self._unload(inst, wait=wait, timeout=limit, force=force,
+                                 progress=progress)
+
+    def modprobe_remove(
+        self, name: str, *, wait: bool = False, timeout: float | None = None
+    ) -> list[str]:
+        """``modprobe -r``: remove ``name``, then the dependencies that ``modprobe`` loaded
+        only for it and that nothing uses any more. Returns the names removed, in order.
+
+        A dependency that cannot be removed (held, busy) is left loaded; the module itself
+        must be removable or this raises as ``rmmod`` does.
+        """
+        with self._op_lock:
+            inst = self._get_loaded(name)
+            removed = [inst.name]
+            candidates = sorted(inst.uses)
+            self.rmmod(inst.name, wait=wait, timeout=timeout)
+            while candidates:
+                dep = self._find_loaded(candidates.pop(0))
+                if dep is None or not dep.auto or self._used_by(dep):
+                    continue
+                try:
+                    self.rmmod(dep.name, wait=wait, timeout=timeout)
+                except (ModuleBusy, ModuleGoing) as exc:
+                    self._event("unload-refused", dep.name, f"modprobe -r left it: {exc}")
+                    continue
+                removed.append(dep.name)
+                candidates.extend(sorted(dep.uses))
+            return removed
 
     def close(self, *, timeout: float | None = None) -> None:
         """Unload every module, dependents first; the host stays queryable afterwards.
@@ -328,6 +370,63 @@ class Host(AsyncHostMixin):
 
         return unsubscribe
 
+    def on_event(self, listener: Callable[[Event], object]) -> Callable[[], None]:
+        """Call ``listener(event)`` for every new entry of the event log (see ``events``).
+
+        Called synchronously in the thread that caused the event; a failing listener is
+        logged. Returns a function that unsubscribes.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def set_param(self, name: str, key: str, value: object) -> object:
+        """Set a writable parameter of a LIVE module; returns the converted value.
+
+        The value is converted and validated as at load (strings as an operator types
+        them), then the module's ``mod.on_param`` callbacks are told. If one of them raises,
+        the old value is put back and ``ParamError`` says why.
+
+        Raises:
+            ModuleNotFound, ModuleGoing, ParamError (unknown, not writable, bad value,
+            refused by the module).
+        """
+        with self._op_lock:
+            inst = self._get_loaded(name)
+            old = inst.params.as_dict().get(key)
+            new = inst.params._set(key, value)
+            for callback in list(inst.param_callbacks):
+                try:
+                    callback(key, new)
+                except Exception as exc:
+                    inst.params._set(key, old)
+                    raise ParamError(
+                        f"module {inst.name!r} refused {key}={new!r}: {brief(exc)} "
+                        f"(the old value {old!r} is kept)", module=inst.name,
+                    ) from exc
+            self._event("param", inst.name, f"param {key}={new!r} (was {old!r})",
+                        key=key, value=new)
+            return new
+
+    def statistics(self) -> HostStatistics:
+        """A frozen snapshot: identity, uptime, module counts, load/unload totals, taints."""
+        with self._lock:
+            return HostStatistics(
+                name=self.name, pid=os.getpid(), started_at=self.started_at,
+                uptime=time.time() - self.started_at, modules=len(self._table),
+                live=sum(i.state is State.LIVE for i in self._table.values()),
+                hooks=len(self._hooks.hooks), loads=self._counts["load"],
+                unloads=self._counts["unload"], failed_loads=self._counts["load-failed"],
+                refused_unloads=self._counts["unload-refused"], leaked=len(self._watches),
+                taints=tuple(self._taints),
+            )
+
     @property
     def tainted(self) -> tuple[Taint, ...]:
         """Every taint this host has taken, oldest first (empty if clean)."""
@@ -382,7 +481,7 @@ class Host(AsyncHostMixin):
         except (Exception, SystemExit) as exc:
             where = where_raised(exc, info)
             self._discard(inst)
-            self._event(inst.name, f"load failed at {where}: {brief(exc)}")
+            self._event("load-failed", inst.name, f"load failed at {where}: {brief(exc)}")
             raise InitError(
                 f"module {info.name!r} failed to load at {where}: {brief(exc)} "
                 f"(nothing it registered was published; fix it and load it again)",
@@ -404,7 +503,9 @@ class Host(AsyncHostMixin):
         self._set_state(inst, State.LIVE)
         for start in starts:
             start()
-        self._event(inst.name, f"loaded {inst.info.version} from {inst.info.path}")
+        self._event("load", inst.name, f"loaded {inst.info.version} from {inst.info.path}",
+                    version=inst.info.version, path=inst.info.path,
+                    params=inst.params.as_dict())
 
     def _discard(self, inst: Instance) -> None:
         """Undo a load that failed before LIVE: nothing was ever published."""
@@ -475,7 +576,15 @@ class Host(AsyncHostMixin):
 
     # ------------------------------------------------------------ private: unloading
 
-    def _unload(self, inst: Instance, *, wait: bool, timeout: float, force: bool) -> None:
+    def _unload(
+        self,
+        inst: Instance,
+        *,
+        wait: bool,
+        timeout: float,
+        force: bool,
+        progress: Callable[[str, list[str]], object] | None = None,
+    ) -> None:
         """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE. Caller holds ``_op_lock``."""
         inside = _quiesce.current_thread_in(inst.namespace_ids)
         if inside is not None or threading.get_ident() in inst.thread_idents:
@@ -495,7 +604,9 @@ class Host(AsyncHostMixin):
         if force:
             self._taint("forced-unload", inst.name, "rmmod --force: did not wait for users")
         else:
-            pending = self._wait_quiet(inst, time.monotonic() + timeout, holds=wait)
+            pending = self._wait_quiet(
+                inst, time.monotonic() + timeout, holds=wait, progress=progress
+            )
             if not pending and not wait:
                 with self._lock:
                     pending = inst.holders()  # taken while we waited for calls in flight
@@ -505,7 +616,8 @@ class Host(AsyncHostMixin):
                     inst.state = State.LIVE
                     inst.state_since = time.monotonic()
                 self._notify(inst, State.GOING, State.LIVE)
-                self._event(inst.name, f"unload rolled back: busy ({'; '.join(pending)})")
+                self._event("unload-refused", inst.name,
+                            f"unload rolled back: busy ({'; '.join(pending)})")
                 raise ModuleBusy(
                     f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
                     f"({'; '.join(pending)}); the unload was rolled back and it is LIVE again "
@@ -515,13 +627,21 @@ class Host(AsyncHostMixin):
         removed.clear()
         self._finish(inst)
 
-    def _wait_quiet(self, inst: Instance, deadline: float, *, holds: bool) -> list[str]:
+    def _wait_quiet(
+        self,
+        inst: Instance,
+        deadline: float,
+        *,
+        holds: bool,
+        progress: Callable[[str, list[str]], object] | None = None,
+    ) -> list[str]:
         """Wait until nothing runs in (and, with ``holds``, nothing holds) the module.
 
         Returns what is still pending at the deadline (empty: quiet).
         """
         delay = _POLL_MIN
         me = threading.get_ident()
+        told = time.monotonic()
         while True:
             pending = [f"a call in flight on hook {h!r}" for h in self._hooks.busy_hooks(inst.id)]
             pending += _quiesce.running_in(
@@ -535,12 +655,20 @@ class Host(AsyncHostMixin):
                         "(use await host.armmod(...))"]
             if holds:
                 pending += inst.holders()
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if not pending or remaining <= 0:
                 return pending
+            if progress is not None and now >= told:
+                told = now + _PROGRESS_EVERY
+                progress(inst.name, list(pending))
+                remaining = deadline - time.monotonic()
             # Holds and pins wake us; calls in flight are polled with a bounded back-off.
+            wake_by = min(delay, remaining) if polling else remaining
+            if progress is not None:
+                wake_by = min(wake_by, _PROGRESS_EVERY)
             with contextlib.suppress(queue.Empty):
-                self._wakeups.get(timeout=min(delay, remaining) if polling else remaining)
+                self._wakeups.get(timeout=max(wake_by, 0.0))
             delay = min(delay * 2, _POLL_MAX)
 
     def _finish(self, inst: Instance) -> None:
@@ -558,7 +686,7 @@ class Host(AsyncHostMixin):
                 del exc
         del exit_fn, ctx
         for failure in inst.undo.unwind(self._complete):
-            self._event(inst.name, f"cleanup failed: {failure}")
+            self._event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
         watch = None
         if self.leak_check:
             watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst))
@@ -573,7 +701,7 @@ class Host(AsyncHostMixin):
             inst.pins.clear()
         inst.release_code()
         self._notify(inst, State.GOING, State.GONE)
-        self._event(inst.name, "unloaded")
+        self._event("unload", inst.name, "unloaded")
         if watch is not None:
             gc.collect()
             if watch.survivors():
@@ -808,12 +936,21 @@ class Host(AsyncHostMixin):
     def _taint(self, flag: str, module: str, reason: str) -> None:
         with self._lock:
             self._taints.append(Taint(flag, module, time.time(), reason))
-        self._event(module, f"tainted {flag}: {reason}")
+        self._event("taint", module, f"tainted {flag}: {reason}", flag=flag)
 
-    def _event(self, module: str, message: str) -> None:
+    def _event(self, kind: str, module: str, message: str, **data: object) -> None:
+        event = Event(time.time(), kind, module, message, MappingProxyType(data))
         with self._lock:
-            self._events.append(Event(time.time(), module, message))
+            self._events.append(event)
+            if kind in self._counts:
+                self._counts[kind] += 1
+            listeners = list(self._listeners)
         _log.info("%s: %s", module, message)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                _log.exception("livemod event listener %r failed", listener)
 
 
 def _frozen(d: Mapping[str, object]) -> Mapping[str, object]:
