@@ -25,6 +25,7 @@ from .errors import (
     ModuleNotFound,
     ParamError,
     SignatureError,
+    UpgradeError,
 )
 from .host import Host
 
@@ -57,6 +58,7 @@ __all__ = [
     "State",
     "Taint",
     "Timer",
+    "UpgradeError",
 ]
 
 __version__ = "0.1.0"

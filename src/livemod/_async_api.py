@@ -33,6 +33,9 @@ class AsyncHostMixin:
         def rmmod(self, name: str, *, wait: bool = ..., timeout: float | None = ...,
                   force: bool = ..., cascade: bool = ...) -> None: ...
         def close(self, *, timeout: float | None = ...) -> None: ...
+        def replace(self, name: str, path: str | os.PathLike[str] | None = ..., *,
+                    timeout: float | None = ..., cascade: bool = ..., downgrade: bool = ...,
+                    **params: object) -> Module: ...
 
     async def ainsmod(self, path: str | os.PathLike[str], **params: object) -> Module:
         """``insmod`` from a running event loop: the operation runs in a worker thread, so
@@ -59,6 +62,24 @@ class AsyncHostMixin:
         self._bridge.attach()
         await asyncio.to_thread(
             self.rmmod, name, wait=wait, timeout=timeout, force=force, cascade=cascade
+        )
+
+    async def areplace(
+        self,
+        name: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float | None = None,
+        cascade: bool = False,
+        downgrade: bool = False,
+        **params: object,
+    ) -> Module:
+        """``replace`` from a running event loop: the old version's calls in flight keep
+        running on the loop while it drains; async handover/init/exit run on the loop."""
+        self._bridge.attach()
+        return await asyncio.to_thread(
+            self.replace, name, path, timeout=timeout, cascade=cascade, downgrade=downgrade,
+            **params,
         )
 
     async def aclose(self, *, timeout: float | None = None) -> None:

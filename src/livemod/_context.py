@@ -240,7 +240,7 @@ class ModuleContext(GlobalsMixin):
         Returns a function that drops the pin early. ``obj`` must support weak references.
         """
         self._check_open("pin an object")
-        inst, wake = self._inst, self._host._wakeups.put
+        inst, wake = self._inst, self._inst.wakeups.put
         token = id(object())
         desc = what or f"pin on {type(obj).__qualname__} object (taken at {_caller()})"
         refs = self._pin_refs

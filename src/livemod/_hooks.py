@@ -316,6 +316,30 @@ class HookTable:
             self._retire_unlocked(hook, hook._install_unlocked(kept))
         return removed
 
+    def switch_unlocked(self, old: int, additions: Iterable[tuple[str, Impl]]) -> None:
+        """Replace every implementation of ``old`` by ``additions`` (an upgrade).
+
+        One swap per hook, so a call on that hook sees the old version's implementations or
+        the new one's, never both or neither. On each hook the new implementations take the
+        old ones' places (their sequence numbers), in order; extra ones go last.
+        """
+        by_hook: dict[str, list[Impl]] = {}
+        for name, impl in additions:
+            by_hook.setdefault(name, []).append(impl)
+        names = {h.name for h in self.hooks.values() if old in h._snap.owners} | set(by_hook)
+        for name in sorted(names):
+            hook = self.hooks.get(name)
+            if hook is None:
+                hook = self._create_unlocked(name)
+            current = hook._snap.impls
+            places = [i.seq for i in current if i.owner == old]
+            new = by_hook.get(name, [])
+            for impl, seq in zip(new, places, strict=False):
+                impl.seq = seq
+            kept = tuple(i for i in current if i.owner != old)
+            merged = tuple(sorted((*kept, *new), key=Impl.sort_key))
+            self._retire_unlocked(hook, hook._install_unlocked(merged))
+
     def remove_unlocked(self, hook_name: str, impl: Impl) -> None:
         """Remove one implementation (a registration undone by its module)."""
         hook = self.hooks.get(hook_name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import queue
 import threading
 import time
 import traceback
@@ -28,7 +29,7 @@ from ._state import State
 if TYPE_CHECKING:
     from ._context import ModuleContext
 
-__all__ = ["Instance", "Module", "ModuleStatus", "Undo"]
+__all__ = ["Instance", "Module", "ModuleStatus", "Undo", "frozen_mapping"]
 
 _log = logging.getLogger("livemod")
 _ids = itertools.count(1)
@@ -120,12 +121,15 @@ class Instance:
         self.holds: dict[int, str] = {}
         self.pins: dict[int, str] = {}
         self.uses: set[str] = set()
+        self.bound: set[str] = set()  # modules whose objects this one imported directly
         self.thread_idents: set[int] = set()
         self.tasks: set[object] = set()
         self.param_callbacks: list[Callable[[str, object], object]] = []
         self.auto = False  # loaded by modprobe only as a dependency
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
         self.stopping = threading.Event()
+        # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.
+        self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
         self.init_ok = False
         self.errors = 0
         self.loaded_at = time.time()
@@ -217,3 +221,7 @@ class Module:
 
     def __repr__(self) -> str:
         return f"<livemod.Module {self.name!r} {self.version} {self.state.name}>"
+
+
+def frozen_mapping(d: Mapping[str, object]) -> Mapping[str, object]:
+    return types.MappingProxyType(dict(d))

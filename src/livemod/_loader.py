@@ -24,7 +24,16 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-__all__ = ["Importer", "exec_module", "install_finder", "namespaces_of", "remove_modules"]
+from ._manifest import ModuleInfo, locate, parse_manifest
+
+__all__ = [
+    "Importer",
+    "exec_module",
+    "install_finder",
+    "namespaces_of",
+    "read_module",
+    "remove_modules",
+]
 
 PREFIX: Final = "livemod.mods."
 
@@ -168,3 +177,15 @@ def install_finder() -> None:
     it is stateless and answers only for livemod's private names)."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
+
+
+def read_module(path: str | os.PathLike[str]) -> tuple[ModuleInfo, bytes]:
+    """Locate a module and read its source once: the manifest and the code come from the
+    same bytes, so nothing can swap the file between checking and running it."""
+    abs_path, source_file, is_package = locate(path)
+    with open(source_file, "rb") as f:
+        source = f.read()
+    info = parse_manifest(
+        source, path=abs_path, source_file=source_file, is_package=is_package
+    )
+    return info, source

@@ -18,6 +18,7 @@ __all__ = [
     "ModuleNotFound",
     "ParamError",
     "SignatureError",
+    "UpgradeError",
 ]
 
 
@@ -135,3 +136,11 @@ class SignatureError(LivemodError):
     """The module's signature is missing, invalid or from an untrusted key (policy enforce)."""
 
     code = "signature-error"
+
+
+class UpgradeError(LivemodError):
+    """``replace`` refused before touching the running version: a downgrade not asked for,
+    a new file that declares another name, or dependents that bound the old version's
+    objects directly (without ``cascade=True``). The running version keeps serving."""
+
+    code = "upgrade-error"

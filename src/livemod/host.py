@@ -36,13 +36,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, Final
 
-from . import _deps, _leaks, _loader, _manifest, _params, _quiesce
+from . import _deps, _leaks, _loader, _manifest, _params, _quiesce, _upgrade
 from ._aio import LoopBridge, on_loop
 from ._async_api import AsyncHostMixin
 from ._context import ModuleContext, Registration
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
 from ._imports import Exports, Namespace, watched_atexit
-from ._instance import Instance, Module, ModuleStatus
+from ._instance import Instance, Module, ModuleStatus, frozen_mapping
 from ._leaks import Leak
 from ._manifest import ModuleInfo
 from ._modpath import ModPath
@@ -116,7 +116,7 @@ class Host(AsyncHostMixin):
         self._taints: list[Taint] = []
         self._watches: list[_leaks.LeakWatch] = []
         self._events: deque[Event] = deque(maxlen=1000)
-        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._pending: list[Instance] = []  # old versions still draining after an upgrade
         self._modpath = ModPath(self.modpath)
         self._bridge = LoopBridge()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -221,6 +221,36 @@ class Host(AsyncHostMixin):
             self._unload(inst, wait=wait, timeout=limit, force=force,
                                  progress=progress)
 
+    def replace(
+        self,
+        name: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float | None = None,
+        cascade: bool = False,
+        downgrade: bool = False,
+        **params: object,
+    ) -> Module:
+        """Hot upgrade: load ``path`` (default: the module's own file, re-read) beside the
+        running version, hand its state over, and switch to it in one step per hook.
+
+        If the old version defines ``handover(mod)``, its return value is given to the new
+        one's init as ``mod.handover_state`` (init may refuse it by raising). Parameters
+        carry over; ``params`` override them. Returns the new Module once the old version is
+        GONE -- or, if it could not drain within ``timeout``, at once with the old version
+        left GOING ("removal pending", see lsmod) to be removed when its last user is done.
+
+        Raises:
+            UpgradeError: a downgrade without ``downgrade=True``, another module name, or
+                dependents that imported the old objects directly without ``cascade=True``.
+            ManifestError, ParamError, DependencyError, InitError: the new version failed;
+                the old one is untouched and keeps serving.
+        """
+        with self._op_lock:
+            self._check_open()
+            return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
+                                    downgrade=downgrade, params=params)
+
     def modprobe_remove(
         self, name: str, *, wait: bool = False, timeout: float | None = None
     ) -> list[str]:
@@ -268,6 +298,10 @@ class Host(AsyncHostMixin):
                     self._unload(inst, wait=True, timeout=limit, force=False)
                 except ModuleBusy:
                     self._unload(inst, wait=False, timeout=limit, force=True)
+            for old in list(self._pending):  # old versions still draining after an upgrade
+                if self._wait_quiet(old, time.monotonic() + limit, holds=True):
+                    self._taint("forced-unload", old.name, "closed while still in use")
+                self._finish(old)
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -285,7 +319,7 @@ class Host(AsyncHostMixin):
         """One frozen row per module in the table, in load order."""
         with self._lock:
             rows = []
-            for inst in self._table.values():
+            for inst in (*self._table.values(), *self._pending):
                 rows.append(ModuleStatus(
                     name=inst.name, version=inst.info.version, state=inst.state,
                     holds=len(inst.holds), pins=len(inst.pins),
@@ -340,7 +374,7 @@ class Host(AsyncHostMixin):
             inst.holds[token] = (
                 f"hold taken at {where} by thread {threading.current_thread().name!r}"
             )
-        return Hold(inst, token, self._wakeups.put)
+        return Hold(inst, token, inst.wakeups.put)
 
     def leaks(self) -> list[Leak]:
         """Unloaded modules whose objects are still alive, with who holds them.
@@ -450,31 +484,38 @@ class Host(AsyncHostMixin):
     def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
         # Cheap checks that change nothing come first (the kernel's load_module order).
-        abs_path, source_file, is_package = _manifest.locate(path)
-        with open(source_file, "rb") as f:
-            source = f.read()
-        info = _manifest.parse_manifest(
-            source, path=abs_path, source_file=source_file, is_package=is_package
-        )
+        info, source = _loader.read_module(path)
         values = _params.resolve(info.params, params, module=info.name)
         with self._lock:
             self._check_free_unlocked(info)
-            deps = self._check_depends_unlocked(info)
-            inst = Instance(info, _params.Params(info.params, values, module=info.name))
-            inst.private_name = self._private_name_unlocked(info.name)
-            inst.uses.update(deps)
+            inst = self._new_instance_unlocked(info, values)
             self._table[info.name] = inst
+        self._bring_up(inst, source)
+        self._publish(inst)
+        return Module(inst)
+
+    def _new_instance_unlocked(self, info: ModuleInfo, values: Mapping[str, object]) -> Instance:
+        deps = self._check_depends_unlocked(info)
+        inst = Instance(info, _params.Params(info.params, values, module=info.name))
+        inst.private_name = self._private_name_unlocked(info.name)
+        inst.uses.update(deps)
+        return inst
+
+    def _bring_up(self, inst: Instance, source: bytes, handover: object = None) -> None:
+        """Run the body (LOADING) and init (COMING); on failure discard it and raise."""
+        info = inst.info
         self._notify(inst, None, State.LOADING)
         try:
             module = _loader.exec_module(
-                inst.private_name, source, source_file=source_file,
-                package_dir=abs_path if is_package else None,
+                inst.private_name, source, source_file=info.source_file,
+                package_dir=info.path if info.is_package else None,
                 importer=self._importer_for(inst),
             )
             inst.module = module
             inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
             self._set_state(inst, State.COMING, veto=True)
             inst.context = ModuleContext(self, inst)
+            inst.context.handover_state = handover
             init = getattr(module, "init", None)
             if init is not None:
                 self._complete(init(inst.context), f"init of {info.name!r}")
@@ -490,13 +531,11 @@ class Host(AsyncHostMixin):
         except BaseException:
             self._discard(inst)
             raise
-        self._publish(inst)
-        return Module(inst)
 
     def _publish(self, inst: Instance) -> None:
         with self._lock:
             self._hooks.publish_unlocked(inst.staged)
-            inst.exports = _frozen(inst.staged_exports)
+            inst.exports = frozen_mapping(inst.staged_exports)
             inst.staged, inst.staged_exports = [], {}
             starts, inst.staged_starts = inst.staged_starts, []
             inst.init_ok = True
@@ -514,7 +553,8 @@ class Host(AsyncHostMixin):
         _loader.remove_modules(inst.private_name)
         old = inst.state
         with self._lock:
-            self._table.pop(inst.name, None)
+            if self._table.get(inst.name) is inst:  # during an upgrade v1 keeps the name
+                del self._table[inst.name]
             inst.state = State.GONE
         inst.release_code()
         self._notify(inst, old, State.GONE)
@@ -565,6 +605,8 @@ class Host(AsyncHostMixin):
                         module=inst.name, chain=(inst.name, target.name, inst.name),
                     )
                 inst.uses.add(target.name)
+            if how == "import" and target is not inst:
+                inst.bound.add(target.name)
         return target
 
     def _require(self, inst: Instance, name: str) -> Any:
@@ -668,7 +710,7 @@ class Host(AsyncHostMixin):
             if progress is not None:
                 wake_by = min(wake_by, _PROGRESS_EVERY)
             with contextlib.suppress(queue.Empty):
-                self._wakeups.get(timeout=max(wake_by, 0.0))
+                inst.wakeups.get(timeout=max(wake_by, 0.0))
             delay = min(delay * 2, _POLL_MAX)
 
     def _finish(self, inst: Instance) -> None:
@@ -694,14 +736,17 @@ class Host(AsyncHostMixin):
         del module
         _loader.remove_modules(inst.private_name)
         with self._lock:
-            self._table.pop(inst.name, None)
+            if self._table.get(inst.name) is inst:
+                del self._table[inst.name]
+            if inst in self._pending:
+                self._pending.remove(inst)
             inst.state = State.GONE
             inst.state_since = time.monotonic()
             inst.holds.clear()
             inst.pins.clear()
         inst.release_code()
         self._notify(inst, State.GOING, State.GONE)
-        self._event("unload", inst.name, "unloaded")
+        self._event("unload", inst.name, f"unloaded {inst.info.version}", version=inst.info.version)
         if watch is not None:
             gc.collect()
             if watch.survivors():
@@ -748,12 +793,12 @@ class Host(AsyncHostMixin):
             if inst.state is State.COMING:
                 inst.staged_exports[name] = obj
             else:
-                inst.exports = _frozen({**inst.exports, name: obj})
+                inst.exports = frozen_mapping({**inst.exports, name: obj})
 
         def unexport() -> None:
             with self._lock:
                 inst.staged_exports.pop(name, None)
-                inst.exports = _frozen({k: v for k, v in inst.exports.items() if k != name})
+                inst.exports = frozen_mapping({k: v for k, v in inst.exports.items() if k != name})
 
         inst.undo.push(f"export {name!r}", unexport)
 
@@ -872,7 +917,9 @@ class Host(AsyncHostMixin):
             return self._used_by_unlocked(inst)
 
     def _used_by_unlocked(self, inst: Instance) -> list[str]:
-        return [o.name for o in self._table.values() if o is not inst and inst.name in o.uses]
+        # An old version still draining after an upgrade still uses what it used.
+        users = (*self._table.values(), *self._pending)
+        return sorted({o.name for o in users if o.name != inst.name and inst.name in o.uses})
 
     def _uses_closure_unlocked(self, inst: Instance) -> set[str]:
         seen: set[str] = set()
@@ -951,7 +998,3 @@ class Host(AsyncHostMixin):
                 listener(event)
             except Exception:
                 _log.exception("livemod event listener %r failed", listener)
-
-
-def _frozen(d: Mapping[str, object]) -> Mapping[str, object]:
-    return MappingProxyType(dict(d))

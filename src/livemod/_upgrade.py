@@ -1,0 +1,181 @@
+"""Hot upgrade: ``host.replace(name, path)``.
+
+v2 is loaded and initialised beside v1 (its registrations staged), handed v1's state, and
+then switched in under the host lock: on every hook v1's implementations are replaced by
+v2's in the same places (one swap per hook, so no call on a hook sees both versions or
+neither), v2's exports are published, and the name now means v2 -- ``require`` views and new
+holds resolve to it. Calls already inside v1 finish on v1; v1 then drains and goes GOING ->
+exit -> GONE with its leak check, exactly as for ``rmmod``. Anything that fails before the
+switch (parse, manifest, dependencies, handover, body, init) leaves v1 untouched, serving.
+
+If v1 cannot drain within the timeout (a hold, a pin, a long call), v2 keeps serving and v1
+stays listed as GOING, "removal pending"; a reaper thread finishes it when its last user is
+gone. Dependents that imported v1's objects directly (``from livemod.mods.x import f``) would
+keep calling v1; they are reloaded too with ``cascade=True`` (in dependency order, each with
+its own handover), otherwise the upgrade is refused before anything changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ._deps import dependents_order
+from ._instance import Instance, Module, frozen_mapping
+from ._loader import read_module
+from ._manifest import ModuleInfo, parse_version
+from ._params import resolve
+from ._quiesce import current_thread_in
+from ._records import brief
+from ._state import State
+from .errors import InitError, ModuleExists, UpgradeError
+
+if TYPE_CHECKING:
+    from .host import Host
+
+__all__ = ["replace"]
+
+_log = logging.getLogger("livemod")
+
+
+def replace(
+    host: Host,
+    name: str,
+    path: str | os.PathLike[str] | None,
+    *,
+    timeout: float | None,
+    cascade: bool,
+    downgrade: bool,
+    params: Mapping[str, object],
+) -> Module:
+    """See ``Host.replace``. Caller holds ``host._op_lock``."""
+    old = host._get_loaded(name)
+    info, source = read_module(path if path is not None else old.info.path)
+    _check_upgrade(host, old, info, cascade=cascade, downgrade=downgrade)
+    values = {k: v for k, v in old.params.as_dict().items() if k in info.params}
+    values.update(params)
+    resolved = resolve(info.params, values, module=info.name)
+    with host._lock:
+        for word in info.aliases:
+            other = host._resolve_unlocked(word)
+            if other is not None and other is not old:
+                raise ModuleExists(
+                    f"cannot upgrade {name!r}: its new alias {word!r} is taken by module "
+                    f"{other.name!r}", module=name,
+                )
+        new = host._new_instance_unlocked(info, resolved)
+    state = _handover(host, old)
+    host._bring_up(new, source, handover=state)  # raises InitError; v1 untouched
+    _switch(host, old, new)
+    refresh = _bound_dependents(host, old.name)
+    for dependent in refresh:
+        inst = host._find_loaded(dependent)
+        if inst is not None and inst.state is State.LIVE:
+            replace(host, dependent, None, timeout=timeout, cascade=True, downgrade=True,
+                    params={})
+    limit = host.timeout if timeout is None else timeout
+    pending = _drain(host, old, limit)
+    if pending:
+        host._event("upgrade-pending", name,
+                    f"{old.info.version} removal pending: {'; '.join(pending)}",
+                    version=old.info.version)
+        _log.warning("module %r: upgraded to %s, but %s is still in use (%s); it will be "
+                     "removed when that ends", name, info.version, old.info.version,
+                     "; ".join(pending))
+        _reap_later(host, old)
+    else:
+        host._finish(old)
+    return Module(new)
+
+
+def _check_upgrade(
+    host: Host, old: Instance, info: ModuleInfo, *, cascade: bool, downgrade: bool
+) -> None:
+    if info.name != old.name:
+        raise UpgradeError(
+            f"cannot upgrade {old.name!r} with {info.path}: it declares the name "
+            f"{info.name!r} (replace needs the same module name)", module=old.name,
+        )
+    try:
+        older = parse_version(info.version) < parse_version(old.info.version)
+    except ValueError:
+        older = False
+    if older and not downgrade:
+        raise UpgradeError(
+            f"cannot upgrade {old.name!r} from {old.info.version} to {info.version}: that is "
+            f"a downgrade (pass downgrade=True / --downgrade if you mean it)", module=old.name,
+        )
+    bound = _bound_dependents(host, old.name)
+    if bound and not cascade:
+        raise UpgradeError(
+            f"cannot upgrade {old.name!r}: {', '.join(map(repr, bound))} imported its objects "
+            f"directly (from livemod.mods.{old.name} import ...) and would keep calling the old "
+            f"version; use cascade=True to reload them too, or have them use mod.require()",
+            module=old.name,
+        )
+
+
+def _bound_dependents(host: Host, name: str) -> list[str]:
+    """Modules that imported ``name``'s objects directly, dependents last (reload order)."""
+    with host._lock:
+        bound = [i.name for i in host._table.values() if name in i.bound]
+        used_by = {n: host._used_by_unlocked(i) for n, i in host._table.items()}
+    return list(reversed(dependents_order(bound, used_by)))
+
+
+def _handover(host: Host, old: Instance) -> object:
+    fn = getattr(old.module, "handover", None)
+    if fn is None or old.context is None:
+        return None
+    try:
+        return host._complete(fn(old.context), f"handover of {old.name!r}")
+    except (Exception, SystemExit) as exc:
+        raise InitError(
+            f"cannot upgrade {old.name!r}: its handover() raised {brief(exc)}; "
+            f"{old.info.version} keeps running, untouched", module=old.name,
+        ) from exc
+
+
+def _switch(host: Host, old: Instance, new: Instance) -> None:
+    """The one atomic step (per hook): v1 unpublished, v2 published, the name moved."""
+    with host._lock:
+        host._hooks.switch_unlocked(old.id, new.staged)
+        new.exports = frozen_mapping(new.staged_exports)
+        new.staged, new.staged_exports = [], {}
+        starts, new.staged_starts = new.staged_starts, []
+        new.init_ok = True
+        old.state = State.GOING
+        new.state = State.LIVE
+        old.state_since = new.state_since = time.monotonic()
+        host._table[new.name] = new
+        host._pending.append(old)
+    host._notify(old, State.LIVE, State.GOING)
+    host._notify(new, State.COMING, State.LIVE)
+    for start in starts:
+        start()
+    host._event("upgrade", new.name, f"upgraded {old.info.version} -> {new.info.version} "
+                f"from {new.info.path}", old=old.info.version, version=new.info.version,
+                path=new.info.path, params=new.params.as_dict())
+
+
+def _drain(host: Host, old: Instance, timeout: float) -> list[str]:
+    where = current_thread_in(old.namespace_ids)
+    if where is not None:  # replace called from v1's own code: it cannot wait for itself
+        return [f"the calling thread, at {where}"]
+    return host._wait_quiet(old, time.monotonic() + timeout, holds=True)
+
+
+def _reap_later(host: Host, old: Instance) -> None:
+    def reap() -> None:
+        while old.state is State.GOING and host._wait_quiet(old, time.monotonic() + 60,
+                                                            holds=True):
+            pass
+        with host._op_lock:
+            if old.state is State.GOING:
+                host._finish(old)
+
+    threading.Thread(target=reap, name=f"livemod-reap-{old.name}", daemon=True).start()
