@@ -24,6 +24,7 @@ from .errors import (
     ModuleGoing,
     ModuleNotFound,
     ParamError,
+    ProtocolError,
     SignatureError,
     UpgradeError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "ParamError",
     "ParamSpec",
     "Params",
+    "ProtocolError",
     "Registration",
     "Requirement",
     "SignatureError",

@@ -17,6 +17,7 @@ __all__ = [
     "ModuleGoing",
     "ModuleNotFound",
     "ParamError",
+    "ProtocolError",
     "SignatureError",
     "UpgradeError",
 ]
@@ -144,3 +145,20 @@ class UpgradeError(LivemodError):
     objects directly (without ``cascade=True``). The running version keeps serving."""
 
     code = "upgrade-error"
+
+
+class ProtocolError(LivemodError, ValueError):
+    """A control-socket message is unusable: not JSON, not an object, the wrong protocol
+    version, a missing or mistyped field, an unknown operation, too long, or not UTF-8.
+
+    Unlike the other errors it says nothing about a module: the conversation itself went
+    wrong. ``request_id`` is the id of the offending request when it could be read.
+    """
+
+    code = "protocol-error"
+
+    def __init__(
+        self, message: str, *, module: str | None = None, request_id: int | str | None = None
+    ) -> None:
+        super().__init__(message, module=module)
+        self.request_id = request_id
