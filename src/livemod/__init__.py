@@ -15,6 +15,7 @@ from ._params import Params
 from ._records import Event, Hold, HostStatistics, Taint
 from ._state import State
 from .errors import (
+    ConfigError,
     DependencyError,
     InitError,
     LivemodError,
@@ -31,6 +32,7 @@ from .errors import (
 from .host import Host
 
 __all__ = [
+    "ConfigError",
     "DependencyError",
     "Event",
     "Hold",

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import itertools
 import logging
 import sys
 import threading
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["HookHandle", "ModuleContext", "Registration", "Timer"]
 
 T = TypeVar("T")
+_pin_tokens = itertools.count(1)
 
 
 def _caller() -> str:
@@ -215,16 +217,17 @@ class ModuleContext(GlobalsMixin):
         thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=label, daemon=True)
 
         def start() -> None:
+            inst.threads.append(thread)
             thread.start()
-            if thread.ident is not None:
-                inst.thread_idents.add(thread.ident)
 
         def join() -> None:
             inst.stopping.set()
             if thread.ident is None:
                 return
             thread.join(join_timeout)
-            if thread.is_alive():
+            if not thread.is_alive():
+                inst.threads.remove(thread)
+            else:
                 self._host._taint(
                     "thread-not-stopped", inst.name,
                     f"thread {label!r} did not stop within {join_timeout:g}s of unload",
@@ -241,7 +244,7 @@ class ModuleContext(GlobalsMixin):
         """
         self._check_open("pin an object")
         inst, wake = self._inst, self._inst.wakeups.put
-        token = id(object())
+        token = next(_pin_tokens)
         desc = what or f"pin on {type(obj).__qualname__} object (taken at {_caller()})"
         refs = self._pin_refs
 

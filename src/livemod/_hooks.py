@@ -92,6 +92,21 @@ class _Snapshot:
         self.readers: list[None] = []
         self.call: Callable[..., list[Any]] = _empty_dispatch
 
+    def scrub(self) -> None:
+        """Drop the references to the implementations (and so to their modules).
+
+        Only for a retired snapshot seen with no readers: a caller that still holds its
+        dispatcher fails the re-check before it could reach an implementation, so nothing
+        reads these again. Without this, a thread paused in a stale dispatcher keeps an
+        unloaded module alive and the leak check reports it.
+        """
+        self.impls = ()
+        self.owners = frozenset()
+        cells = getattr(self.call, "__closure__", None) or ()
+        for name, cell in zip(self.call.__code__.co_freevars, cells, strict=True):
+            if name.startswith("_f") and name != "_fail":
+                cell.cell_contents = None
+
 
 def _empty_dispatch(self: Hook, *args: Any, **kwargs: Any) -> list[Any]:
     return []
@@ -153,7 +168,8 @@ def _generate(hook: Hook, snap: _Snapshot, policy: ErrorPolicy, sink: ErrorSink)
     exec(compile(source, f"<livemod hook {hook.name!r}>", "exec"), namespace)
 
     def fail(index: int, exc: BaseException) -> None:
-        sink(hook.name, impls[index], exc)
+        # Through ``snap``, not a captured tuple, so scrub() frees the implementations.
+        sink(hook.name, snap.impls[index], exc)
 
     snap.call = namespace["make"](
         snap, snap.readers.append, snap.readers.pop, fail, *(i.fn for i in impls)
@@ -354,7 +370,7 @@ class HookTable:
         Empty means dispatch is quiescent for ``owner``. Drained snapshots are forgotten here.
         """
         with self._lock:
-            self.retired = [(h, s) for h, s in self.retired if s.readers]
+            self._prune_unlocked()
             return sorted({h.name for h, s in self.retired if owner in s.owners})
 
     def _create_unlocked(self, name: str) -> Hook:
@@ -364,6 +380,17 @@ class HookTable:
 
     def _retire_unlocked(self, hook: Hook, snap: _Snapshot) -> None:
         # Called after the swap: a snapshot with no readers now can never call again.
-        self.retired = [(h, s) for h, s in self.retired if s.readers]
+        self._prune_unlocked()
         if snap.impls and snap.readers:
             self.retired.append((hook, snap))
+        else:
+            snap.scrub()
+
+    def _prune_unlocked(self) -> None:
+        kept = []
+        for hook, snap in self.retired:
+            if snap.readers:
+                kept.append((hook, snap))
+            else:
+                snap.scrub()
+        self.retired = kept

@@ -122,7 +122,7 @@ class Instance:
         self.pins: dict[int, str] = {}
         self.uses: set[str] = set()
         self.bound: set[str] = set()  # modules whose objects this one imported directly
-        self.thread_idents: set[int] = set()
+        self.threads: list[threading.Thread] = []  # managed threads started so far
         self.tasks: set[object] = set()
         self.param_callbacks: list[Callable[[str, object], object]] = []
         self.auto = False  # loaded by modprobe only as a dependency
@@ -134,6 +134,11 @@ class Instance:
         self.errors = 0
         self.loaded_at = time.time()
         self.state_since = time.monotonic()
+
+    def own_thread_idents(self) -> set[int]:
+        """Idents of the module's managed threads that are running now (idents of ended
+        threads are reused by the OS, so they are never kept)."""
+        return {t.ident for t in list(self.threads) if t.ident is not None and t.is_alive()}
 
     def holders(self) -> list[str]:
         return [*self.holds.values(), *self.pins.values()]

@@ -246,38 +246,64 @@ class _Walk:
                 f = f.f_back
 
     def chain(self, target: Any, start: str) -> str:
+        """The referrer chain from ``target`` to a root, or as far as the holders go."""
+        # First look only outside the unloaded module's own namespaces: a module refers to
+        # its own functions, which explains nothing. Then, if that finds no root, anywhere.
+        found, outside = self._search(target, start, internal=False)
+        if found:
+            return " <- ".join(outside)
+        found, anywhere = self._search(target, start, internal=True)
+        if found:
+            return " <- ".join(anywhere)
+        # No root: still show how far the holders go (a list held by a local, say).
+        best = outside if len(outside) > 1 else anywhere
+        return " <- ".join((*best, _NO_ROOT))
+
+    def _search(self, target: Any, start: str, *, internal: bool) -> tuple[bool, tuple[str, ...]]:
         own = sys._getframe()
         ignore = {id(own), id(own.f_back)}
         queue: deque[tuple[Any, tuple[str, ...]]] = deque([(target, (start,))])
         ignore.add(id(queue))
         visited = {id(target)}
         nodes = 0
+        longest: tuple[str, ...] = (start,)
         try:
             while queue and nodes < _MAX_NODES and time.monotonic() < self.deadline:
                 obj, path = queue.popleft()
                 if len(path) > _MAX_DEPTH:
                     continue
+                if len(path) > len(longest):
+                    longest = path
                 referrers = gc.get_referrers(obj)
                 ignore.add(id(referrers))
                 for parent in referrers:
                     pid = id(parent)
                     if pid in visited or pid in ignore:
                         continue
+                    if not internal and self._is_unloaded_namespace(parent):
+                        continue
                     visited.add(pid)
                     nodes += 1
                     found = self._recognise(parent, obj)
                     if found is not None:
-                        return " <- ".join((*path, found))
+                        return True, (*path, found)
                     step = _step(parent, obj, self.names)
                     if path[-1] == step == "traceback":
                         queue.append((parent, path))  # a traceback chain reads as one step
                     else:
                         queue.append((parent, (*path, step)))
                 del referrers
-            return f"{start} <- {_NO_ROOT}"
+            return False, longest
         finally:
             queue.clear()
             del own
+
+    def _is_unloaded_namespace(self, obj: Any) -> bool:
+        return (
+            isinstance(obj, dict)
+            and obj.get("__name__") in self.names
+            and "__builtins__" in obj
+        )
 
     def _recognise(self, parent: Any, child: Any) -> str | None:
         pid = id(parent)

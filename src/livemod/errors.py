@@ -8,6 +8,7 @@ has a stable kebab-case ``code``; each subclasses the natural builtin where one 
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "DependencyError",
     "InitError",
     "LivemodError",
@@ -73,6 +74,33 @@ class ManifestError(LivemodError, ValueError):
         self.path = path
         self.line = line
         self.field = field
+
+
+class ConfigError(LivemodError, ValueError):
+    """The host's configuration file (``livemod.toml``) is unreadable, not TOML, or breaks
+    the schema.
+
+    Unlike :class:`ManifestError`, which is about a *module's* metadata, this is about the
+    operator's configuration of the *host*. ``path`` is the file, ``line`` the 1-based line
+    (None when unknown) and ``key`` the dotted key (``"host.timeout"``; None for a syntax
+    error).
+    """
+
+    code = "config-error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        module: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message, module=module)
+        self.path = path
+        self.line = line
+        self.key = key
 
 
 class InitError(LivemodError):

@@ -287,16 +287,21 @@ class Host(AsyncHostMixin):
         with self._op_lock:
             if self._closed:
                 return
+            self._refuse_from_inside()
             self._closed = True
             limit = self.timeout if timeout is None else timeout
             used_by = {n: self._used_by(i) for n, i in self._table.items()}
-            for name in _deps.dependents_order(list(self._table), used_by):
+            # Newest first among modules that do not depend on each other, as rmmod by hand.
+            for name in _deps.dependents_order(list(reversed(self._table)), used_by):
                 inst = self._table.get(name)
                 if inst is None or inst.state is not State.LIVE:
                     continue
+                busy = False
                 try:
                     self._unload(inst, wait=True, timeout=limit, force=False)
                 except ModuleBusy:
+                    busy = True  # force outside the handler: its traceback holds the module
+                if busy:
                     self._unload(inst, wait=False, timeout=limit, force=True)
             for old in list(self._pending):  # old versions still draining after an upgrade
                 if self._wait_quiet(old, time.monotonic() + limit, holds=True):
@@ -629,7 +634,7 @@ class Host(AsyncHostMixin):
     ) -> None:
         """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE. Caller holds ``_op_lock``."""
         inside = _quiesce.current_thread_in(inst.namespace_ids)
-        if inside is not None or threading.get_ident() in inst.thread_idents:
+        if inside is not None or threading.get_ident() in inst.own_thread_idents():
             raise ModuleBusy(
                 f"cannot remove {inst.name!r} from inside its own code "
                 f"({inside or 'its own thread'}): the unload would wait for itself "
@@ -660,6 +665,9 @@ class Host(AsyncHostMixin):
                 self._notify(inst, State.GOING, State.LIVE)
                 self._event("unload-refused", inst.name,
                             f"unload rolled back: busy ({'; '.join(pending)})")
+                # The traceback of what we raise keeps this frame: it must not keep the
+                # module's implementations (a caller may force the unload in its handler).
+                del removed
                 raise ModuleBusy(
                     f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
                     f"({'; '.join(pending)}); the unload was rolled back and it is LIVE again "
@@ -687,7 +695,7 @@ class Host(AsyncHostMixin):
         while True:
             pending = [f"a call in flight on hook {h!r}" for h in self._hooks.busy_hooks(inst.id)]
             pending += _quiesce.running_in(
-                inst.namespace_ids, exclude=inst.thread_idents | {me}
+                inst.namespace_ids, exclude=inst.own_thread_idents() | {me}
             )
             pending += self._bridge.tasks_in(inst.namespace_ids, inst.tasks)
             polling = bool(pending)
@@ -944,6 +952,18 @@ class Host(AsyncHostMixin):
                 found.add(n)
                 stack.extend(used_by.get(n, ()))
         return _deps.dependents_order(sorted(found), used_by)
+
+    def _refuse_from_inside(self) -> None:
+        """close() from a module's own code would wait for itself: refuse, change nothing."""
+        for inst in (*self._table.values(), *self._pending):
+            inside = _quiesce.current_thread_in(inst.namespace_ids)
+            if inside is not None or threading.get_ident() in inst.own_thread_idents():
+                raise ModuleBusy(
+                    f"cannot close the host from inside module {inst.name!r} "
+                    f"({inside or 'its own thread'}): it would wait for itself "
+                    f"(close it from the thread that owns the host)",
+                    module=inst.name, holders=(f"the calling thread, at {inside}",),
+                )
 
     def _refuse_if_held(self, inst: Instance) -> None:
         with self._lock:

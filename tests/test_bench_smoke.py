@@ -1,0 +1,50 @@
+"""The benchmarks in bench/ run to the end in --quick mode and print their ratio lines.
+
+No timing is asserted here (the machines are shared and noisy): the scripts print ratios
+measured side by side, and a person or CI job with ``--check`` judges them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run(script: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        capture_output=True, text=True, timeout=120, cwd=BENCH.parent,
+    )
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def ratio_rows(out: str) -> set[tuple[str, str]]:
+    """(label, n) of every ``RATIO`` line, e.g. ("hook/loop", "10")."""
+    rows = set()
+    for line in out.splitlines():
+        if line.startswith("RATIO "):
+            words = line.split()
+            n = next(w for w in words[2:] if w.isdigit())
+            rows.add((" ".join(words[1:words.index(n)]), n))
+    return rows
+
+
+def test_dispatch_benchmark_prints_ratios() -> None:
+    out = run("bench_dispatch.py")
+    rows = ratio_rows(out)
+    # pluggy and blinker are optional: their rows are either measured or say "skipped".
+    for label in ("hook/loop", "pluggy/hook", "blinker/hook"):
+        for n in ("1", "10"):
+            assert (label, n) in rows, out
+    assert "RESULT:" in out
+
+
+def test_unload_benchmark_prints_ratios() -> None:
+    rows = ratio_rows(run("bench_unload.py"))
+    for label in ("GONE hammer/idle", "rmmod hammer/idle", "rmmod on/off"):
+        for n in ("1", "10"):
+            assert (label, n) in rows, rows

@@ -1,0 +1,239 @@
+"""Calls in flight, module code running outside dispatch, self-unload (_quiesce and unload)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import livemod
+from livemod import State
+from livemod._quiesce import current_thread_in, describe_frame, running_in
+
+pytestmark = pytest.mark.usefixtures("no_stray_threads")
+
+MODULES = Path(__file__).parent / "fixtures" / "modules"
+
+
+def path(name: str) -> str:
+    return str(MODULES / f"{name}.py")
+
+
+def line_of(name: str, marker: str) -> int:
+    lines = Path(path(name)).read_text().splitlines()
+    return next(n for n, text in enumerate(lines, 1) if marker in text)
+
+
+def in_thread(fn: Callable[[], Any], name: str) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = fn()
+        except BaseException as exc:
+            out["error"] = exc
+        out["finished_at"] = time.monotonic()
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    return t, out
+
+
+# ------------------------------------------------------------------------ the scanner
+
+SPIN_SOURCE = """\
+def spin(event):
+    event.wait(10)
+
+def here():
+    return current()
+"""
+
+
+def namespace() -> dict[str, Any]:
+    ns: dict[str, Any] = {}
+    exec(compile(SPIN_SOURCE, "fake_module.py", "exec"), ns)
+    return ns
+
+
+def test_describe_frame() -> None:
+    text = describe_frame(sys._getframe())
+    line = sys._getframe().f_lineno - 1
+    assert text == f"test_quiesce.py:{line} in test_describe_frame"
+
+
+def test_running_in_finds_a_thread_inside_the_namespace() -> None:
+    ns = namespace()
+    release = threading.Event()
+    t = threading.Thread(target=ns["spin"], args=(release,), name="spinner")
+    t.start()
+    try:
+        assert running_in({id(ns)}) in ([], ["thread 'spinner' at fake_module.py:2 in spin"])
+        deadline = time.monotonic() + 5
+        while not running_in({id(ns)}) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert running_in({id(ns)}) == ["thread 'spinner' at fake_module.py:2 in spin"]
+        assert running_in({id(ns)}, exclude={t.ident}) == []
+        assert running_in({id({})}) == []
+    finally:
+        release.set()
+        t.join(5)
+    assert running_in({id(ns)}) == []
+
+
+def test_current_thread_in() -> None:
+    ns = namespace()
+    ns["current"] = lambda: current_thread_in({id(ns)})
+    assert ns["here"]() == "fake_module.py:5 in here"
+    assert current_thread_in({id(ns)}) is None
+
+
+# ------------------------------------------------------------------ calls in flight
+
+
+def test_rmmod_waits_for_a_call_in_flight_and_exit_runs_after_it(
+    host: livemod.Host, probe: Any, wait_for: Callable[..., Any]
+) -> None:
+    host.insmod(path("blocker"))
+    caller, call_out = in_thread(lambda: host.hook("blocker.run")("first"), "caller")
+    assert probe.gate("blocker.entered").wait(5)
+    remover, rm_out = in_thread(lambda: host.rmmod("blocker", timeout=10), "remover")
+    wait_for(lambda: host.lsmod() and host.lsmod()[0].state is State.GOING, what="GOING")
+    # No new call reaches a GOING module; the one inside is still inside.
+    assert host.hook("blocker.run")("second") == []
+    remover.join(0.2)
+    assert remover.is_alive(), "rmmod must wait for the call in flight"
+    assert probe.seen("blocker", "exit") == []
+    released_at = time.monotonic()
+    probe.gate("blocker.release").set()
+    caller.join(5)
+    remover.join(10)
+    assert not remover.is_alive()
+    assert "error" not in rm_out and call_out["result"] == ["first"]
+    assert rm_out["finished_at"] >= released_at
+    assert [e[1:] for e in probe.seen("blocker")] == [
+        ("enter", "first"), ("leave", "first"), ("exit",)
+    ]
+    assert host.lsmod() == []
+    assert host.tainted == ()
+
+
+def test_a_direct_call_to_an_export_counts_as_in_flight(
+    host: livemod.Host, probe: Any, wait_for: Callable[..., Any]
+) -> None:
+    m = host.insmod(path("blocker"))
+    caller = threading.Thread(target=m.run, args=("direct",), name="direct-caller")
+    caller.start()
+    assert probe.gate("blocker.entered").wait(5)
+    remover, rm_out = in_thread(lambda: host.rmmod("blocker", timeout=10), "remover")
+    wait_for(lambda: host.lsmod() and host.lsmod()[0].state is State.GOING, what="GOING")
+    remover.join(0.2)
+    assert remover.is_alive()
+    probe.gate("blocker.release").set()
+    remover.join(10)
+    caller.join(5)
+    assert "error" not in rm_out
+    assert [e[1:] for e in probe.seen("blocker")] == [
+        ("enter", "direct"), ("leave", "direct"), ("exit",)
+    ]
+
+
+def test_a_call_in_flight_past_the_timeout_rolls_back(
+    host: livemod.Host, probe: Any
+) -> None:
+    host.insmod(path("blocker"))
+    caller, call_out = in_thread(lambda: host.hook("blocker.run")("long"), "caller")
+    assert probe.gate("blocker.entered").wait(5)
+    try:
+        with pytest.raises(livemod.ModuleBusy) as excinfo:
+            host.rmmod("blocker", timeout=0.2)
+        assert any("blocker.run" in h for h in excinfo.value.holders), excinfo.value.holders
+        assert "rolled back" in str(excinfo.value)
+        assert host.lsmod()[0].state is State.LIVE
+        assert probe.seen("blocker", "exit") == []
+    finally:
+        probe.gate("blocker.release").set()
+        caller.join(5)
+    assert call_out["result"] == ["long"]
+    assert host.hook("blocker.run")("again") == ["again"]  # published again, and works
+    host.rmmod("blocker")
+    assert probe.seen("blocker", "exit") == [("blocker", "exit")]
+
+
+def test_force_does_not_wait_for_a_call_in_flight(host: livemod.Host, probe: Any) -> None:
+    host.insmod(path("blocker"))
+    caller, _ = in_thread(lambda: host.hook("blocker.run")("inside"), "caller")
+    assert probe.gate("blocker.entered").wait(5)
+    try:
+        host.rmmod("blocker", force=True)
+        assert host.lsmod() == []
+        assert [t.flag for t in host.tainted][:1] == ["forced-unload"]
+        assert probe.seen("blocker", "leave") == []  # it did not wait
+    finally:
+        probe.gate("blocker.release").set()
+        caller.join(5)
+
+
+# ------------------------------------------------------------- code outside dispatch
+
+
+def test_an_unmanaged_thread_in_module_code_makes_rmmod_time_out(
+    host: livemod.Host, probe: Any, wait_for: Callable[..., Any]
+) -> None:
+    host.insmod(path("rogue"))
+    wait_for(lambda: probe.seen("rogue", "running"))
+    spinner = next(t for t in threading.enumerate() if t.name == "rogue-spinner")
+    try:
+        started = time.monotonic()
+        with pytest.raises(livemod.ModuleBusy) as excinfo:
+            host.rmmod("rogue", timeout=0.3)
+        assert time.monotonic() - started >= 0.3
+        holders = excinfo.value.holders
+        assert any(
+            "rogue-spinner" in h and f"rogue.py:{line_of('rogue', 'SPIN-LINE')}" in h
+            for h in holders
+        ), holders
+        assert "rogue-spinner" in str(excinfo.value)
+        assert host.lsmod()[0].state is State.LIVE
+        assert host.hook("rogue.h")() == ["rogue"]
+    finally:
+        probe.gate("rogue.stop").set()
+        spinner.join(5)
+    host.rmmod("rogue")
+    assert host.lsmod() == []
+
+
+def test_rmmod_from_inside_its_own_hook_call_fails_clearly(
+    host: livemod.Host, probe: Any
+) -> None:
+    host.insmod(path("selfunload"))
+    caller, out = in_thread(lambda: host.hook("selfunload.go")(host), "self-caller")
+    caller.join(10)
+    assert not caller.is_alive(), "self-unload deadlocked"
+    err = out.get("error")
+    assert isinstance(err, livemod.ModuleBusy), out
+    assert "inside its own code" in str(err)
+    assert "selfunload.py" in str(err)
+    assert host.lsmod()[0].state is State.LIVE
+    host.rmmod("selfunload")
+    assert host.lsmod() == []
+
+
+def test_rmmod_from_its_own_managed_thread_fails_clearly(
+    host: livemod.Host, probe: Any, wait_for: Callable[..., Any]
+) -> None:
+    probe.kept["host"] = host
+    host.insmod(path("selfunload"))
+    probe.gate("selfunload.go").set()
+    [event] = wait_for(lambda: probe.seen("selfunload"), timeout=10)
+    assert event[1] == "thread-error", event
+    assert event[2] == "ModuleBusy"
+    assert "selfunload" in event[3]
+    assert host.lsmod()[0].state is State.LIVE
+    host.rmmod("selfunload")
+    assert host.lsmod() == []
