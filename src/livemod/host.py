@@ -48,6 +48,7 @@ from ._manifest import ModuleInfo
 from ._modpath import ModPath
 from ._records import Event, Hold, HostStatistics, Taint, brief, where_raised
 from ._state import State
+from .config import Config
 from .errors import (
     DependencyError,
     InitError,
@@ -87,6 +88,9 @@ class Host(AsyncHostMixin):
             ``wait=True``, holds and pins).
         leak_check: after each unload, collect and check that the module's code is gone.
         name: how the host introduces itself (``livemod status``); default host-<pid>-<n>.
+        config: a ``livemod.toml`` read with ``livemod.config.load_config``: ``modprobe``
+            then resolves its aliases, refuses its blacklist, applies its options (explicit
+            params win) and loads its soft dependencies (best effort). See ``from_config``.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Host(AsyncHostMixin):
         timeout: float = 5.0,
         leak_check: bool = True,
         name: str | None = None,
+        config: Config | None = None,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
@@ -118,6 +123,8 @@ class Host(AsyncHostMixin):
         self._events: deque[Event] = deque(maxlen=1000)
         self._pending: list[Instance] = []  # old versions still draining after an upgrade
         self._modpath = ModPath(self.modpath)
+        self.config = config
+        self._detach_state: Callable[[], None] | None = None
         self._bridge = LoopBridge()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
@@ -141,12 +148,66 @@ class Host(AsyncHostMixin):
             self._check_open()
             return self._load(path, params)
 
+    @classmethod
+    def from_config(cls, config: Config, *, restore: bool = True) -> Host:
+        """A host set up from a configuration: its settings, then (if ``state_file`` is set)
+        the modules and params saved by its previous run, then the ``load`` list.
+
+        From then on every change is saved to the state file. A module of the ``load`` list
+        (or of the state file) that fails is logged in the event log; the rest still load.
+        """
+        from ._statefile import StateFile
+
+        host = cls(**config.host.host_kwargs(), config=config)
+        state_file = config.host.state_file
+        if state_file is not None:
+            state = StateFile(state_file)
+            if restore:
+                report = state.restore(host)
+                for failure in report.failed:
+                    _log.error("restoring %r from %s failed: %s", failure.name, state_file,
+                               failure.error)
+            host._detach_state = state.attach(host)
+        for plan in config.load_plan():
+            if host._find_loaded(plan.name) is not None:
+                continue  # restored with the params it had; options apply to new loads
+            try:
+                host.modprobe(plan.requested)
+            except LivemodError as exc:
+                host._event("load-failed", plan.name, f"start-up load failed: {exc}")
+        return host
+
     def modprobe(self, name: str, **params: object) -> Module:
         """Load ``name`` (or an alias) from the modpath, dependencies first.
 
         ``params`` are for ``name`` itself. If it is already loaded, its handle is returned.
         If any module of the chain fails, the ones this call loaded are unloaded again.
+        With a ``config``, its aliases, blacklist, options and soft dependencies apply.
         """
+        if self.config is not None:
+            plan = self.config.modprobe_plan(name, params)
+            loaded = self._find_loaded(plan.name)
+            found = loaded.info if loaded is not None else self._find_on_modpath(plan.name)
+            if found is not None and found.name != plan.name:
+                # An alias from the module's own manifest: the config speaks of real names.
+                plan = self.config.modprobe_plan(found.name, params)
+            with self._op_lock:
+                for soft in plan.pre:
+                    self._modprobe_soft(soft, plan.name, "pre")
+                module = self._modprobe(plan.name, plan.params)
+                for soft in plan.post:
+                    self._modprobe_soft(soft, plan.name, "post")
+                return module
+        return self._modprobe(name, params)
+
+    def _modprobe_soft(self, soft: str, owner: str, when: str) -> None:
+        try:
+            self.modprobe(soft)
+        except LivemodError as exc:
+            self._event("load-failed", soft, f"soft dependency ({when}) of {owner!r} "
+                        f"not loaded: {exc}")
+
+    def _modprobe(self, name: str, params: Mapping[str, object]) -> Module:
         with self._op_lock:
             self._check_open()
             loaded = self._find_loaded(name)
@@ -289,6 +350,8 @@ class Host(AsyncHostMixin):
                 return
             self._refuse_from_inside()
             self._closed = True
+            if self._detach_state is not None:
+                self._detach_state()  # a clean shutdown keeps the saved set for next start
             limit = self.timeout if timeout is None else timeout
             used_by = {n: self._used_by(i) for n, i in self._table.items()}
             # Newest first among modules that do not depend on each other, as rmmod by hand.
