@@ -1,34 +1,43 @@
 """Finding modules by name or alias on the modpath (the part of modprobe that searches).
 
-Manifests are cached by (path, mtime, size) so repeated lookups do not re-parse unchanged
-files. A file named after the wanted module is tried first; otherwise every module on the
-modpath is read for a matching name or alias. A broken file that is not the one asked for is
-skipped (``depmod`` reports those); the one asked for by file name raises its error.
+The search goes through a depmod index (see ``_depmod``), made on first use from each
+folder's saved ``.livemod-depmod.json`` where one is usable and by reading the folder
+otherwise; every answer is checked against the files first, so an index never hides an
+edit. Search order: the modpath folders in order (names sorted within a folder), then the
+modules of installed distributions' ``livemod.modules`` entry points. A file named after the
+wanted module is tried first; then the first module whose name or alias matches. A broken
+module that is not the one asked for is skipped (``depmod`` lists those); the one asked for
+by file name raises its error.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import final
 
-from ._manifest import ModuleInfo, locate, read_manifest
-from .errors import LivemodError, ManifestError
+from ._depmod import DepmodReport, Index, open_index
+from ._manifest import ModuleInfo
 
-__all__ = ["ModPath"]
+__all__ = ["DepmodReport", "ModPath"]
 
 
 @final
 class ModPath:
-    """A search over folders; lock protects ``_cache``."""
+    """A search over folders (and entry points), through an index kept up to date.
 
-    __slots__ = ("_cache", "_lock", "folders")
+    Thread-safe: the lock protects ``_index`` (made on first use) and everything in it.
+    """
 
-    def __init__(self, folders: Sequence[str]) -> None:
+    __slots__ = ("_entry_points", "_index", "_lock", "folders")
+
+    def __init__(self, folders: Sequence[str], *, entry_points: bool = True) -> None:
         self.folders = folders
+        self._entry_points = entry_points
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[tuple[float, int], ModuleInfo]] = {}
+        self._index: Index | None = None
 
     def find(self, name: str) -> ModuleInfo | None:
         """The module whose name or alias is ``name``, or None.
@@ -37,56 +46,37 @@ class ModPath:
             ManifestError: the file named after ``name`` is broken, or declares another
                 name and nothing else on the modpath is ``name``.
         """
-        mismatch: ManifestError | None = None
-        for candidate in self._named(name):
-            info = self._read(candidate)
-            if info.name == name or name in info.aliases:
-                return info
-            mismatch = ManifestError(
-                f"{candidate}: declares the name {info.name!r}, not {name!r} "
-                f"(rename the file or fix the manifest's name)",
-                module=name, path=candidate, field="name",
-            )
-        for candidate in self.candidates():
-            try:
-                info = self._read(candidate)
-            except LivemodError:
-                continue
-            if info.name == name or name in info.aliases:
-                return info
-        if mismatch is not None:
-            raise mismatch
-        return None
+        with self._lock:
+            return self._index_unlocked().find(name)
 
     def candidates(self) -> Iterator[str]:
         """Every module file and package folder on the modpath, in search order."""
-        for folder in self.folders:
-            try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.name.startswith((".", "_")):
-                    continue
-                single = entry.is_file() and entry.name.endswith(".py")
-                if single or os.path.isfile(os.path.join(entry.path, "__init__.py")):
-                    yield entry.path
-
-    def _named(self, name: str) -> Iterator[str]:
-        for folder in self.folders:
-            for path in (os.path.join(folder, name + ".py"), os.path.join(folder, name)):
-                if os.path.isfile(path) or os.path.isfile(os.path.join(path, "__init__.py")):
-                    yield path
-
-    def _read(self, path: str) -> ModuleInfo:
-        _, source_file, _ = locate(path)
-        st = os.stat(source_file)
-        key = (st.st_mtime, st.st_size)
         with self._lock:
-            hit = self._cache.get(path)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        info = read_manifest(path)
+            return iter(self._index_unlocked().candidates())
+
+    def depmod(self, *, full: bool = False, write: bool = True) -> DepmodReport:
+        """Bring the index up to date and save each folder's part of it in that folder.
+
+        Args:
+            full: read every module again, not only those whose files changed.
+            write: save ``.livemod-depmod.json`` in each folder (a folder that cannot be
+                written is listed in ``unwritable`` and keeps its index in memory).
+
+        Returns:
+            The modules, the broken ones with their errors, what was written, and the time.
+        """
+        started = time.perf_counter()
         with self._lock:
-            self._cache[path] = (key, info)
-        return info
+            if self._index is None:
+                # One pass over the files: a saved index only spares parsing what is unchanged.
+                self._index = open_index(self.folders, entry_points=self._entry_points,
+                                         verify=True, full=full)
+                report = self._index.depmod(write=write, refresh=False)
+            else:
+                report = self._index.depmod(full=full, write=write)
+        return dataclasses.replace(report, seconds=time.perf_counter() - started)
+
+    def _index_unlocked(self) -> Index:
+        if self._index is None:
+            self._index = open_index(self.folders, entry_points=self._entry_points)
+        return self._index
