@@ -44,6 +44,7 @@ returns, and all are unpublished before ``rmmod`` starts to wait.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import threading
@@ -144,7 +145,18 @@ def _generate(hook: Hook, snap: _Snapshot, policy: ErrorPolicy, sink: ErrorSink)
 
         snap.call = refuse
         return
-    n = len(impls)
+    make = _maker(len(impls), policy)
+
+    def fail(index: int, exc: BaseException) -> None:
+        # Through ``snap``, not a captured tuple, so scrub() frees the implementations.
+        sink(hook.name, snap.impls[index], exc)
+
+    snap.call = make(snap, snap.readers.append, snap.readers.pop, fail, *(i.fn for i in impls))
+
+
+@functools.lru_cache(maxsize=256)
+def _maker(n: int, policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]]]:
+    """Compile (once per shape) a factory of dispatchers for ``n`` implementations."""
     names = [f"_f{i}" for i in range(n)]
     pad = " " * 12
     if policy == "raise":
@@ -165,15 +177,9 @@ def _generate(hook: Hook, snap: _Snapshot, policy: ErrorPolicy, sink: ErrorSink)
         body = "\n".join(lines)
     source = _TEMPLATE.format(params=", ".join(names), body=body)
     namespace: dict[str, Any] = {}
-    exec(compile(source, f"<livemod hook {hook.name!r}>", "exec"), namespace)
-
-    def fail(index: int, exc: BaseException) -> None:
-        # Through ``snap``, not a captured tuple, so scrub() frees the implementations.
-        sink(hook.name, snap.impls[index], exc)
-
-    snap.call = namespace["make"](
-        snap, snap.readers.append, snap.readers.pop, fail, *(i.fn for i in impls)
-    )
+    exec(compile(source, f"<livemod hook dispatch ({n})>", "exec"), namespace)
+    maker: Callable[..., Callable[..., list[Any]]] = namespace["make"]
+    return maker
 
 
 class Hook:

@@ -24,7 +24,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from ._manifest import ModuleInfo, locate, parse_manifest
+from ._manifest import ModuleInfo, locate, parse_module
 
 __all__ = [
     "Importer",
@@ -67,7 +67,7 @@ def _builtins_for(importer: Importer) -> dict[str, Any]:
 
 def exec_module(
     private_name: str,
-    source: bytes,
+    code: types.CodeType,
     *,
     source_file: str,
     package_dir: str | None,
@@ -78,7 +78,6 @@ def exec_module(
     On any exception the module and every submodule it imported are removed from
     ``sys.modules`` again before the exception propagates.
     """
-    code = compile(source, source_file, "exec", dont_inherit=True)
     module = types.ModuleType(private_name)
     spec = importlib.machinery.ModuleSpec(
         private_name, _LOADER, origin=source_file, is_package=package_dir is not None
@@ -109,6 +108,10 @@ def remove_modules(private_name: str) -> list[types.ModuleType]:
 
 
 def namespaces_of(private_name: str) -> list[types.ModuleType]:
+    """The module and its submodules (a scan of ``sys.modules`` only for packages)."""
+    main = sys.modules.get(private_name)
+    if isinstance(main, types.ModuleType) and not hasattr(main, "__path__"):
+        return [main]
     below = private_name + "."
     return [
         m
@@ -179,13 +182,13 @@ def install_finder() -> None:
         sys.meta_path.insert(0, _FINDER)
 
 
-def read_module(path: str | os.PathLike[str]) -> tuple[ModuleInfo, bytes]:
+def read_module(path: str | os.PathLike[str]) -> tuple[ModuleInfo, types.CodeType]:
     """Locate a module and read its source once: the manifest and the code come from the
-    same bytes, so nothing can swap the file between checking and running it."""
+    same bytes (one parse), so nothing can swap the file between checking and running it."""
     abs_path, source_file, is_package = locate(path)
     with open(source_file, "rb") as f:
         source = f.read()
-    info = parse_manifest(
+    info, tree = parse_module(
         source, path=abs_path, source_file=source_file, is_package=is_package
     )
-    return info, source
+    return info, compile(tree, source_file, "exec", dont_inherit=True)

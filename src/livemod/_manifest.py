@@ -365,8 +365,16 @@ def parse_manifest(source: bytes, *, path: str, source_file: str, is_package: bo
     Raises:
         ManifestError: with ``path``, ``line`` and ``field`` of the first problem found.
     """
+    return parse_module(source, path=path, source_file=source_file, is_package=is_package)[0]
+
+
+def parse_module(
+    source: bytes, *, path: str, source_file: str, is_package: bool
+) -> tuple[ModuleInfo, ast.Module]:
+    """Like :func:`parse_manifest`, also returning the syntax tree, so that a loader can
+    compile the very tree the manifest was read from (one parse per load, same bytes)."""
     tree = _parse_source(source, source_file)
-    return _Reader(source_file, path, is_package).read(tree)
+    return _Reader(source_file, path, is_package).read(tree), tree
 
 
 def _parse_source(source: bytes, source_file: str) -> ast.Module:

@@ -54,7 +54,7 @@ def replace(
 ) -> Module:
     """See ``Host.replace``. Caller holds ``host._op_lock``."""
     old = host._get_loaded(name)
-    info, source = read_module(path if path is not None else old.info.path)
+    info, code = read_module(path if path is not None else old.info.path)
     _check_upgrade(host, old, info, cascade=cascade, downgrade=downgrade)
     values = {k: v for k, v in old.params.as_dict().items() if k in info.params}
     values.update(params)
@@ -69,7 +69,7 @@ def replace(
                 )
         new = host._new_instance_unlocked(info, resolved)
     state = _handover(host, old)
-    host._bring_up(new, source, handover=state)  # raises InitError; v1 untouched
+    host._bring_up(new, code, handover=state)  # raises InitError; v1 untouched
     _switch(host, old, new)
     refresh = _bound_dependents(host, old.name)
     for dependent in refresh:
@@ -151,7 +151,7 @@ def _switch(host: Host, old: Instance, new: Instance) -> None:
         old.state = State.GOING
         new.state = State.LIVE
         old.state_since = new.state_since = time.monotonic()
-        host._table[new.name] = new
+        host._put_unlocked(new)
         host._pending.append(old)
     host._notify(old, State.LIVE, State.GOING)
     host._notify(new, State.COMING, State.LIVE)

@@ -33,7 +33,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import MappingProxyType, TracebackType
+from types import CodeType, MappingProxyType, TracebackType
 from typing import Any, Final
 
 from . import _deps, _leaks, _loader, _manifest, _params, _quiesce, _upgrade
@@ -115,6 +115,7 @@ class Host(AsyncHostMixin):
         self._op_lock = threading.RLock()
         self._lock = threading.Lock()
         self._table: dict[str, Instance] = {}
+        self._aliases: dict[str, Instance] = {}  # alias -> instance; follows _table
         self._hooks = HookTable(self._lock, errors, self._hook_error)
         self._subscribers: list[Subscriber] = []
         self._listeners: list[Callable[[Event], object]] = []
@@ -387,11 +388,18 @@ class Host(AsyncHostMixin):
         """One frozen row per module in the table, in load order."""
         with self._lock:
             rows = []
-            for inst in (*self._table.values(), *self._pending):
+            everyone = (*self._table.values(), *self._pending)
+            users: dict[str, set[str]] = {}
+            for inst in everyone:  # one pass, not one scan per row
+                for used in inst.uses:
+                    if used != inst.name:
+                        users.setdefault(used, set()).add(inst.name)
+            for inst in everyone:
                 rows.append(ModuleStatus(
                     name=inst.name, version=inst.info.version, state=inst.state,
                     holds=len(inst.holds), pins=len(inst.pins),
-                    used_by=tuple(self._used_by_unlocked(inst)), uses=tuple(sorted(inst.uses)),
+                    used_by=tuple(sorted(users.get(inst.name, ()))),
+                    uses=tuple(sorted(inst.uses)),
                     path=inst.info.path, params=inst.params.as_dict(), errors=inst.errors,
                     since=inst.state_since,
                 ))
@@ -552,13 +560,13 @@ class Host(AsyncHostMixin):
     def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
         # Cheap checks that change nothing come first (the kernel's load_module order).
-        info, source = _loader.read_module(path)
+        info, code = _loader.read_module(path)
         values = _params.resolve(info.params, params, module=info.name)
         with self._lock:
             self._check_free_unlocked(info)
             inst = self._new_instance_unlocked(info, values)
-            self._table[info.name] = inst
-        self._bring_up(inst, source)
+            self._put_unlocked(inst)
+        self._bring_up(inst, code)
         self._publish(inst)
         return Module(inst)
 
@@ -569,13 +577,13 @@ class Host(AsyncHostMixin):
         inst.uses.update(deps)
         return inst
 
-    def _bring_up(self, inst: Instance, source: bytes, handover: object = None) -> None:
+    def _bring_up(self, inst: Instance, code: CodeType, handover: object = None) -> None:
         """Run the body (LOADING) and init (COMING); on failure discard it and raise."""
         info = inst.info
         self._notify(inst, None, State.LOADING)
         try:
             module = _loader.exec_module(
-                inst.private_name, source, source_file=info.source_file,
+                inst.private_name, code, source_file=info.source_file,
                 package_dir=info.path if info.is_package else None,
                 importer=self._importer_for(inst),
             )
@@ -622,7 +630,7 @@ class Host(AsyncHostMixin):
         old = inst.state
         with self._lock:
             if self._table.get(inst.name) is inst:  # during an upgrade v1 keeps the name
-                del self._table[inst.name]
+                self._drop_unlocked(inst)
             inst.state = State.GONE
         inst.release_code()
         self._notify(inst, old, State.GONE)
@@ -808,7 +816,7 @@ class Host(AsyncHostMixin):
         _loader.remove_modules(inst.private_name)
         with self._lock:
             if self._table.get(inst.name) is inst:
-                del self._table[inst.name]
+                self._drop_unlocked(inst)
             if inst in self._pending:
                 self._pending.remove(inst)
             inst.state = State.GONE
@@ -952,14 +960,19 @@ class Host(AsyncHostMixin):
             return base
         return f"{base}__{next(_tokens)}"
 
+    def _put_unlocked(self, inst: Instance) -> None:
+        self._table[inst.name] = inst
+        for alias in inst.info.aliases:
+            self._aliases[alias] = inst
+
+    def _drop_unlocked(self, inst: Instance) -> None:
+        del self._table[inst.name]
+        for alias in inst.info.aliases:
+            if self._aliases.get(alias) is inst:
+                del self._aliases[alias]
+
     def _resolve_unlocked(self, name: str) -> Instance | None:
-        inst = self._table.get(name)
-        if inst is not None:
-            return inst
-        for inst in self._table.values():
-            if name in inst.info.aliases:
-                return inst
-        return None
+        return self._table.get(name) or self._aliases.get(name)
 
     def _find_loaded(self, name: str) -> Instance | None:
         with self._lock:

@@ -1,0 +1,197 @@
+"""The subcommands that talk to a running host: one request each, over the socket client.
+
+Every function takes the parsed arguments and returns the exit code; errors propagate as
+LivemodError subclasses and ``main`` maps them to exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import livemod
+
+from ..control import ControlClient, find_socket
+from ..control.records import info_to_dict
+from . import _render
+
+__all__ = ["demo", "depmod", "insmod", "leaks", "log", "lsmod", "modinfo", "modprobe",
+           "param", "rmmod", "status"]
+
+#: How often ``rmmod --wait`` repeats what it waits for when that has not changed.
+_REPEAT_EVERY = 2.0
+
+
+def _client(args: argparse.Namespace, *, timeout: float | None = None) -> ControlClient:
+    path = find_socket(getattr(args, "socket", None))
+    return ControlClient(path, timeout=timeout if timeout is not None else args.timeout)
+
+
+def _show(args: argparse.Namespace, result: Any, *, text: str | None = None) -> int:
+    if args.json:
+        _render.dump_json(result, sys.stdout)
+    elif text is not None:
+        print(text)
+    return 0
+
+
+def lsmod(args: argparse.Namespace) -> int:
+    """``livemod lsmod``: the module table."""
+    with _client(args) as client:
+        rows = client.call("lsmod")
+    if args.json:
+        return _show(args, rows)
+    _render.lsmod(rows, sys.stdout)
+    return 0
+
+
+def insmod(args: argparse.Namespace) -> int:
+    """``livemod insmod PATH [param=value ...]``: the path is made absolute here, since the
+    host does not share our working directory."""
+    with _client(args) as client:
+        row = client.call("insmod", path=os.path.abspath(args.path), params=dict(args.params))
+    return _show(args, row, text=f"{row['name']} {row['version']} {row['state']}")
+
+
+def rmmod(args: argparse.Namespace) -> int:
+    """``livemod rmmod NAME``; with ``--wait`` it shows on stderr what it still waits for."""
+    wait = args.wait is not None
+    timeout = args.wait if wait and args.wait >= 0 else None
+    # Progress arrives twice a second, but the last stretch of a long wait may be silent.
+    limit = max(args.timeout, (timeout or 0.0) + 10.0)
+    shown: tuple[list[str], float] = ([], 0.0)
+    result: Any = None
+    started = time.monotonic()
+    with _client(args, timeout=limit) as client:
+        for kind, payload in client.stream("rmmod", name=args.name, wait=wait,
+                                           timeout=timeout, force=args.force,
+                                           cascade=args.cascade):
+            if kind == "result":
+                result = payload
+                continue
+            pending = list(payload.get("pending", ()))
+            now = time.monotonic()
+            if pending != shown[0] or now - shown[1] >= _REPEAT_EVERY:
+                shown = (pending, now)
+                print(f"livemod rmmod: {payload.get('module', args.name)}: waiting for: "
+                      f"{'; '.join(pending)} ({now - started:.1f}s)", file=sys.stderr,
+                      flush=True)
+    return _show(args, result)
+
+
+def modprobe(args: argparse.Namespace) -> int:
+    """``livemod modprobe [-r] NAME [param=value ...]``."""
+    with _client(args) as client:
+        if args.remove:
+            if args.params:
+                raise livemod.ParamError("modprobe -r takes no param=value arguments")
+            result = client.call("modprobe", name=args.name, remove=True)
+            return _show(args, result, text=f"removed: {', '.join(result['removed'])}")
+        row = client.call("modprobe", name=args.name, params=dict(args.params))
+    return _show(args, row, text=f"{row['name']} {row['version']} {row['state']}")
+
+
+def _is_path(target: str) -> bool:
+    return os.sep in target or target.endswith(".py") or os.path.exists(target)
+
+
+def modinfo(args: argparse.Namespace) -> int:
+    """``livemod modinfo PATH`` reads the file here, statically (no host needed);
+    ``livemod modinfo NAME`` asks the host (loaded, or found on its modpath)."""
+    if _is_path(args.target):
+        with livemod.Host(name="livemod-modinfo", leak_check=False) as local:
+            info = info_to_dict(local.modinfo(args.target))
+    else:
+        with _client(args) as client:
+            info = client.call("modinfo", target=args.target)
+    if args.json:
+        return _show(args, info)
+    _render.modinfo(info, sys.stdout)
+    return 0
+
+
+def depmod(args: argparse.Namespace) -> int:
+    """``livemod depmod [DIR]``: the host rebuilds its module index."""
+    folder = os.path.abspath(args.folder) if args.folder else None
+    with _client(args, timeout=max(args.timeout, 120.0)) as client:
+        result = client.call("depmod", folder=folder)
+    if args.json:
+        return _show(args, result)
+    if isinstance(result, dict):
+        for key, value in result.items():
+            shown = len(value) if isinstance(value, list | dict) else value
+            print(f"{key + ':':<12}{shown}")
+    else:
+        print(result)
+    return 0
+
+
+def param(args: argparse.Namespace) -> int:
+    """``livemod param NAME`` lists, ``NAME key`` reads, ``NAME key=value`` sets."""
+    with _client(args) as client:
+        if args.setting is None:
+            values = client.call("param", name=args.name)
+            if args.json:
+                return _show(args, values)
+            _render.params(values, sys.stdout)
+            return 0
+        key, sep, value = args.setting.partition("=")
+        if sep:
+            result = client.call("param", name=args.name, key=key, value=value)
+        else:
+            result = client.call("param", name=args.name, key=key)
+    return _show(args, result, text=f"{result['key']}={result['value']}")
+
+
+def log(args: argparse.Namespace) -> int:
+    """``livemod log [--follow]``; following ends with Ctrl-C (exit 0) or the host."""
+    if not args.follow:
+        with _client(args) as client:
+            events = client.call("log", limit=args.limit)
+        if args.json:
+            return _show(args, events)
+        for event in events:
+            print(_render.event_line(event))
+        return 0
+    with _client(args, timeout=None) as client:
+        try:
+            for kind, payload in client.stream("log", follow=True, limit=args.limit):
+                if kind != "event":
+                    continue
+                if args.json:
+                    _render.dump_json(payload, sys.stdout, lines=True)
+                else:
+                    print(_render.event_line(payload), flush=True)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def leaks(args: argparse.Namespace) -> int:
+    """``livemod leaks``: unloaded modules whose code is still alive, and who holds it."""
+    with _client(args, timeout=max(args.timeout, 60.0)) as client:
+        found = client.call("leaks")
+    if args.json:
+        return _show(args, found)
+    _render.leaks(found, sys.stdout)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    """``livemod status``: host name, pid, uptime, taints and counts."""
+    with _client(args) as client:
+        st = client.call("status")
+    if args.json:
+        return _show(args, st)
+    _render.status(st, sys.stdout)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """``livemod demo``: a host under load in this process (no socket involved)."""
+    from .._demo import run
+
+    return run(seconds=args.seconds)
