@@ -103,6 +103,10 @@ class _Snapshot:
         """
         self.impls = ()
         self.owners = frozenset()
+        held = getattr(self.call, "_livemod_fns", None)
+        if held is not None:  # the loop form keeps its implementations in one list
+            held[0] = ()
+            return
         cells = getattr(self.call, "__closure__", None) or ()
         for name, cell in zip(self.call.__code__.co_freevars, cells, strict=True):
             if name.startswith("_f") and name != "_fail":
@@ -145,7 +149,9 @@ def _generate(hook: Hook, snap: _Snapshot, policy: ErrorPolicy, sink: ErrorSink)
 
         snap.call = refuse
         return
-    make = _maker(len(impls), policy)
+    # Unrolled calls pay off for the usual handful of implementations; past that, the
+    # compile cost per shape and the code size outweigh a loop's few nanoseconds.
+    make = _maker(len(impls), policy) if len(impls) <= _UNROLL else _loop_maker(policy)
 
     def fail(index: int, exc: BaseException) -> None:
         # Through ``snap``, not a captured tuple, so scrub() frees the implementations.
@@ -154,7 +160,40 @@ def _generate(hook: Hook, snap: _Snapshot, policy: ErrorPolicy, sink: ErrorSink)
     snap.call = make(snap, snap.readers.append, snap.readers.pop, fail, *(i.fn for i in impls))
 
 
-@functools.lru_cache(maxsize=256)
+_UNROLL: Final = 16
+
+
+def _loop_maker(policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]]]:
+    def make(
+        snap: _Snapshot, enter: Callable[[None], None], leave: Callable[[], object],
+        fail: Callable[[int, BaseException], None], *fns: Callable[..., Any],
+    ) -> Callable[..., list[Any]]:
+        holder = [fns]  # a cell scrub() can empty, like the unrolled _fN ones
+
+        def dispatch(self: Hook, *a: Any, **k: Any) -> list[Any]:
+            enter(None)
+            try:
+                if self._snap is not snap:
+                    return self._snap.call(self, *a, **k)
+                if policy == "raise":
+                    return [f(*a, **k) for f in holder[0]]
+                out = []
+                for i, f in enumerate(holder[0]):
+                    try:
+                        out.append(f(*a, **k))
+                    except Exception as e:
+                        fail(i, e)
+                return out
+            finally:
+                leave()
+
+        dispatch._livemod_fns = holder  # type: ignore[attr-defined]
+        return dispatch
+
+    return make
+
+
+@functools.lru_cache(maxsize=64)
 def _maker(n: int, policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]]]:
     """Compile (once per shape) a factory of dispatchers for ``n`` implementations."""
     names = [f"_f{i}" for i in range(n)]

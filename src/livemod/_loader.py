@@ -24,7 +24,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from ._manifest import ModuleInfo, locate, parse_module
+from ._manifest import ModuleInfo, locate, parse_manifest, parse_module
 
 __all__ = [
     "Importer",
@@ -184,11 +184,15 @@ def install_finder() -> None:
 
 def read_module(path: str | os.PathLike[str]) -> tuple[ModuleInfo, types.CodeType]:
     """Locate a module and read its source once: the manifest and the code come from the
-    same bytes (one parse), so nothing can swap the file between checking and running it."""
+    same bytes, so nothing can swap the file between checking and running it."""
     abs_path, source_file, is_package = locate(path)
     with open(source_file, "rb") as f:
         source = f.read()
-    info, tree = parse_module(
-        source, path=abs_path, source_file=source_file, is_package=is_package
-    )
-    return info, compile(tree, source_file, "exec", dont_inherit=True)
+    info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
+    try:
+        return info, compile(source, source_file, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        # The manifest came from the module's head; a full parse words the error with
+        # file and line, as for any other manifest problem.
+        parse_module(source, path=abs_path, source_file=source_file, is_package=is_package)
+        raise

@@ -365,7 +365,52 @@ def parse_manifest(source: bytes, *, path: str, source_file: str, is_package: bo
     Raises:
         ManifestError: with ``path``, ``line`` and ``field`` of the first problem found.
     """
-    return parse_module(source, path=path, source_file=source_file, is_package=is_package)[0]
+    tree = _prefix_tree(source)
+    if tree is None:
+        tree = _parse_source(source, source_file)
+    return _Reader(source_file, path, is_package).read(tree)
+
+
+#: A manifest assignment at the start of a line (top level): ``__livemod__ = {`` or
+#: ``__livemod__: dict = {``.
+_MANIFEST_AT = re.compile(rb"^__livemod__[ \t]*(?::[^=\n]*)?=", re.MULTILINE)
+_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=]", re.MULTILINE)
+
+
+def _prefix_tree(source: bytes) -> ast.Module | None:
+    """Parse only the head of the module, through the manifest statement.
+
+    Building Python AST objects for a whole module costs more than compiling it; the
+    manifest and the docstring sit at its head. Any doubt -- the name appears more than
+    once, a coding cookie, text that does not decode or parse -- returns None, and the
+    caller parses everything (which also gives the precise error).
+    """
+    if source.count(b"__livemod__") != 1 or b"\0" in source or _COOKIE.search(source, 0, 400):
+        return None
+    found = _MANIFEST_AT.search(source)
+    if found is None:
+        return None
+    try:
+        text = source.decode("utf-8")
+        start = len(source[: found.start()].decode("utf-8"))
+        tail = io.StringIO(text[start:])
+        for token in tokenize.generate_tokens(tail.readline):
+            if token.type == tokenize.NEWLINE:
+                end = start + _offset(text[start:], token.end)
+                return ast.parse(text[:end])
+        return None
+    except (SyntaxError, ValueError, UnicodeDecodeError, tokenize.TokenError,
+            RecursionError, MemoryError):
+        return None
+
+
+def _offset(text: str, position: tuple[int, int]) -> int:
+    """The index in ``text`` of a tokenize (row, column) position."""
+    row, column = position
+    index = 0
+    for _ in range(row - 1):
+        index = text.index("\n", index) + 1
+    return index + column
 
 
 def parse_module(
@@ -455,6 +500,8 @@ class _Reader:
         )
 
     def literal(self, node: ast.expr, field_name: str | None) -> object:
+        if isinstance(node, ast.Constant):  # most keys and values: skip literal_eval
+            return node.value
         try:
             return ast.literal_eval(node)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
