@@ -4,10 +4,34 @@ Every operation declares its arguments (name -> accepted types and default); the
 is checked against that before any of the host is touched, so a wrong type or an unknown
 argument is a ``ProtocolError`` and never a half-done operation. Each handler returns plain
 JSON, or :data:`STREAMING` to keep the request open (``log --follow``).
+
+=========  ==========================================  =====================================
+op         args (defaults)                             result
+=========  ==========================================  =====================================
+lsmod      --                                          [module row], in load order
+insmod     path, params={}                             module row of the loaded module
+rmmod      name, wait=false, timeout=null,             {"removed": name}; events
+           force=false, cascade=false                  {"kind": "progress", "pending": [...]}
+modprobe   name, params={}, remove=false,              module row; with remove:
+           wait=false, timeout=null                    {"removed": [names]}
+modinfo    target (path, name or alias)                modinfo record
+depmod     folder=null                                 the host's depmod record
+param      name, key=null, value=null                  no key: {key: {type, default, required,
+                                                       writable, doc, value}}; else
+                                                       {"name", "key", "value"} (value: set)
+log        follow=false, limit=null                    [event]; follow: events, no reply
+leaks      --                                          [leak]
+status     --                                          statistics + socket, protocol, livemod
+=========  ==========================================  =====================================
+
+A module row has name, version, state (the State's name), holds, pins, used_by, uses,
+path, params, errors and state_seconds (see :mod:`.records`). ``timeout: null`` means the
+host's default.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -113,7 +137,14 @@ def _depmod(call: Call) -> object:
     if not callable(depmod):
         raise NotSupported("depmod is not supported by this host (it keeps no module index)")
     folder = call.args["folder"]
-    return to_jsonable(depmod(folder) if folder is not None else depmod())
+    if folder is None:
+        return to_jsonable(depmod())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    if not any(p.kind in positional for p in inspect.signature(depmod).parameters.values()):
+        raise NotSupported("this host's depmod indexes its whole modpath; it cannot take a "
+                           "folder (run depmod without one)")
+    return to_jsonable(depmod(folder))
 
 
 def _param(call: Call) -> object:
