@@ -32,7 +32,7 @@ from ._params import resolve
 from ._quiesce import current_thread_in
 from ._records import brief
 from ._state import State
-from .errors import InitError, ModuleExists, UpgradeError
+from .errors import DependencyError, InitError, ModuleExists, UpgradeError
 
 if TYPE_CHECKING:
     from .host import Host
@@ -56,40 +56,60 @@ def replace(
     old = host._get_loaded(name)
     info, code = read_module(path if path is not None else old.info.path)
     _check_upgrade(host, old, info, cascade=cascade, downgrade=downgrade)
+    # Every version is brought up before anything switches: the module, then each module
+    # that imported its objects (and theirs), against the incoming versions.
+    steps = [(old, info, code, params)]
+    for dependent in _bound_closure(host, old.name):
+        inst = host._get_loaded(dependent)
+        dep_info, dep_code = read_module(inst.info.path)
+        steps.append((inst, dep_info, dep_code, {}))
+    brought: list[tuple[Instance, Instance]] = []
+    try:
+        for current, new_info, new_code, overrides in steps:
+            new = _prepare(host, current, new_info, overrides)
+            state = _handover(host, current)
+            host._bring_up(new, new_code, handover=state)  # raises InitError; nothing switched
+            host._incoming[current.name] = new
+            brought.append((current, new))
+    except BaseException:
+        for _, new in reversed(brought):
+            host._discard(new)
+        raise
+    finally:
+        host._incoming.clear()
+    _switch(host, brought)
+    limit = host.timeout if timeout is None else timeout
+    # Dependents first: the old dependents hold the old module's objects until they go.
+    for current, new in reversed(brought):
+        pending = _drain(host, current, limit)
+        if pending:
+            host._event("upgrade-pending", current.name,
+                        f"{current.info.version} removal pending: {'; '.join(pending)}",
+                        version=current.info.version)
+            _log.warning("module %r: upgraded to %s, but %s is still in use (%s); it will be "
+                         "removed when that ends", current.name, new.info.version,
+                         current.info.version, "; ".join(pending))
+            _reap_later(host, current)
+        else:
+            host._finish(current)
+    return Module(brought[0][1])
+
+
+def _prepare(
+    host: Host, old: Instance, info: ModuleInfo, overrides: Mapping[str, object]
+) -> Instance:
     values = {k: v for k, v in old.params.as_dict().items() if k in info.params}
-    values.update(params)
+    values.update(overrides)
     resolved = resolve(info.params, values, module=info.name)
     with host._lock:
         for word in info.aliases:
             other = host._resolve_unlocked(word)
             if other is not None and other is not old:
                 raise ModuleExists(
-                    f"cannot upgrade {name!r}: its new alias {word!r} is taken by module "
-                    f"{other.name!r}", module=name,
+                    f"cannot upgrade {old.name!r}: its new alias {word!r} is taken by module "
+                    f"{other.name!r}", module=old.name,
                 )
-        new = host._new_instance_unlocked(info, resolved)
-    state = _handover(host, old)
-    host._bring_up(new, code, handover=state)  # raises InitError; v1 untouched
-    _switch(host, old, new)
-    refresh = _bound_dependents(host, old.name)
-    for dependent in refresh:
-        inst = host._find_loaded(dependent)
-        if inst is not None and inst.state is State.LIVE:
-            replace(host, dependent, None, timeout=timeout, cascade=True, downgrade=True,
-                    params={})
-    limit = host.timeout if timeout is None else timeout
-    pending = _drain(host, old, limit)
-    if pending:
-        host._event("upgrade-pending", name,
-                    f"{old.info.version} removal pending: {'; '.join(pending)}",
-                    version=old.info.version)
-        _log.warning("module %r: upgraded to %s, but %s is still in use (%s); it will be "
-                     "removed when that ends", name, info.version, old.info.version,
-                     "; ".join(pending))
-        _reap_later(host, old)
-    else:
-        host._finish(old)
-    return Module(new)
+        return host._new_instance_unlocked(info, resolved)
 
 
 def _check_upgrade(
@@ -109,6 +129,16 @@ def _check_upgrade(
             f"cannot upgrade {old.name!r} from {old.info.version} to {info.version}: that is "
             f"a downgrade (pass downgrade=True / --downgrade if you mean it)", module=old.name,
         )
+    with host._lock:
+        users = [i for i in host._table.values() if i is not old]
+    for user in users:
+        for req in user.info.depends:
+            if req.name == old.name and not req.satisfied_by(info.version):
+                raise DependencyError(
+                    f"cannot upgrade {old.name!r} to {info.version}: {user.name!r} "
+                    f"{user.info.version} needs {req} (upgrade or remove {user.name} first)",
+                    module=old.name, chain=(user.name, old.name),
+                )
     bound = _bound_dependents(host, old.name)
     if bound and not cascade:
         raise UpgradeError(
@@ -127,6 +157,21 @@ def _bound_dependents(host: Host, name: str) -> list[str]:
     return list(reversed(dependents_order(bound, used_by)))
 
 
+def _bound_closure(host: Host, name: str) -> list[str]:
+    """Every module that must be reloaded with ``name``: those that imported its objects,
+    and those that imported theirs, dependencies first."""
+    order: list[str] = []
+    frontier = [name]
+    while frontier:
+        for dependent in _bound_dependents(host, frontier.pop(0)):
+            if dependent not in order:
+                order.append(dependent)
+                frontier.append(dependent)
+    with host._lock:
+        used_by = {n: host._used_by_unlocked(i) for n, i in host._table.items()}
+    return list(reversed(dependents_order(order, used_by)))
+
+
 def _handover(host: Host, old: Instance) -> object:
     fn = getattr(old.module, "handover", None)
     if fn is None or old.context is None:
@@ -140,26 +185,33 @@ def _handover(host: Host, old: Instance) -> object:
         ) from exc
 
 
-def _switch(host: Host, old: Instance, new: Instance) -> None:
-    """The one atomic step (per hook): v1 unpublished, v2 published, the name moved."""
+def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
+    """The one atomic step (per hook): old versions unpublished, new ones published, the
+    names moved -- all under one hold of the host lock."""
+    starts = []
     with host._lock:
-        host._hooks.switch_unlocked(old.id, new.staged)
-        new.exports = frozen_mapping(new.staged_exports)
-        new.staged, new.staged_exports = [], {}
-        starts, new.staged_starts = new.staged_starts, []
-        new.init_ok = True
-        old.state = State.GOING
-        new.state = State.LIVE
-        old.state_since = new.state_since = time.monotonic()
-        host._put_unlocked(new)
-        host._pending.append(old)
-    host._notify(old, State.LIVE, State.GOING)
-    host._notify(new, State.COMING, State.LIVE)
+        now = time.monotonic()
+        for old, new in pairs:
+            host._hooks.switch_unlocked(old.id, new.staged)
+            new.exports = frozen_mapping(new.staged_exports)
+            new.staged, new.staged_exports = [], {}
+            starts += new.staged_starts
+            new.staged_starts = []
+            new.init_ok = True
+            old.state = State.GOING
+            new.state = State.LIVE
+            old.state_since = new.state_since = now
+            host._put_unlocked(new)
+            host._pending.append(old)
+    for old, new in pairs:
+        host._notify(old, State.LIVE, State.GOING)
+        host._notify(new, State.COMING, State.LIVE)
     for start in starts:
         start()
-    host._event("upgrade", new.name, f"upgraded {old.info.version} -> {new.info.version} "
-                f"from {new.info.path}", old=old.info.version, version=new.info.version,
-                path=new.info.path, params=new.params.as_dict())
+    for old, new in pairs:
+        host._event("upgrade", new.name, f"upgraded {old.info.version} -> {new.info.version} "
+                    f"from {new.info.path}", old=old.info.version, version=new.info.version,
+                    path=new.info.path, params=new.params.as_dict())
 
 
 def _drain(host: Host, old: Instance, timeout: float) -> list[str]:

@@ -116,6 +116,7 @@ class Host(AsyncHostMixin):
         self._lock = threading.Lock()
         self._table: dict[str, Instance] = {}
         self._aliases: dict[str, Instance] = {}  # alias -> instance; follows _table
+        self._incoming: dict[str, Instance] = {}  # new versions brought up by an upgrade
         self._hooks = HookTable(self._lock, errors, self._hook_error)
         self._subscribers: list[Subscriber] = []
         self._listeners: list[Callable[[Event], object]] = []
@@ -667,8 +668,8 @@ class Host(AsyncHostMixin):
 
     def _edge(self, inst: Instance, dep: str, how: str) -> Instance:
         with self._lock:
-            target = self._resolve_unlocked(dep)
-            if target is None or target.state is not State.LIVE or target.module is None:
+            target = self._usable_unlocked(dep)
+            if target is None or target.module is None:
                 raise ModuleNotFoundError(
                     f"module {inst.name!r} cannot {how} {dep!r}: it is not loaded (live) in "
                     f"this host (declare it in depends and load with modprobe)", name=dep,
@@ -938,8 +939,8 @@ class Host(AsyncHostMixin):
     def _check_depends_unlocked(self, info: ModuleInfo) -> set[str]:
         names = set()
         for req in info.depends:
-            dep = self._resolve_unlocked(req.name)
-            if dep is None or dep.state is not State.LIVE:
+            dep = self._usable_unlocked(req.name)
+            if dep is None:
                 raise DependencyError(
                     f"cannot load {info.name!r}: it depends on {str(req)!r}, which is not "
                     f"loaded (use modprobe {info.name}, or load {req.name} first)",
@@ -970,6 +971,15 @@ class Host(AsyncHostMixin):
         for alias in inst.info.aliases:
             if self._aliases.get(alias) is inst:
                 del self._aliases[alias]
+
+    def _usable_unlocked(self, name: str) -> Instance | None:
+        """What a new module may depend on or import: a LIVE module, or -- during an
+        upgrade -- the incoming version its dependents are being reloaded against."""
+        incoming = self._incoming.get(name)
+        if incoming is not None:
+            return incoming
+        inst = self._resolve_unlocked(name)
+        return inst if inst is not None and inst.state is State.LIVE else None
 
     def _resolve_unlocked(self, name: str) -> Instance | None:
         return self._table.get(name) or self._aliases.get(name)
