@@ -40,6 +40,7 @@ from . import _deps, _leaks, _loader, _manifest, _params, _quiesce, _upgrade
 from ._aio import LoopBridge, on_loop
 from ._async_api import AsyncHostMixin
 from ._context import ModuleContext, Registration
+from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
 from ._imports import Exports, Namespace, watched_atexit
 from ._instance import Instance, Module, ModuleStatus, frozen_mapping
@@ -424,6 +425,14 @@ class Host(AsyncHostMixin):
                 f"(give a path, or add its folder to modpath)", module=text,
             )
         return info
+
+    def depmod(self, *, full: bool = False) -> DepmodReport:
+        """Bring the modpath index up to date and save it in each folder (like depmod).
+
+        ``modprobe`` keeps the index fresh by itself (a stat per lookup); this rebuilds it
+        and reports broken modules. ``full`` reads every module again.
+        """
+        return self._modpath.depmod(full=full)
 
     def hook(self, name: str, *, errors: ErrorPolicy | None = None) -> Hook:
         """The hook point ``name``, created on first use. ``errors`` applies at creation."""

@@ -7,6 +7,7 @@ LivemodError subclasses and ``main`` maps them to exit codes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -15,11 +16,11 @@ from typing import Any
 import livemod
 
 from ..control import ControlClient, find_socket
-from ..control.records import info_to_dict
+from ..control.records import info_to_dict, to_jsonable
 from . import _render
 
 __all__ = ["demo", "depmod", "insmod", "leaks", "log", "lsmod", "modinfo", "modprobe",
-           "param", "rmmod", "status"]
+           "param", "rmmod", "status", "upgrade", "watch"]
 
 #: How often ``rmmod --wait`` repeats what it waits for when that has not changed.
 _REPEAT_EVERY = 2.0
@@ -82,6 +83,52 @@ def rmmod(args: argparse.Namespace) -> int:
     return _show(args, result)
 
 
+def upgrade(args: argparse.Namespace) -> int:
+    """``livemod upgrade NAME [PATH] [param=value ...]``: hot upgrade (PATH defaults to the
+    module's own file, re-read)."""
+    path = os.path.abspath(args.path) if args.path else None
+    started = time.perf_counter()
+    with _client(args, timeout=max(args.timeout, 60.0)) as client:
+        row = client.call("upgrade", name=args.name, path=path, cascade=args.cascade,
+                          downgrade=args.downgrade, params=dict(args.params))
+    took = (time.perf_counter() - started) * 1000
+    return _show(args, row, text=f"{row['name']} {row['version']} {row['state']} "
+                                 f"(upgraded in {took:.1f} ms)")
+
+
+class _SocketTarget:
+    """watch mode's Target over the control socket."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+
+    def modules(self) -> list[tuple[str, str, str]]:
+        with _client(self._args) as client:
+            rows = client.call("lsmod")
+        return [(r["name"], r["version"], r["path"]) for r in rows if r["state"] == "LIVE"]
+
+    def upgrade(self, name: str) -> str:
+        with _client(self._args, timeout=max(self._args.timeout, 60.0)) as client:
+            row = client.call("upgrade", name=name, cascade=True, downgrade=True)
+        return str(row["version"])
+
+
+def watch(args: argparse.Namespace) -> int:
+    """``livemod watch [DIR ...]``: upgrade modules of the running host as files are saved
+    (DIR defaults to the folders of the loaded modules)."""
+    from ..watch import watch as run_watch
+
+    target = _SocketTarget(args)
+    folders = [os.path.abspath(d) for d in args.folders] or sorted(
+        {os.path.dirname(path) for _, _, path in target.modules()}
+    )
+    if not folders:
+        raise livemod.LivemodError("nothing to watch: no module is loaded; give a folder")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
+        run_watch(target, folders, report=lambda line: print(line, flush=True))
+    return 0
+
+
 def modprobe(args: argparse.Namespace) -> int:
     """``livemod modprobe [-r] NAME [param=value ...]``."""
     with _client(args) as client:
@@ -114,10 +161,15 @@ def modinfo(args: argparse.Namespace) -> int:
 
 
 def depmod(args: argparse.Namespace) -> int:
-    """``livemod depmod [DIR]``: the host rebuilds its module index."""
-    folder = os.path.abspath(args.folder) if args.folder else None
-    with _client(args, timeout=max(args.timeout, 120.0)) as client:
-        result = client.call("depmod", folder=folder)
+    """``livemod depmod DIR`` indexes a folder here, offline (like the kernel's depmod);
+    ``livemod depmod`` asks the running host to rebuild the index of its modpath."""
+    if args.folder:
+        from .._modpath import ModPath
+
+        result: Any = to_jsonable(ModPath([os.path.abspath(args.folder)]).depmod())
+    else:
+        with _client(args, timeout=max(args.timeout, 120.0)) as client:
+            result = client.call("depmod")
     if args.json:
         return _show(args, result)
     if isinstance(result, dict):

@@ -88,11 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove it, then the dependencies loaded only for it")
     p.add_argument("name")
     p.add_argument("params", nargs="*", type=_params, metavar="param=value")
+    p = command("upgrade", "hot-upgrade a loaded module (state handed over, one switch)",
+                remote, data)
+    p.add_argument("name")
+    p.add_argument("path", nargs="?", help="the new version (default: its own file, re-read)")
+    p.add_argument("params", nargs="*", type=_params, metavar="param=value")
+    p.add_argument("--cascade", action="store_true",
+                   help="also reload the modules that imported its objects directly")
+    p.add_argument("--downgrade", action="store_true", help="allow an older version")
+    p = command("watch", "upgrade modules as their files are saved (development)", remote)
+    p.add_argument("folders", nargs="*", metavar="DIR",
+                   help="folders to watch (default: those of the loaded modules)")
     p = command("modinfo", "show a module's metadata (never runs it)", remote, data)
     p.add_argument("target", metavar="NAME|PATH",
                    help="a path is read here; a name is asked of the host")
-    p = command("depmod", "rebuild the host's module index", remote, data)
-    p.add_argument("folder", nargs="?", metavar="DIR", help="index only this folder")
+    p = command("depmod", "rebuild the module index (of DIR here, or the host's modpath)",
+                remote, data)
+    p.add_argument("folder", nargs="?", metavar="DIR",
+                   help="index this folder here, offline (no host needed)")
     p = command("param", "show or set a loaded module's parameters", remote, data)
     p.add_argument("name")
     p.add_argument("setting", nargs="?", metavar="key[=value]")

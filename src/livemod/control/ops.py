@@ -128,6 +128,14 @@ def _modprobe(call: Call) -> object:
     return _status(call.host, module.name)
 
 
+def _upgrade(call: Call) -> object:
+    a = call.args
+    module = call.host.replace(a["name"], a["path"], timeout=a["timeout"],
+                               cascade=a["cascade"], downgrade=a["downgrade"],
+                               **_params_arg(call))
+    return _status(call.host, module.name)
+
+
 def _modinfo(call: Call) -> object:
     return info_to_dict(call.host.modinfo(call.args["target"]))
 
@@ -220,6 +228,10 @@ OPS: Final[Mapping[str, tuple[Handler, ArgSpec, bool]]] = {
                        "cascade": ((bool,), False)}, True),
     "modprobe": (_modprobe, {"name": ((str,), _REQUIRED), **_PARAMS, "remove": ((bool,), False),
                              **_WAIT}, True),
+    "upgrade": (_upgrade, {"name": ((str,), _REQUIRED), "path": ((str, type(None)), None),
+                           "timeout": ((int, float, type(None)), None),
+                           "cascade": ((bool,), False), "downgrade": ((bool,), False),
+                           **_PARAMS}, True),
     "modinfo": (_modinfo, {"target": ((str,), _REQUIRED)}, False),
     "depmod": (_depmod, {"folder": ((str, type(None)), None)}, True),
     "param": (_param, {"name": ((str,), _REQUIRED), "key": ((str, type(None)), None),
