@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar, final
@@ -100,24 +101,48 @@ class LoopBridge:
         loop.call_soon_threadsafe(run)
         return future.result(_ASK_TIMEOUT)
 
-    def tasks_in(self, namespaces: Collection[int], exclude: Collection[object]) -> list[str]:
-        """Describe each task of the loop suspended inside the module's code."""
-        loop = self.usable()
-        if loop is None:
-            return []
+    def tasks_in(
+        self, loops: Collection[asyncio.AbstractEventLoop], namespaces: Collection[int],
+        exclude: Collection[object],
+    ) -> list[str]:
+        """Describe each task, on the host's loop and on ``loops``, suspended inside the
+        module's code. Each loop's tasks are read on that loop's own thread."""
+        found: list[str] = []
+        for loop in {*loops, *([self.loop] if self.loop is not None else [])}:
+            if loop.is_running():
+                found += _ask(loop, functools.partial(_scan, loop, namespaces, exclude))
+        return found
 
-        def scan() -> list[str]:
-            found = []
-            for task in asyncio.all_tasks(loop):
-                if task in exclude or task.done():
-                    continue
-                for frame in task.get_stack():
-                    if id(frame.f_globals) in namespaces:
-                        found.append(f"task {task.get_name()!r} at {describe_frame(frame)}")
-                        break
-            return found
 
+def _scan(
+    loop: asyncio.AbstractEventLoop, namespaces: Collection[int], exclude: Collection[object]
+) -> list[str]:
+    found = []
+    for task in asyncio.all_tasks(loop):
+        if task in exclude or task.done():
+            continue
+        for frame in task.get_stack():
+            if id(frame.f_globals) in namespaces:
+                found.append(f"task {task.get_name()!r} at {describe_frame(frame)}")
+                break
+    return found
+
+
+def _ask(loop: asyncio.AbstractEventLoop, fn: Callable[[], list[str]]) -> list[str]:
+    """Run ``fn`` on ``loop``'s thread; a loop that does not answer in time is blocked, and
+    a blocked loop runs no task either."""
+    if on_loop(loop):
+        return fn()
+    future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
+
+    def run() -> None:
         try:
-            return self.call(scan)
-        except concurrent.futures.TimeoutError:
-            return []
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    try:
+        loop.call_soon_threadsafe(run)
+        return future.result(_ASK_TIMEOUT)
+    except (RuntimeError, concurrent.futures.TimeoutError):  # closed meanwhile, or blocked
+        return []

@@ -44,10 +44,12 @@ returns, and all are unpublished before ``rmmod`` starts to wait.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, final
 
@@ -230,18 +232,26 @@ class Hook:
     host (logged, counted against its module) and left out of the results.
     """
 
-    __slots__ = ("__weakref__", "_policy", "_sink", "_snap", "name")
+    __slots__ = ("__weakref__", "_loops", "_policy", "_sink", "_snap", "name")
 
     name: str
     _snap: _Snapshot
 
-    def __new__(cls, name: str, *, policy: ErrorPolicy, sink: ErrorSink) -> Hook:
+    def __new__(
+        cls, name: str, *, policy: ErrorPolicy, sink: ErrorSink,
+        loops: weakref.WeakSet[Any] | None = None,
+    ) -> Hook:
         # A class of its own per hook, so its dispatcher can be ``__call__`` itself.
         own = type("Hook", (cls,), {"__slots__": (), "__module__": cls.__module__})
         return object.__new__(own)
 
-    def __init__(self, name: str, *, policy: ErrorPolicy, sink: ErrorSink) -> None:
+    def __init__(
+        self, name: str, *, policy: ErrorPolicy, sink: ErrorSink,
+        loops: weakref.WeakSet[Any] | None = None,
+    ) -> None:
         self.name = name
+        # Event loops this hook was awaited from: unload looks at their tasks too.
+        self._loops: weakref.WeakSet[Any] = loops if loops is not None else weakref.WeakSet()
         self._policy: ErrorPolicy = policy
         self._sink = sink
         self._snap = _Snapshot(())
@@ -256,6 +266,7 @@ class Hook:
         hook order). The call is in flight, for unload, until every awaitable is done, even
         while the task is suspended.
         """
+        self._loops.add(asyncio.get_running_loop())
         while True:
             snap = self._snap
             snap.readers.append(None)
@@ -289,8 +300,6 @@ class Hook:
 async def _acall_snapshot(
     hook: Hook, snap: _Snapshot, concurrent: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> list[Any]:
-    import asyncio
-
     isolate = hook._policy == "isolate"
     if concurrent:
         async def one(impl: Impl) -> Any:
@@ -330,7 +339,7 @@ class HookTable:
     swap; 3) ``retired``. Reading a hook's snapshot (the call path) needs no lock.
     """
 
-    __slots__ = ("_lock", "_policy", "_seq", "_sink", "hooks", "retired")
+    __slots__ = ("_lock", "_policy", "_seq", "_sink", "hooks", "loops", "retired")
 
     def __init__(self, lock: threading.Lock, policy: ErrorPolicy, sink: ErrorSink) -> None:
         self._lock = lock
@@ -338,6 +347,7 @@ class HookTable:
         self._sink = sink
         self._seq = itertools.count()
         self.hooks: dict[str, Hook] = {}
+        self.loops: weakref.WeakSet[Any] = weakref.WeakSet()  # loops that awaited a hook
         self.retired: list[tuple[Hook, _Snapshot]] = []
 
     def get(self, name: str, policy: ErrorPolicy | None = None) -> Hook:
@@ -346,7 +356,8 @@ class HookTable:
             with self._lock:
                 hook = self.hooks.get(name)
                 if hook is None:
-                    hook = Hook(name, policy=policy or self._policy, sink=self._sink)
+                    hook = Hook(name, policy=policy or self._policy, sink=self._sink,
+                                loops=self.loops)
                     self.hooks[name] = hook
         return hook
 
@@ -419,7 +430,7 @@ class HookTable:
             return sorted({h.name for h, s in self.retired if owner in s.owners})
 
     def _create_unlocked(self, name: str) -> Hook:
-        hook = Hook(name, policy=self._policy, sink=self._sink)
+        hook = Hook(name, policy=self._policy, sink=self._sink, loops=self.loops)
         self.hooks[name] = hook
         return hook
 

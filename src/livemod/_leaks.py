@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, final
 
-__all__ = ["Leak", "LeakWatch", "watch"]
+__all__ = ["Leak", "LeakWatch", "other_thread_collecting", "watch", "watch_collections"]
 
 _MAX_REFS: Final = 2000
 _MAX_DEPTH: Final = 8
@@ -115,6 +115,28 @@ class LeakWatch:
 
     def to_leak(self) -> Leak:
         return Leak(self.name, self.version, self.unloaded_at, tuple(self.survivors()), self.chains)
+
+
+#: Threads inside a garbage collection right now. ``gc.collect()`` returns at once when
+#: another thread is collecting, so a leak check must know whether its collection ran.
+_collecting: set[int] = set()
+
+
+def _gc_phase(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _collecting.add(threading.get_ident())
+    else:
+        _collecting.discard(threading.get_ident())
+
+
+def watch_collections() -> None:
+    """Start tracking which threads are collecting (once per process)."""
+    if _gc_phase not in gc.callbacks:
+        gc.callbacks.append(_gc_phase)
+
+
+def other_thread_collecting() -> bool:
+    return bool(_collecting - {threading.get_ident()})
 
 
 def watch(name: str, version: str, modules: Iterable[types.ModuleType]) -> LeakWatch:

@@ -73,6 +73,8 @@ Subscriber = Callable[[str, "State | None", State], object]
 #: a wake-up there would cost every call (design.md, "Hazards").
 _POLL_MIN: Final = 0.0002
 _POLL_MAX: Final = 0.01
+#: Seconds a leak check waits for another thread's garbage collection to end.
+_JUDGE_WITHIN: Final = 30.0
 #: How often (seconds) ``rmmod(progress=...)`` is told what the unload still waits for.
 _PROGRESS_EVERY: Final = 0.5
 
@@ -133,6 +135,7 @@ class Host(AsyncHostMixin):
         self._closed = False
         self.started_at = time.time()
         _loader.install_finder()
+        _leaks.watch_collections()
 
     # ---------------------------------------------------------------- public: loading
 
@@ -276,8 +279,8 @@ class Host(AsyncHostMixin):
                 )
             if users:
                 closure = self._dependents_closure(inst.name)
-                if not (wait or force):
-                    for dep in closure:
+                if not (wait or force):  # refuse before removing anything, the module too
+                    for dep in (*closure, inst.name):
                         self._refuse_if_held(self._table[dep])
                 for dep in closure:
                     self._unload(self._table[dep], wait=wait, timeout=limit, force=force,
@@ -778,7 +781,9 @@ class Host(AsyncHostMixin):
             pending += _quiesce.running_in(
                 inst.namespace_ids, exclude=inst.own_thread_idents() | {me}
             )
-            pending += self._bridge.tasks_in(inst.namespace_ids, inst.tasks)
+            pending += self._bridge.tasks_in(
+                list(self._hooks.loops), inst.namespace_ids, inst.tasks
+            )
             polling = bool(pending)
             if polling and on_loop(self._bridge.loop):
                 # Blocking the loop's own thread would keep those calls from ever finishing.
@@ -839,10 +844,27 @@ class Host(AsyncHostMixin):
         if watch is not None:
             gc.collect()
             if watch.survivors():
-                watch.explain()
-                with self._lock:
-                    self._watches.append(watch)
-                self._taint("module-leaked", inst.name, "objects still alive after unload")
+                if _leaks.other_thread_collecting():
+                    # Our collect returned at once: another thread's is under way. Decide
+                    # when it is over, without holding up this unload.
+                    threading.Thread(target=self._judge_later, args=(watch,), daemon=True,
+                                     name=f"livemod-leakcheck-{inst.name}").start()
+                else:
+                    self._judge(watch)
+
+    def _judge(self, watch: _leaks.LeakWatch) -> None:
+        gc.collect()
+        if watch.survivors():
+            watch.explain()
+            with self._lock:
+                self._watches.append(watch)
+            self._taint("module-leaked", watch.name, "objects still alive after unload")
+
+    def _judge_later(self, watch: _leaks.LeakWatch) -> None:
+        deadline = time.monotonic() + _JUDGE_WITHIN
+        while _leaks.other_thread_collecting() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._judge(watch)
 
     # --------------------------------------------------------- private: registrations
 
