@@ -126,6 +126,7 @@ class Instance:
         self.tasks: set[object] = set()
         self.param_callbacks: list[Callable[[str, object], object]] = []
         self.auto = False  # loaded by modprobe only as a dependency
+        self.untrusted: str | None = None  # why its signature did not check (policy warn)
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
         self.stopping = threading.Event()
         # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.

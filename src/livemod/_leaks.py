@@ -230,11 +230,22 @@ def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
     return _short(parent)
 
 
-def _root(obj: Any, child: Any) -> str | None:
+def _telling_frame(frame: types.FrameType | None, names: dict[str, str]) -> str:
+    """Where a thread is, said by the innermost frame in the unloaded module's code (where
+    it is stuck), else by its innermost frame."""
+    f = frame
+    while f is not None:
+        if f.f_globals.get("__name__") in names:
+            return _where(f)
+        f = f.f_back
+    return _where(frame)
+
+
+def _root(obj: Any, child: Any, names: dict[str, str]) -> str | None:
     """A description if ``obj`` is something a person recognises as a holder, else None."""
     if isinstance(obj, threading.Thread):
         frame = sys._current_frames().get(obj.ident or -1)
-        state = f"stack: {_where(frame)}" if frame is not None else "not running"
+        state = f"stack: {_telling_frame(frame, names)}" if frame is not None else "not running"
         return f"thread {obj.name!r} ({state})"
     if isinstance(obj, asyncio.Task):
         stack = obj.get_stack(limit=1)
@@ -261,7 +272,8 @@ class _Walk:
         for ident, frame in sys._current_frames().items():
             if ident == current:
                 continue
-            top = f"thread {threads.get(ident, ident)!r} (stack: {_where(frame)})"
+            top = (f"thread {threads.get(ident, ident)!r} "
+                   f"(stack: {_telling_frame(frame, names)})")
             f: types.FrameType | None = frame
             while f is not None:
                 self.thread_frames[id(f)] = top
@@ -298,7 +310,9 @@ class _Walk:
                     longest = path
                 referrers = gc.get_referrers(obj)
                 ignore.add(id(referrers))
-                for parent in referrers:
+                for seen, parent in enumerate(referrers):
+                    if seen % 1024 == 1023 and time.monotonic() > self.deadline:
+                        break  # a huge fan-in must not outrun the budget
                     pid = id(parent)
                     if pid in visited or pid in ignore:
                         continue
@@ -334,4 +348,4 @@ class _Walk:
             return f"global {key!r} of module {self.modules[pid]}"
         if pid in self.thread_frames:
             return self.thread_frames[pid]
-        return _root(parent, child)
+        return _root(parent, child, self.names)

@@ -21,17 +21,14 @@ import importlib.machinery
 import os
 import sys
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
-
-from ._manifest import ModuleInfo, locate, parse_manifest, parse_module
 
 __all__ = [
     "Importer",
     "exec_module",
     "install_finder",
     "namespaces_of",
-    "read_module",
     "remove_modules",
 ]
 
@@ -72,9 +69,12 @@ def exec_module(
     source_file: str,
     package_dir: str | None,
     importer: Importer,
+    files: Mapping[str, bytes] | None = None,
 ) -> types.ModuleType:
     """Create the module under ``private_name``, register it, run its body.
 
+    ``files`` (absolute path -> bytes) is the snapshot read at load: a package's submodules
+    are compiled from it, never read again from disk, so what was checked is what runs.
     On any exception the module and every submodule it imported are removed from
     ``sys.modules`` again before the exception propagates.
     """
@@ -83,6 +83,7 @@ def exec_module(
         private_name, _LOADER, origin=source_file, is_package=package_dir is not None
     )
     spec.has_location = True
+    spec.loader_state = files
     if package_dir is not None:
         spec.submodule_search_locations = [package_dir]
         module.__path__ = [package_dir]
@@ -130,8 +131,12 @@ class _Loader(importlib.abc.Loader):
         spec = module.__spec__
         assert spec is not None and spec.origin is not None
         parent = sys.modules[spec.name.rpartition(".")[0]]
-        with open(spec.origin, "rb") as f:
-            source = f.read()
+        files = spec.loader_state
+        if files is not None:
+            source = files[spec.origin]
+        else:
+            with open(spec.origin, "rb") as f:
+                source = f.read()
         code = compile(source, spec.origin, "exec", dont_inherit=True)
         module.__dict__["__builtins__"] = parent.__dict__["__builtins__"]
         exec(code, module.__dict__)
@@ -155,19 +160,28 @@ class _Finder(importlib.abc.MetaPathFinder):
         if parent is None or getattr(parent, "__loader__", None) is not _LOADER:
             return None
         leaf = fullname.rpartition(".")[2]
+        files = getattr(parent.__spec__, "loader_state", None)
+
+        def exists(candidate: str) -> bool:
+            # Only what the load read (and a signature check saw) exists for the package:
+            # a file added since is not imported.
+            return candidate in files if files is not None else os.path.isfile(candidate)
+
         for folder in path:
             package = os.path.join(folder, leaf, "__init__.py")
-            if os.path.isfile(package):
+            if exists(package):
                 spec = importlib.machinery.ModuleSpec(
                     fullname, _LOADER, origin=package, is_package=True
                 )
                 spec.submodule_search_locations = [os.path.dirname(package)]
                 spec.has_location = True
+                spec.loader_state = files
                 return spec
             single = os.path.join(folder, leaf + ".py")
-            if os.path.isfile(single):
+            if exists(single):
                 spec = importlib.machinery.ModuleSpec(fullname, _LOADER, origin=single)
                 spec.has_location = True
+                spec.loader_state = files
                 return spec
         return None
 
@@ -180,19 +194,3 @@ def install_finder() -> None:
     it is stateless and answers only for livemod's private names)."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
-
-
-def read_module(path: str | os.PathLike[str]) -> tuple[ModuleInfo, types.CodeType]:
-    """Locate a module and read its source once: the manifest and the code come from the
-    same bytes, so nothing can swap the file between checking and running it."""
-    abs_path, source_file, is_package = locate(path)
-    with open(source_file, "rb") as f:
-        source = f.read()
-    info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
-    try:
-        return info, compile(source, source_file, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
-        # The manifest came from the module's head; a full parse words the error with
-        # file and line, as for any other manifest problem.
-        parse_module(source, path=abs_path, source_file=source_file, is_package=is_package)
-        raise

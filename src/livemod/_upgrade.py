@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from ._deps import dependents_order
 from ._instance import Instance, Module, frozen_mapping
-from ._loader import read_module
 from ._manifest import ModuleInfo, parse_version
 from ._params import resolve
 from ._quiesce import current_thread_in
@@ -54,21 +53,22 @@ def replace(
 ) -> Module:
     """See ``Host.replace``. Caller holds ``host._op_lock``."""
     old = host._get_loaded(name)
-    info, code = read_module(path if path is not None else old.info.path)
+    source = host._read(path if path is not None else old.info.path)
+    info = source.info
     _check_upgrade(host, old, info, cascade=cascade, downgrade=downgrade)
     # Every version is brought up before anything switches: the module, then each module
     # that imported its objects (and theirs), against the incoming versions.
-    steps = [(old, info, code, params)]
+    steps = [(old, source, params)]
     for dependent in _bound_closure(host, old.name):
         inst = host._get_loaded(dependent)
-        dep_info, dep_code = read_module(inst.info.path)
-        steps.append((inst, dep_info, dep_code, {}))
+        steps.append((inst, host._read(inst.info.path), {}))
     brought: list[tuple[Instance, Instance]] = []
     try:
-        for current, new_info, new_code, overrides in steps:
-            new = _prepare(host, current, new_info, overrides)
+        for current, new_source, overrides in steps:
+            new = _prepare(host, current, new_source.info, overrides)
+            new.untrusted = host._verify(new_source)  # SignatureError: nothing switched
             state = _handover(host, current)
-            host._bring_up(new, new_code, handover=state)  # raises InitError; nothing switched
+            host._bring_up(new, new_source, handover=state)  # InitError: nothing switched
             host._incoming[current.name] = new
             brought.append((current, new))
     except BaseException:
@@ -206,6 +206,8 @@ def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
     for old, new in pairs:
         host._notify(old, State.LIVE, State.GOING)
         host._notify(new, State.COMING, State.LIVE)
+    for _, new in pairs:
+        host._taint_if_untrusted(new)
     for start in starts:
         start()
     for old, new in pairs:

@@ -33,7 +33,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import CodeType, MappingProxyType, TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Final
 
 from . import _deps, _leaks, _loader, _manifest, _params, _quiesce, _upgrade
@@ -48,6 +48,8 @@ from ._leaks import Leak
 from ._manifest import ModuleInfo
 from ._modpath import ModPath
 from ._records import Event, Hold, HostStatistics, Taint, brief, where_raised
+from ._signing import Policy, Verifier, make_verifier
+from ._source import ModuleSource, read_module
 from ._state import State
 from .config import Config
 from .errors import (
@@ -59,6 +61,7 @@ from .errors import (
     ModuleGoing,
     ModuleNotFound,
     ParamError,
+    SignatureError,
 )
 
 __all__ = ["Host"]
@@ -94,6 +97,12 @@ class Host(AsyncHostMixin):
         config: a ``livemod.toml`` read with ``livemod.config.load_config``: ``modprobe``
             then resolves its aliases, refuses its blacklist, applies its options (explicit
             params win) and loads its soft dependencies (best effort). See ``from_config``.
+        signatures: ``"off"`` (default), ``"warn"`` (check; an unsigned or tampered module
+            loads and taints the host) or ``"enforce"`` (refuse it with SignatureError,
+            before any of its code runs). Needs the ``sign`` extra unless off.
+        trusted_keys: a folder of ``*.pub`` Ed25519 public keys (``livemod keygen``).
+        allow_outside_modpath: whether insmod may load a path outside the modpath under
+            ``enforce`` (default: no; always yes under the other policies).
     """
 
     def __init__(
@@ -105,6 +114,9 @@ class Host(AsyncHostMixin):
         leak_check: bool = True,
         name: str | None = None,
         config: Config | None = None,
+        signatures: Policy = "off",
+        trusted_keys: str | os.PathLike[str] | None = None,
+        allow_outside_modpath: bool | None = None,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
@@ -128,6 +140,12 @@ class Host(AsyncHostMixin):
         self._events: deque[Event] = deque(maxlen=1000)
         self._pending: list[Instance] = []  # old versions still draining after an upgrade
         self._modpath = ModPath(self.modpath)
+        self._verifier: Verifier = make_verifier(
+            signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
+        )
+        self.allow_outside_modpath = (
+            signatures != "enforce" if allow_outside_modpath is None else allow_outside_modpath
+        )
         self.config = config
         self._detach_state: Callable[[], None] | None = None
         self._bridge = LoopBridge()
@@ -573,15 +591,39 @@ class Host(AsyncHostMixin):
     def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
         # Cheap checks that change nothing come first (the kernel's load_module order).
-        info, code = _loader.read_module(path)
+        source = self._read(path)
+        info = source.info
         values = _params.resolve(info.params, params, module=info.name)
         with self._lock:
             self._check_free_unlocked(info)
             inst = self._new_instance_unlocked(info, values)
             self._put_unlocked(inst)
-        self._bring_up(inst, code)
+        inst.untrusted = self._verify(source)
+        self._bring_up(inst, source)
         self._publish(inst)
         return Module(inst)
+
+    def _read(self, path: str | os.PathLike[str]) -> ModuleSource:
+        """Read a module once; under ``enforce``, refuse paths outside the modpath."""
+        source = read_module(path)
+        if self._verifier.policy == "enforce" and not self.allow_outside_modpath:
+            where = source.info.path
+            if not any(where.startswith(folder + os.sep) for folder in self.modpath):
+                raise SignatureError(
+                    f"refusing {where}: it is outside the modpath, and signatures are "
+                    f"enforced (put it in a modpath folder, or allow_outside_modpath=True)",
+                    module=source.info.name,
+                )
+        return source
+
+    def _verify(self, source: ModuleSource) -> str | None:
+        """Check the signature before any of the module's code runs (SignatureError under
+        enforce); under warn, return why it will taint the host."""
+        return self._verifier.check(source.info.name, source.files, source.signature)
+
+    def _taint_if_untrusted(self, inst: Instance) -> None:
+        if inst.untrusted is not None:
+            self._taint("unsigned-module", inst.name, inst.untrusted)
 
     def _new_instance_unlocked(self, info: ModuleInfo, values: Mapping[str, object]) -> Instance:
         deps = self._check_depends_unlocked(info)
@@ -590,15 +632,15 @@ class Host(AsyncHostMixin):
         inst.uses.update(deps)
         return inst
 
-    def _bring_up(self, inst: Instance, code: CodeType, handover: object = None) -> None:
+    def _bring_up(self, inst: Instance, source: ModuleSource, handover: object = None) -> None:
         """Run the body (LOADING) and init (COMING); on failure discard it and raise."""
         info = inst.info
         self._notify(inst, None, State.LOADING)
         try:
             module = _loader.exec_module(
-                inst.private_name, code, source_file=info.source_file,
+                inst.private_name, source.code, source_file=info.source_file,
                 package_dir=info.path if info.is_package else None,
-                importer=self._importer_for(inst),
+                importer=self._importer_for(inst), files=source.by_path,
             )
             inst.module = module
             inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
@@ -629,6 +671,7 @@ class Host(AsyncHostMixin):
             starts, inst.staged_starts = inst.staged_starts, []
             inst.init_ok = True
         self._set_state(inst, State.LIVE)
+        self._taint_if_untrusted(inst)
         for start in starts:
             start()
         self._event("load", inst.name, f"loaded {inst.info.version} from {inst.info.path}",
