@@ -110,7 +110,8 @@ class HostConfig:
     def host_kwargs(self) -> dict[str, Any]:
         """The keyword arguments for ``livemod.Host(**cfg.host.host_kwargs())``."""
         return {"modpath": list(self.modpath), "errors": self.errors, "timeout": self.timeout,
-                "leak_check": self.leak_check, "name": self.name}
+                "leak_check": self.leak_check, "name": self.name,
+                "signatures": self.signatures, "trusted_keys": self.trusted_keys}
 
 
 @final

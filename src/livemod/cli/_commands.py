@@ -19,8 +19,23 @@ from ..control import ControlClient, find_socket
 from ..control.records import info_to_dict, to_jsonable
 from . import _render
 
-__all__ = ["demo", "depmod", "insmod", "leaks", "log", "lsmod", "modinfo", "modprobe",
-           "param", "rmmod", "status", "upgrade", "watch"]
+__all__ = [
+    "demo",
+    "depmod",
+    "insmod",
+    "keygen",
+    "leaks",
+    "log",
+    "lsmod",
+    "modinfo",
+    "modprobe",
+    "param",
+    "rmmod",
+    "sign",
+    "status",
+    "upgrade",
+    "watch",
+]
 
 #: How often ``rmmod --wait`` repeats what it waits for when that has not changed.
 _REPEAT_EVERY = 2.0
@@ -81,6 +96,28 @@ def rmmod(args: argparse.Namespace) -> int:
                       f"{'; '.join(pending)} ({now - started:.1f}s)", file=sys.stderr,
                       flush=True)
     return _show(args, result)
+
+
+def keygen(args: argparse.Namespace) -> int:
+    """``livemod keygen KEY``: a new Ed25519 key pair; trust a host in KEY.pub."""
+    from .._signing import keygen as make
+
+    private, public = make(args.key)
+    print(f"private key: {private} (mode 0600; keep it secret)\n"
+          f"public key:  {public} (copy it into the host's trusted_keys folder)")
+    return 0
+
+
+def sign(args: argparse.Namespace) -> int:
+    """``livemod sign MODULE --key KEY``: sign every file of the module as it is now."""
+    from .._signing import sign as write_signature
+    from .._source import read_module
+
+    source = read_module(args.module)
+    out = write_signature(source.info.path, source.info.name, source.files, args.key)
+    print(f"signed {source.info.name} {source.info.version} ({len(source.files)} file(s)): "
+          f"{out}")
+    return 0
 
 
 def upgrade(args: argparse.Namespace) -> int:

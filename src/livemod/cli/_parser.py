@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--limit", type=int, metavar="N", help="only the last N events")
     command("leaks", "unloaded modules whose objects are still alive, and why", remote, data)
     command("status", "the host's name, pid, uptime, taints and counts", remote, data)
+    p = command("keygen", "make an Ed25519 key pair for signing modules (KEY, KEY.pub)")
+    p.add_argument("key", metavar="KEY", help="where to write the private key (mode 0600)")
+    p = command("sign", "sign a module file or package folder (writes MODULE.sig)")
+    p.add_argument("module", metavar="MODULE", help="a .py file or a package folder")
+    p.add_argument("--key", required=True, metavar="KEY", help="the private key")
 
     d = sub.add_parser("demo", help="run a host under load and show what livemod guarantees")
     d.set_defaults(run=_commands.demo)
