@@ -67,7 +67,15 @@ from .errors import (
 __all__ = ["Host"]
 
 _log = logging.getLogger("livemod")
+
+
+def _public_names() -> dict[str, object]:
+    import livemod
+
+    return {k: getattr(livemod, k) for k in livemod.__all__}
 _host_ids = itertools.count(1)
+#: livemod's public names as first seen, to notice a module rebinding them.
+_PUBLIC: dict[str, object] | None = None
 _tokens = itertools.count(1)
 
 Subscriber = Callable[[str, "State | None", State], object]
@@ -93,6 +101,8 @@ class Host(AsyncHostMixin):
         timeout: default seconds ``rmmod`` waits for calls in flight (and, with
             ``wait=True``, holds and pins).
         leak_check: after each unload, collect and check that the module's code is gone.
+        exit_timeout: seconds a module's ``exit`` may take; past that the unload goes on
+            without it and the host is tainted (exit runs in a thread of its own).
         name: how the host introduces itself (``livemod status``); default host-<pid>-<n>.
         config: a ``livemod.toml`` read with ``livemod.config.load_config``: ``modprobe``
             then resolves its aliases, refuses its blacklist, applies its options (explicit
@@ -112,6 +122,7 @@ class Host(AsyncHostMixin):
         errors: ErrorPolicy = "raise",
         timeout: float = 5.0,
         leak_check: bool = True,
+        exit_timeout: float = 10.0,
         name: str | None = None,
         config: Config | None = None,
         signatures: Policy = "off",
@@ -123,6 +134,7 @@ class Host(AsyncHostMixin):
         self.modpath = [os.path.abspath(os.fspath(p)) for p in modpath]
         self.timeout = timeout
         self.leak_check = leak_check
+        self.exit_timeout = exit_timeout
         self._id = next(_host_ids)
         self.name = name or f"host-{os.getpid()}-{self._id}"
         self._counts = {"load": 0, "unload": 0, "load-failed": 0, "unload-refused": 0}
@@ -153,6 +165,9 @@ class Host(AsyncHostMixin):
         self._closed = False
         self.started_at = time.time()
         _loader.install_finder()
+        global _PUBLIC
+        if _PUBLIC is None:  # before any module could have rebound them
+            _PUBLIC = _public_names()
         _leaks.watch_collections()
 
     # ---------------------------------------------------------------- public: loading
@@ -650,7 +665,13 @@ class Host(AsyncHostMixin):
             init = getattr(module, "init", None)
             if init is not None:
                 self._complete(init(inst.context), f"init of {info.name!r}")
-        except (Exception, SystemExit) as exc:
+        except KeyboardInterrupt:
+            # An operator's Ctrl-C: roll back completely, then let it stop the caller.
+            self._discard(inst)
+            raise
+        except BaseException as exc:
+            # Exception, sys.exit(), and any other BaseException a module raises: a failed
+            # load, never a reason for the host to exit.
             where = where_raised(exc, info)
             self._discard(inst)
             self._event("load-failed", inst.name, f"load failed at {where}: {brief(exc)}")
@@ -659,9 +680,7 @@ class Host(AsyncHostMixin):
                 f"(nothing it registered was published; fix it and load it again)",
                 module=info.name,
             ) from exc
-        except BaseException:
-            self._discard(inst)
-            raise
+        self._check_livemod_intact(inst.name)
 
     def _publish(self, inst: Instance) -> None:
         with self._lock:
@@ -856,13 +875,7 @@ class Host(AsyncHostMixin):
         module, ctx = inst.module, inst.context
         exit_fn = getattr(module, "exit", None) if inst.init_ok else None
         if exit_fn is not None and ctx is not None:
-            try:
-                self._complete(exit_fn(ctx), f"exit of {inst.name!r}")
-            except Exception as exc:
-                self._taint("exit-failed", inst.name, f"exit raised {brief(exc)}")
-                _log.error("module %r: exit raised; carrying on with managed undo:\n%s",
-                           inst.name, "".join(traceback.format_exception(exc)))
-                del exc
+            self._run_exit(inst.name, exit_fn, ctx)
         del exit_fn, ctx
         for failure in inst.undo.unwind(self._complete):
             self._event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
@@ -894,6 +907,43 @@ class Host(AsyncHostMixin):
                                      name=f"livemod-leakcheck-{inst.name}").start()
                 else:
                     self._judge(watch)
+
+    def _run_exit(self, name: str, exit_fn: Callable[..., Any], ctx: ModuleContext) -> None:
+        """Run ``exit`` in a thread of its own, for at most ``exit_timeout`` seconds: a
+        module whose exit hangs is reported and taints the host, which goes on."""
+        failure: list[str] = []
+
+        def run() -> None:
+            try:
+                self._complete(exit_fn(ctx), f"exit of {name!r}")
+            except BaseException as exc:
+                failure.append(brief(exc))
+                _log.error("module %r: exit raised; carrying on with managed undo:\n%s",
+                           name, "".join(traceback.format_exception(exc)))
+                del exc
+
+        worker = threading.Thread(target=run, name=f"livemod-exit-{name}", daemon=True)
+        worker.start()
+        worker.join(self.exit_timeout)
+        if worker.is_alive():
+            self._taint("exit-timeout", name, f"exit did not return within "
+                        f"{self.exit_timeout:g}s; carried on without it")
+        elif failure:
+            self._taint("exit-failed", name, f"exit raised {failure[0]}")
+        self._check_livemod_intact(name)
+
+    def _check_livemod_intact(self, name: str) -> None:
+        """A module may rebind livemod's own names (livemod.Host = ...): put them back."""
+        import livemod
+
+        if _PUBLIC is None:
+            return
+        changed = [k for k, v in _PUBLIC.items() if getattr(livemod, k, None) is not v]
+        if changed:
+            for key in changed:
+                setattr(livemod, key, _PUBLIC[key])
+            self._taint("livemod-tampered", name, f"module replaced livemod.{', '.join(changed)}"
+                        f"; restored")
 
     def _judge(self, watch: _leaks.LeakWatch) -> None:
         gc.collect()
