@@ -17,6 +17,7 @@ its own handover), otherwise the upgrade is refused before anything changes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -67,8 +68,8 @@ def replace(
         for current, new_source, overrides in steps:
             new = _prepare(host, current, new_source.info, overrides)
             new.untrusted = host._verify(new_source)  # SignatureError: nothing switched
-            state = _handover(host, current)
-            host._bring_up(new, new_source, handover=state)  # InitError: nothing switched
+            host._bring_up(new, new_source,  # InitError: nothing switched
+                           handover=functools.partial(_handover, host, current))
             host._incoming[current.name] = new
             brought.append((current, new))
     except BaseException:

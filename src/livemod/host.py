@@ -335,7 +335,9 @@ class Host(AsyncHostMixin):
         running version, hand its state over, and switch to it in one step per hook.
 
         If the old version defines ``handover(mod)``, its return value is given to the new
-        one's init as ``mod.handover_state`` (init may refuse it by raising). Parameters
+        one's init as ``mod.handover_state`` (init may refuse it by raising). It is called
+        after the new version's body ran, before its init; since that init may still fail
+        and leave the old version running, ``handover`` should give state, not tear down. Parameters
         carry over; ``params`` override them. Returns the new Module once the old version is
         GONE -- or, if it could not drain within ``timeout``, at once with the old version
         left GOING ("removal pending", see lsmod) to be removed when its last user is done.
@@ -647,8 +649,17 @@ class Host(AsyncHostMixin):
         inst.uses.update(deps)
         return inst
 
-    def _bring_up(self, inst: Instance, source: ModuleSource, handover: object = None) -> None:
-        """Run the body (LOADING) and init (COMING); on failure discard it and raise."""
+    def _bring_up(
+        self,
+        inst: Instance,
+        source: ModuleSource,
+        handover: Callable[[], object] | None = None,
+    ) -> None:
+        """Run the body (LOADING) and init (COMING); on failure discard it and raise.
+
+        ``handover`` (an upgrade) is asked for the old version's state after the body ran
+        and before init, so a new version that does not even load never takes it.
+        """
         info = inst.info
         self._notify(inst, None, State.LOADING)
         try:
@@ -661,12 +672,13 @@ class Host(AsyncHostMixin):
             inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
             self._set_state(inst, State.COMING, veto=True)
             inst.context = ModuleContext(self, inst)
-            inst.context.handover_state = handover
+            inst.context.handover_state = handover() if handover is not None else None
             init = getattr(module, "init", None)
             if init is not None:
                 self._complete(init(inst.context), f"init of {info.name!r}")
-        except KeyboardInterrupt:
-            # An operator's Ctrl-C: roll back completely, then let it stop the caller.
+        except (KeyboardInterrupt, InitError):
+            # An operator's Ctrl-C, or a handover that failed (already an InitError saying
+            # so): roll back completely and let it propagate as it is.
             self._discard(inst)
             raise
         except BaseException as exc:
