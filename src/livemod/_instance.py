@@ -172,6 +172,8 @@ class ModuleStatus:
     params: Mapping[str, object]
     errors: int
     since: float
+    #: Taint flags this module caused (permanent, like the kernel's per-module flags).
+    taints: tuple[str, ...] = ()
 
 
 @final

@@ -144,6 +144,7 @@ class Host(AsyncHostMixin):
         self._table: dict[str, Instance] = {}
         self._aliases: dict[str, Instance] = {}  # alias -> instance; follows _table
         self._incoming: dict[str, Instance] = {}  # new versions brought up by an upgrade
+        self._param_lock = threading.Lock()  # one parameter change (and its callbacks) at once
         self._hooks = HookTable(self._lock, errors, self._hook_error)
         self._subscribers: list[Subscriber] = []
         self._listeners: list[Callable[[Event], object]] = []
@@ -442,6 +443,7 @@ class Host(AsyncHostMixin):
                     uses=tuple(sorted(inst.uses)),
                     path=inst.info.path, params=inst.params.as_dict(), errors=inst.errors,
                     since=inst.state_since,
+                    taints=tuple(sorted({t.flag for t in self._taints if t.module == inst.name})),
                 ))
             return rows
 
@@ -555,7 +557,10 @@ class Host(AsyncHostMixin):
             ModuleNotFound, ModuleGoing, ParamError (unknown, not writable, bad value,
             refused by the module).
         """
-        with self._op_lock:
+        # Not under the operation lock: an rmmod waiting for holds must not hold up a
+        # parameter change. A module going down meanwhile is running its own callback,
+        # which the unload sees as code in flight and waits for.
+        with self._param_lock:
             inst = self._get_loaded(name)
             old = inst.params.as_dict().get(key)
             new = inst.params._set(key, value)

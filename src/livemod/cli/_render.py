@@ -29,10 +29,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO)
 def lsmod(rows: Sequence[Mapping[str, Any]], out: TextIO) -> None:
     """Like the kernel's: ``Used by`` is a count and then the names. ``Holds`` counts holds
     and pins together (both keep a module from being removed)."""
+    tainted = any(r.get("taints") for r in rows)
     table(
-        ["Module", "Version", "State", "Holds", "Used by"],
+        ["Module", "Version", "State", "Holds", "Used by", *(["Taints"] if tainted else [])],
         [[r["name"], r["version"], r["state"], r["holds"] + r.get("pins", 0),
-          f"{len(r['used_by'])} {','.join(r['used_by'])}".rstrip()] for r in rows],
+          f"{len(r['used_by'])} {','.join(r['used_by'])}".rstrip(),
+          *([",".join(r.get("taints", ())) or "-"] if tainted else [])] for r in rows],
         out,
     )
 

@@ -63,6 +63,7 @@ def status_to_dict(st: ModuleStatus) -> dict[str, Any]:
         "params": to_jsonable(st.params),
         "errors": st.errors,
         "state_seconds": round(max(0.0, time.monotonic() - st.since), 3),
+        "taints": list(st.taints),
     }
 
 
