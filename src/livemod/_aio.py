@@ -15,7 +15,8 @@ import concurrent.futures
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, TypeVar, final
+from types import FrameType
+from typing import Any, Final, TypeVar, final
 
 from ._quiesce import describe_frame
 from .errors import LivemodError
@@ -121,11 +122,34 @@ def _scan(
     for task in asyncio.all_tasks(loop):
         if task in exclude or task.done():
             continue
-        for frame in task.get_stack():
+        for frame in _awaiting(task):
             if id(frame.f_globals) in namespaces:
                 found.append(f"task {task.get_name()!r} at {describe_frame(frame)}")
                 break
     return found
+
+
+def _awaiting(task: asyncio.Task[Any]) -> list[FrameType]:
+    """Every frame of the chain of coroutines a task is suspended in.
+
+    ``Task.get_stack()`` shows only the outermost coroutine: a module coroutine awaited
+    from application code (``await export()``) sits further down the ``cr_await`` chain.
+    """
+    frames = []
+    link: Any = task.get_coro()
+    for _ in range(_MAX_CHAIN):
+        if link is None:
+            break
+        frame = getattr(link, "cr_frame", None) or getattr(link, "gi_frame", None) or \
+            getattr(link, "ag_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        link = getattr(link, "cr_await", None) or getattr(link, "gi_yieldfrom", None) or \
+            getattr(link, "ag_await", None)
+    return frames
+
+
+_MAX_CHAIN: Final = 1000
 
 
 def _ask(loop: asyncio.AbstractEventLoop, fn: Callable[[], list[str]]) -> list[str]:

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 from ._aio import on_loop as _on_loop
 from ._globals import GlobalsMixin
 from ._hooks import Impl
-from ._instance import Instance
-from ._params import Params
+from ._instance import Instance, ModuleIdentity
 from ._quiesce import describe_frame
 from ._state import State
 from .errors import ModuleGoing
@@ -114,7 +113,7 @@ class Timer:
 
 
 @final
-class ModuleContext(GlobalsMixin):
+class ModuleContext(ModuleIdentity, GlobalsMixin):
     """What ``init(mod)`` and ``exit(mod)`` receive.
 
     Attributes:
@@ -136,28 +135,8 @@ class ModuleContext(GlobalsMixin):
         self.log = logging.getLogger(f"livemod.mods.{inst.name}")
 
     @property
-    def name(self) -> str:
-        return self._inst.name
-
-    @property
-    def version(self) -> str:
-        return self._inst.info.version
-
-    @property
-    def path(self) -> str:
-        return self._inst.info.path
-
-    @property
-    def params(self) -> Params:
-        return self._inst.params
-
-    @property
     def stopping(self) -> threading.Event:
         return self._inst.stopping
-
-    @property
-    def state(self) -> State:
-        return self._inst.state
 
     def hook(self, name: str) -> HookHandle:
         """The hook point ``name`` (created on first use), to add implementations to."""
@@ -362,8 +341,22 @@ class ModuleContext(GlobalsMixin):
         Work still queued at unload is cancelled; work running counts as code in flight.
         """
         self._check_open("submit executor work")
-        future = self._host._executor().submit(fn, *args, **kwargs)
-        self._inst.undo.push(f"executor work {getattr(fn, '__qualname__', fn)!r}", future.cancel)
+        # The pool's queue keeps a cancelled work item until a worker pops it: give it a box
+        # that the undo empties, so it never keeps the unloaded module alive.
+        box: list[Any] = [fn, args, kwargs]
+
+        def run() -> T:
+            work, a, k = box
+            result: T = work(*a, **k)
+            return result
+
+        future = self._host._executor().submit(run)
+
+        def cancel() -> None:
+            future.cancel()
+            box[:] = [None, (), {}]
+
+        self._inst.undo.push(f"executor work {getattr(fn, '__qualname__', fn)!r}", cancel)
         return future
 
     def enter(self, cm: AbstractContextManager[T]) -> T:
@@ -384,6 +377,14 @@ class ModuleContext(GlobalsMixin):
 
         self._inst.undo.push(f"async context {type(cm).__qualname__}", leave)
         return value
+
+    def _on_main_loop(self) -> Any:
+        loop = self._host._bridge.usable()
+        thread = getattr(loop, "_thread_id", None)
+        return loop if thread == threading.main_thread().ident else None
+
+    def _run_on_loop(self, fn: Callable[[], object]) -> None:
+        self._host._bridge.call(fn)
 
     def _check_open(self, action: str) -> None:
         if self._inst.state in (State.GOING, State.GONE):

@@ -51,14 +51,32 @@ class GlobalsMixin:
     def _check_open(self, action: str) -> None:
         raise NotImplementedError
 
+    def _on_main_loop(self) -> Any:
+        """The host's event loop if it runs on the main thread, else None."""
+        raise NotImplementedError
+
+    def _run_on_loop(self, fn: Callable[[], object]) -> None:
+        raise NotImplementedError
+
     def _push(self, what: str, undo: Callable[[], object]) -> None:
         self._inst.undo.push(what, undo)
 
-    def atexit(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-        """``atexit.register(fn, *args, **kwargs)``, unregistered at unload."""
+    def atexit(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> Callable[[], None]:
+        """``atexit.register(fn, *args, **kwargs)``, unregistered at unload.
+
+        Returns the callable actually registered (a wrapper of the module's own, so that
+        the undo never removes an equal registration the application made).
+        """
         self._check_open("register an atexit callback")
-        atexit.register(fn, *args, **kwargs)
-        self._push(f"atexit {getattr(fn, '__qualname__', fn)!r}", lambda: atexit.unregister(fn))
+
+        def call() -> None:
+            fn(*args, **kwargs)
+
+        # unregister() removes every registration equal to its argument: a wrapper of our
+        # own is what we take back, never the application's registration of the same fn.
+        atexit.register(call)
+        self._push(f"atexit {getattr(fn, '__qualname__', fn)!r}", lambda: atexit.unregister(call))
+        return call
 
     def signal(self, signum: int, handler: SignalHandler) -> SignalHandler:
         """``signal.signal(signum, handler)``; the previous handler comes back at unload.
@@ -66,7 +84,12 @@ class GlobalsMixin:
         Like ``signal.signal`` it must be called from the main thread.
         """
         self._check_open("install a signal handler")
-        previous = signal.signal(signum, handler)
+        if threading.current_thread() is not threading.main_thread() and self._on_main_loop():
+            box: list[SignalHandler] = []
+            self._run_on_loop(lambda: box.append(signal.signal(signum, handler)))
+            previous = box[0]
+        else:
+            previous = signal.signal(signum, handler)
 
         def restore() -> None:
             if signal.getsignal(signum) is handler:
@@ -75,7 +98,19 @@ class GlobalsMixin:
                 _log.warning("module %r: signal %d handler was replaced after it; left as is",
                              self._inst.name, signum)
 
-        self._push(f"signal {signum}", restore)
+        def restore_on_main_thread() -> None:
+            # signal.signal works only on the main thread; an unload may run elsewhere (an
+            # awaitable operation runs in a worker): send it to the loop, if that is main.
+            if threading.current_thread() is threading.main_thread():
+                restore()
+                return
+            loop = self._on_main_loop()
+            if loop is None:
+                raise RuntimeError(f"signal {signum}: cannot restore the previous handler off "
+                                   f"the main thread (unload from the main thread)")
+            self._run_on_loop(restore)
+
+        self._push(f"signal {signum}", restore_on_main_thread)
         return previous
 
     def log_handler(
@@ -149,11 +184,17 @@ class GlobalsMixin:
         before = list(warnings.filters)
         warnings.filterwarnings(action, message, category, module, lineno, append)
         added = [f for f in warnings.filters if not any(f is b for b in before)]
+        # filterwarnings drops an equal filter the application had: remember where it was.
+        displaced = [(i, b) for i, b in enumerate(before)
+                     if not any(b is f for f in warnings.filters)]
 
         def remove() -> None:
             filters: list[Any] = warnings.filters  # type: ignore[assignment]
             for entry in added:
                 _remove_identity(filters, entry)
+            for index, entry in displaced:
+                if entry not in filters:
+                    filters.insert(min(index, len(filters)), entry)
             warnings._filters_mutated()  # type: ignore[attr-defined]
 
         self._push("warnings filter", remove)

@@ -306,15 +306,31 @@ async def _acall_snapshot(
             result = impl.fn(*args, **kwargs)
             return await result if inspect.isawaitable(result) else result
 
-        gathered = await asyncio.gather(
-            *(one(i) for i in snap.impls), return_exceptions=isolate
-        )
+        # Every implementation settles before acall returns or raises: leaving the read-side
+        # section while a sibling still runs inside its module would let it be unloaded.
+        # Under "raise", the first failure cancels the others (and waits for them).
+        tasks = [asyncio.ensure_future(one(i)) for i in snap.impls]
+        try:
+            if not isolate:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in tasks:
+                    task.cancel()
+            await asyncio.wait(tasks)
+        finally:
+            for task in tasks:  # acall itself cancelled: take the implementations down too
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         out: list[Any] = []
-        for impl, value in zip(snap.impls, gathered, strict=True):
-            if isolate and isinstance(value, Exception):
-                hook._sink(hook.name, impl, value)
+        for impl, task in zip(snap.impls, tasks, strict=True):
+            if task.cancelled():
+                continue
+            error = task.exception()
+            if error is None:
+                out.append(task.result())
+            elif isolate and isinstance(error, Exception):
+                hook._sink(hook.name, impl, error)
             else:
-                out.append(value)
+                raise error
         return out
     results: list[Any] = []
     for impl in snap.impls:

@@ -29,7 +29,7 @@ from ._state import State
 if TYPE_CHECKING:
     from ._context import ModuleContext
 
-__all__ = ["Instance", "Module", "ModuleStatus", "Undo", "frozen_mapping"]
+__all__ = ["Instance", "Module", "ModuleIdentity", "ModuleStatus", "Undo", "frozen_mapping"]
 
 _log = logging.getLogger("livemod")
 _ids = itertools.count(1)
@@ -176,18 +176,11 @@ class ModuleStatus:
     taints: tuple[str, ...] = ()
 
 
-@final
-class Module:
-    """A handle to a loaded module, as returned by ``insmod`` and ``modprobe``.
+class ModuleIdentity:
+    """Who a module is, read through its instance (shared by Module and ModuleContext)."""
 
-    It stays valid after unload (``state`` is then GONE and ``exports`` empty) and never
-    keeps the module's code alive.
-    """
-
-    __slots__ = ("_inst",)
-
-    def __init__(self, inst: Instance) -> None:
-        self._inst = inst
+    __slots__ = ()
+    _inst: Instance
 
     @property
     def name(self) -> str:
@@ -202,16 +195,30 @@ class Module:
         return self._inst.info.path
 
     @property
-    def info(self) -> ModuleInfo:
-        return self._inst.info
-
-    @property
     def state(self) -> State:
         return self._inst.state
 
     @property
     def params(self) -> Params:
         return self._inst.params
+
+
+@final
+class Module(ModuleIdentity):
+    """A handle to a loaded module, as returned by ``insmod`` and ``modprobe``.
+
+    It stays valid after unload (``state`` is then GONE and ``exports`` empty) and never
+    keeps the module's code alive.
+    """
+
+    __slots__ = ("_inst",)
+
+    def __init__(self, inst: Instance) -> None:
+        self._inst = inst
+
+    @property
+    def info(self) -> ModuleInfo:
+        return self._inst.info
 
     @property
     def exports(self) -> Mapping[str, Any]:

@@ -183,6 +183,14 @@ class _Finder(importlib.abc.MetaPathFinder):
                 spec.has_location = True
                 spec.loader_state = files
                 return spec
+        if files is not None:
+            # Returning None would let the path finder import the file from disk: a file
+            # added since the load (and its signature check) must never run.
+            raise ModuleNotFoundError(
+                f"No module named {fullname!r}: {leaf!r} is not part of the package as it "
+                f"was loaded (files added since are not imported; upgrade the module)",
+                name=fullname,
+            )
         return None
 
 

@@ -171,7 +171,8 @@ class _Checking:
             signature = base64.b64decode(record["signature"], validate=True)
             signer = str(record["key"])
             signed_name = str(record["module"])
-        except (ValueError, KeyError, TypeError, binascii.Error):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError,
+                binascii.Error):
             return "its .sig file is unreadable (sign it again)"
         if signed_name != name:
             return f"its signature is for module {signed_name!r} (sign it again)"

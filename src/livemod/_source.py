@@ -70,11 +70,17 @@ def read_module(path: str | os.PathLike[str]) -> ModuleSource:
     info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
     try:
         code = compile(source, source_file, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError) as exc:
         # The manifest came from the module's head; a full parse words the error with
         # file and line, as for any other manifest problem.
         parse_module(source, path=abs_path, source_file=source_file, is_package=is_package)
-        raise
+        # Parsed but not compiled: 'return', 'yield' or 'nonlocal' outside a function.
+        line = getattr(exc, "lineno", None)
+        where = f"{source_file}:{line}" if line else source_file
+        raise ManifestError(
+            f"{where}: cannot be compiled: {getattr(exc, 'msg', exc)} (fix the code)",
+            path=source_file, line=line, module=info.name,
+        ) from exc
     files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
     return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path),
                         _read_signature(abs_path))

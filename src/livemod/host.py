@@ -520,15 +520,7 @@ class Host(AsyncHostMixin):
         to COMING vetoes the load (it fails cleanly); raising elsewhere is logged.
         Returns a function that unsubscribes.
         """
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._listen(self._subscribers, callback)
 
     def on_event(self, listener: Callable[[Event], object]) -> Callable[[], None]:
         """Call ``listener(event)`` for every new entry of the event log (see ``events``).
@@ -536,13 +528,16 @@ class Host(AsyncHostMixin):
         Called synchronously in the thread that caused the event; a failing listener is
         logged. Returns a function that unsubscribes.
         """
+        return self._listen(self._listeners, listener)
+
+    def _listen(self, callbacks: list[Any], callback: Any) -> Callable[[], None]:
         with self._lock:
-            self._listeners.append(listener)
+            callbacks.append(callback)
 
         def unsubscribe() -> None:
             with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
+                if callback in callbacks:
+                    callbacks.remove(callback)
 
         return unsubscribe
 
@@ -616,11 +611,12 @@ class Host(AsyncHostMixin):
         source = self._read(path)
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
+        untrusted = self._verify(source)  # SignatureError here: nothing has changed yet
         with self._lock:
             self._check_free_unlocked(info)
             inst = self._new_instance_unlocked(info, values)
             self._put_unlocked(inst)
-        inst.untrusted = self._verify(source)
+        inst.untrusted = untrusted
         self._bring_up(inst, source)
         self._publish(inst)
         return Module(inst)
