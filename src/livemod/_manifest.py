@@ -381,9 +381,10 @@ def _prefix_tree(source: bytes) -> ast.Module | None:
     """Parse only the head of the module, through the manifest statement.
 
     Building Python AST objects for a whole module costs more than compiling it; the
-    manifest and the docstring sit at its head. Any doubt -- the name appears more than
-    once, a coding cookie, text that does not decode or parse -- returns None, and the
-    caller parses everything (which also gives the precise error).
+    manifest and the docstring sit at its head. The statement's end is found by trying the
+    lines that close a bracket (a premature end does not parse). Any doubt -- the name
+    appears more than once, a coding cookie, text that does not decode or parse -- returns
+    None, and the caller parses everything (which also gives the precise error).
     """
     if source.count(b"__livemod__") != 1 or b"\0" in source or _COOKIE.search(source, 0, 400):
         return None
@@ -391,33 +392,33 @@ def _prefix_tree(source: bytes) -> ast.Module | None:
     if found is None:
         return None
     try:
-        text = source.decode("utf-8")
-        start = len(source[: found.start()].decode("utf-8"))
-        tail = io.StringIO(text[start:])
-        for token in tokenize.generate_tokens(tail.readline):
-            if token.type == tokenize.NEWLINE:
-                end = start + _offset(text[start:], token.end)
-                return ast.parse(text[:end])
+        source.decode("utf-8")  # the whole file: undecodable text anywhere is an error
+    except UnicodeDecodeError:
         return None
-    except (SyntaxError, ValueError, UnicodeDecodeError, tokenize.TokenError,
-            RecursionError, MemoryError):
-        return None
+    tries = 0
+    end = found.start()
+    while tries < _PREFIX_TRIES:
+        end = source.find(b"\n", end + 1)
+        line_end = len(source) if end < 0 else end
+        if source[:line_end].rstrip().endswith((b"}", b")")):
+            tries += 1
+            try:
+                return ast.parse(source[:line_end].decode("utf-8"))
+            except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
+                pass
+        if end < 0:
+            return None
+    return None
 
 
-def _offset(text: str, position: tuple[int, int]) -> int:
-    """The index in ``text`` of a tokenize (row, column) position."""
-    row, column = position
-    index = 0
-    for _ in range(row - 1):
-        index = text.index("\n", index) + 1
-    return index + column
+_PREFIX_TRIES: Final = 4
 
 
 def parse_module(
     source: bytes, *, path: str, source_file: str, is_package: bool
 ) -> tuple[ModuleInfo, ast.Module]:
-    """Like :func:`parse_manifest`, also returning the syntax tree, so that a loader can
-    compile the very tree the manifest was read from (one parse per load, same bytes)."""
+    """Like :func:`parse_manifest` but always over the whole module, also returning the
+    syntax tree (for precise errors about code that does not compile)."""
     tree = _parse_source(source, source_file)
     return _Reader(source_file, path, is_package).read(tree), tree
 
