@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +22,9 @@ from livemod.control.protocol import (
     ok_reply,
     request,
 )
+
+#: Examples per fuzz test: small in CI; LIVEMOD_FUZZ_EXAMPLES=20000 for a long run.
+FUZZ_EXAMPLES = int(os.environ.get("LIVEMOD_FUZZ_EXAMPLES", "200"))
 
 
 def _all(dec: Decoder) -> list[object]:
@@ -192,7 +196,7 @@ _frames = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(frames=_frames, cut=st.integers(1, 64), kind=st.sampled_from(["request", "reply", "any"]),
        limit=st.integers(8, 400))
 def test_only_protocol_error_escapes_on_arbitrary_bytes(

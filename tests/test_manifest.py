@@ -23,6 +23,9 @@ from livemod._manifest import (
 )
 from livemod.errors import ManifestError, ModuleNotFound
 
+#: Examples per fuzz test: small in CI; LIVEMOD_FUZZ_EXAMPLES=20000 for a long run.
+FUZZ_EXAMPLES = int(os.environ.get("LIVEMOD_FUZZ_EXAMPLES", "200"))
+
 GREET = '''\
 """Greets people.
 
@@ -447,21 +450,21 @@ def _parse(source: bytes) -> None:
         parse_manifest(source, path="/x/m.py", source_file="/x/m.py", is_package=False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(st.text())
 def test_arbitrary_text_only_raises_manifest_error(text: str) -> None:
     _parse(text.encode("utf-8", "surrogatepass"))
     _parse(('__livemod__ = {"name": "m", ' + text + "}\n").encode("utf-8", "surrogatepass"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(st.binary())
 def test_arbitrary_bytes_only_raise_manifest_error(data: bytes) -> None:
     _parse(data)
     _parse(b'__livemod__ = {"name": "m", "params": ' + data + b"}\n")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=3)

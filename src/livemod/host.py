@@ -51,6 +51,7 @@ from ._records import Event, Hold, HostStatistics, Taint, brief, where_raised
 from ._signing import Policy, Verifier, make_verifier
 from ._source import ModuleSource, read_module
 from ._state import State
+from ._tamper import Baseline
 from .config import Config
 from .errors import (
     DependencyError,
@@ -69,13 +70,9 @@ __all__ = ["Host"]
 _log = logging.getLogger("livemod")
 
 
-def _public_names() -> dict[str, object]:
-    import livemod
-
-    return {k: getattr(livemod, k) for k in livemod.__all__}
 _host_ids = itertools.count(1)
 #: livemod's public names as first seen, to notice a module rebinding them.
-_PUBLIC: dict[str, object] | None = None
+_BASELINE: Baseline | None = None
 _tokens = itertools.count(1)
 
 Subscriber = Callable[[str, "State | None", State], object]
@@ -166,9 +163,9 @@ class Host(AsyncHostMixin):
         self._closed = False
         self.started_at = time.time()
         _loader.install_finder()
-        global _PUBLIC
-        if _PUBLIC is None:  # before any module could have rebound them
-            _PUBLIC = _public_names()
+        global _BASELINE
+        if _BASELINE is None:  # before any module could have touched livemod
+            _BASELINE = Baseline()
         _leaks.watch_collections()
 
     # ---------------------------------------------------------------- public: loading
@@ -722,6 +719,7 @@ class Host(AsyncHostMixin):
             inst.state = State.GONE
         inst.release_code()
         self._notify(inst, old, State.GONE)
+        self._check_livemod_intact(inst.name)
 
     def _importer_for(self, inst: Instance) -> _loader.Importer:
         host = self
@@ -946,17 +944,11 @@ class Host(AsyncHostMixin):
         self._check_livemod_intact(name)
 
     def _check_livemod_intact(self, name: str) -> None:
-        """A module may rebind livemod's own names (livemod.Host = ...): put them back."""
-        import livemod
-
-        if _PUBLIC is None:
-            return
-        changed = [k for k, v in _PUBLIC.items() if getattr(livemod, k, None) is not v]
+        """A module may rebind livemod's names or patch its classes: put them back."""
+        changed = _BASELINE.restore() if _BASELINE is not None else []
         if changed:
-            for key in changed:
-                setattr(livemod, key, _PUBLIC[key])
-            self._taint("livemod-tampered", name, f"module replaced livemod.{', '.join(changed)}"
-                        f"; restored")
+            self._taint("livemod-tampered", name, f"module changed {', '.join(changed)}; "
+                        f"restored")
 
     def _judge(self, watch: _leaks.LeakWatch) -> None:
         gc.collect()

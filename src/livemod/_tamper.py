@@ -1,0 +1,60 @@
+"""Noticing a module that rebinds livemod's own public names or patches its classes.
+
+Module code runs in the host's process and can reach livemod like any other module. A
+baseline of the public names (``livemod.Host``) and of every public class's attributes
+(``livemod.Host.rmmod``) is taken when the first host is made; after each load, failed load
+and exit the host compares, puts back what changed, and taints itself. Private internals
+are not covered: code that sets out to subvert the process cannot be stopped from inside it.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+__all__ = ["Baseline"]
+
+_ABSENT = object()
+
+
+@final
+class Baseline:
+    """livemod's public surface as first seen."""
+
+    __slots__ = ("_attrs", "_names")
+
+    def __init__(self) -> None:
+        import livemod
+
+        self._names = {k: getattr(livemod, k) for k in livemod.__all__}
+        self._attrs = {
+            (k, attr): value
+            for k, obj in self._names.items() if isinstance(obj, type)
+            for attr, value in vars(obj).items()
+        }
+
+    def restore(self) -> list[str]:
+        """Put back whatever differs from the baseline; return what it was."""
+        import livemod
+
+        changed = []
+        for key, value in self._names.items():
+            if getattr(livemod, key, _ABSENT) is not value:
+                setattr(livemod, key, value)
+                changed.append(f"livemod.{key}")
+        for key, cls in self._names.items():
+            if not isinstance(cls, type):
+                continue
+            now = dict(vars(cls))
+            for attr, value in now.items():
+                if self._attrs.get((key, attr), _ABSENT) is not value:
+                    changed.append(f"livemod.{key}.{attr}")
+                    original = self._attrs.get((key, attr), _ABSENT)
+                    if original is _ABSENT:
+                        delattr(cls, attr)
+                    else:
+                        setattr(cls, attr, original)
+            for (owner, attr), value in self._attrs.items():
+                if owner == key and attr not in now:
+                    setattr(cls, attr, value)
+                    changed.append(f"livemod.{key}.{attr}")
+        return changed
