@@ -301,7 +301,7 @@ async def _acall_snapshot(
     hook: Hook, snap: _Snapshot, concurrent: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> list[Any]:
     isolate = hook._policy == "isolate"
-    if concurrent:
+    if concurrent and snap.impls:
         async def one(impl: Impl) -> Any:
             result = impl.fn(*args, **kwargs)
             return await result if inspect.isawaitable(result) else result

@@ -7,8 +7,9 @@ import would use, so unload and upgrade never fight the normal import cache.
 ``from livemod.mods.log import write`` inside a module must (1) find ``log`` in the host that
 owns the *importing* module, and (2) record "log used by <importer>". A meta-path finder is
 consulted only on the first import of a name, so it cannot see a second importer; instead
-every module namespace gets its own ``__builtins__`` whose ``__import__`` knows its module,
-and functions defined in the module keep it, so lazy imports inside functions are seen too.
+module namespaces get a ``__builtins__`` (one per host) whose ``__import__`` finds the
+importing module from the ``globals`` it is given, and functions defined in the module keep
+it, so lazy imports inside functions are seen too.
 Submodules of a package module are found by one process-wide meta-path finder and executed
 with the same ``__builtins__``.
 """
@@ -38,12 +39,13 @@ PREFIX: Final = "livemod.mods."
 #: them from a module gives a view that records registrations for the leak report.
 WATCHED: Final = frozenset({"atexit"})
 
-#: importer(name, fromlist) -> what ``__import__`` returns for a livemod.mods.* name (or a
-#: WATCHED one).
-Importer = Callable[[str, Sequence[str]], Any]
+#: importer(name, fromlist, importing globals) -> what ``__import__`` returns for a
+#: livemod.mods.* name (or a WATCHED one).
+Importer = Callable[[str, Sequence[str], Any], Any]
 
 
-def _builtins_for(importer: Importer) -> dict[str, Any]:
+def builtins_for(importer: Importer) -> dict[str, Any]:
+    """A ``__builtins__`` for module namespaces whose ``__import__`` consults ``importer``."""
     real_import = builtins.__import__
 
     def __import__(
@@ -54,7 +56,7 @@ def _builtins_for(importer: Importer) -> dict[str, Any]:
         level: int = 0,
     ) -> Any:
         if level == 0 and (name == "livemod.mods" or name.startswith(PREFIX) or name in WATCHED):
-            return importer(name, tuple(fromlist or ()))
+            return importer(name, tuple(fromlist or ()), globals)
         return real_import(name, globals, locals, fromlist or (), level)
 
     table = dict(builtins.__dict__)
@@ -68,7 +70,7 @@ def exec_module(
     *,
     source_file: str,
     package_dir: str | None,
-    importer: Importer,
+    builtins: dict[str, Any],
     files: Mapping[str, bytes] | None = None,
 ) -> types.ModuleType:
     """Create the module under ``private_name``, register it, run its body.
@@ -91,7 +93,7 @@ def exec_module(
     module.__loader__ = _LOADER
     module.__file__ = source_file
     module.__package__ = private_name if package_dir else private_name.rpartition(".")[0]
-    module.__dict__["__builtins__"] = _builtins_for(importer)
+    module.__dict__["__builtins__"] = builtins
     sys.modules[private_name] = module
     try:
         exec(code, module.__dict__)

@@ -26,11 +26,8 @@ class Baseline:
         import livemod
 
         self._names = {k: getattr(livemod, k) for k in livemod.__all__}
-        self._attrs = {
-            (k, attr): value
-            for k, obj in self._names.items() if isinstance(obj, type)
-            for attr, value in vars(obj).items()
-        }
+        self._attrs = {k: dict(vars(obj)) for k, obj in self._names.items()
+                       if isinstance(obj, type)}
 
     def restore(self) -> list[str]:
         """Put back whatever differs from the baseline; return what it was."""
@@ -41,20 +38,18 @@ class Baseline:
             if getattr(livemod, key, _ABSENT) is not value:
                 setattr(livemod, key, value)
                 changed.append(f"livemod.{key}")
-        for key, cls in self._names.items():
-            if not isinstance(cls, type):
+        for key, original in self._attrs.items():
+            cls = self._names[key]
+            now = vars(cls)
+            if len(now) == len(original) and all(
+                now.get(attr, _ABSENT) is value for attr, value in original.items()
+            ):
                 continue
-            now = dict(vars(cls))
-            for attr, value in now.items():
-                if self._attrs.get((key, attr), _ABSENT) is not value:
-                    changed.append(f"livemod.{key}.{attr}")
-                    original = self._attrs.get((key, attr), _ABSENT)
-                    if original is _ABSENT:
-                        delattr(cls, attr)
-                    else:
-                        setattr(cls, attr, original)
-            for (owner, attr), value in self._attrs.items():
-                if owner == key and attr not in now:
+            for attr in [a for a in now if a not in original]:
+                delattr(cls, attr)
+                changed.append(f"livemod.{key}.{attr}")
+            for attr, value in original.items():
+                if now.get(attr, _ABSENT) is not value:
                     setattr(cls, attr, value)
                     changed.append(f"livemod.{key}.{attr}")
         return changed

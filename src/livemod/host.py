@@ -141,6 +141,7 @@ class Host(AsyncHostMixin):
         self._table: dict[str, Instance] = {}
         self._aliases: dict[str, Instance] = {}  # alias -> instance; follows _table
         self._incoming: dict[str, Instance] = {}  # new versions brought up by an upgrade
+        self._by_private: dict[str, Instance] = {}  # private module name -> instance
         self._param_lock = threading.Lock()  # one parameter change (and its callbacks) at once
         self._hooks = HookTable(self._lock, errors, self._hook_error)
         self._subscribers: list[Subscriber] = []
@@ -150,6 +151,7 @@ class Host(AsyncHostMixin):
         self._events: deque[Event] = deque(maxlen=1000)
         self._pending: list[Instance] = []  # old versions still draining after an upgrade
         self._modpath = ModPath(self.modpath)
+        self._builtins = _loader.builtins_for(self._import_hook)
         self._verifier: Verifier = make_verifier(
             signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
         )
@@ -645,6 +647,7 @@ class Host(AsyncHostMixin):
         inst = Instance(info, _params.Params(info.params, values, module=info.name))
         inst.private_name = self._private_name_unlocked(info.name)
         inst.uses.update(deps)
+        self._by_private[inst.private_name] = inst
         return inst
 
     def _bring_up(
@@ -664,7 +667,7 @@ class Host(AsyncHostMixin):
             module = _loader.exec_module(
                 inst.private_name, source.code, source_file=info.source_file,
                 package_dir=info.path if info.is_package else None,
-                importer=self._importer_for(inst), files=source.by_path,
+                builtins=self._builtins, files=source.by_path,
             )
             inst.module = module
             inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
@@ -717,17 +720,22 @@ class Host(AsyncHostMixin):
             if self._table.get(inst.name) is inst:  # during an upgrade v1 keeps the name
                 self._drop_unlocked(inst)
             inst.state = State.GONE
+        self._by_private.pop(inst.private_name, None)
         inst.release_code()
         self._notify(inst, old, State.GONE)
         self._check_livemod_intact(inst.name)
 
-    def _importer_for(self, inst: Instance) -> _loader.Importer:
-        host = self
-
-        def importer(name: str, fromlist: Sequence[str]) -> Any:
-            return host._import_for(inst, name, fromlist)
-
-        return importer
+    def _import_hook(self, name: str, fromlist: Sequence[str], importing: Any) -> Any:
+        """``__import__`` of a livemod.mods.* (or watched) name from module code."""
+        module = importing.get("__name__", "") if isinstance(importing, dict) else ""
+        inst = None
+        while module and inst is None:  # a submodule's package owns it
+            inst = self._by_private.get(module)
+            module = module.rpartition(".")[0]
+        if inst is None or inst.state is State.GONE:
+            raise ImportError(f"{name}: only modules loaded by this host may import it "
+                              f"(the importing module is unloaded, or not livemod's)")
+        return self._import_for(inst, name, fromlist)
 
     def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
         """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""
@@ -905,6 +913,7 @@ class Host(AsyncHostMixin):
             inst.state_since = time.monotonic()
             inst.holds.clear()
             inst.pins.clear()
+        self._by_private.pop(inst.private_name, None)
         inst.release_code()
         self._notify(inst, State.GOING, State.GONE)
         self._event("unload", inst.name, f"unloaded {inst.info.version}", version=inst.info.version)
