@@ -112,6 +112,7 @@ class Instance:
         self.private_name = ""
         self.module: types.ModuleType | None = None
         self.namespace_ids: frozenset[int] = frozenset()
+        self.files: frozenset[str] = frozenset()  # absolute paths of its .py files
         self.context: ModuleContext | None = None
         self.undo = Undo(info.name)
         self.staged: list[tuple[str, Impl]] = []

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, final
 
+from ._quiesce import Frame, thread_stacks
+
 __all__ = ["Leak", "LeakWatch", "other_thread_collecting", "watch", "watch_collections"]
 
 _MAX_REFS: Final = 2000
@@ -63,7 +65,9 @@ class Leak:
 class LeakWatch:
     """Weak references to everything of one unloaded instance."""
 
-    __slots__ = ("atexit_notes", "chains", "name", "names", "refs", "unloaded_at", "version")
+    __slots__ = (
+        "atexit_notes", "chains", "files", "name", "names", "refs", "unloaded_at", "version",
+    )
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class LeakWatch:
         self.version = version
         self.refs = refs
         self.names = names  # private module name -> the name a person knows
+        self.files: frozenset[str] = frozenset()  # the module's source files
         self.atexit_notes: list[tuple[str, str]] = []  # (qualname, where) registered directly
         self.unloaded_at = time.time()
         self.chains: tuple[str, ...] = ()
@@ -97,7 +102,7 @@ class LeakWatch:
             obj = ref()
             if obj is None:
                 continue
-            chain = _Walk(self.names, deadline).chain(obj, desc.rsplit(" (", 1)[0])
+            chain = _Walk(self.names, self.files, deadline).chain(obj, desc.rsplit(" (", 1)[0])
             if chain.endswith(_NO_ROOT):
                 # atexit keeps its callbacks where the garbage collector cannot see them.
                 qualname = getattr(obj, "__qualname__", None)
@@ -170,7 +175,10 @@ def watch(name: str, version: str, modules: Iterable[types.ModuleType]) -> LeakW
                     fn = getattr(attr, "__func__", attr)
                     if isinstance(fn, types.FunctionType) and id(fn.__globals__) in ids:
                         add(f"{short}.{fn.__qualname__} (function)", fn)
-    return LeakWatch(name, version, refs, {m.__name__: user_name(m.__name__) for m in modules})
+    watch = LeakWatch(name, version, refs, {m.__name__: user_name(m.__name__) for m in modules})
+    paths = (getattr(m, "__file__", None) for m in modules)
+    watch.files = frozenset(p for p in paths if isinstance(p, str))
+    return watch
 
 
 def _where(frame: types.FrameType | None) -> str:
@@ -230,22 +238,25 @@ def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
     return _short(parent)
 
 
-def _telling_frame(frame: types.FrameType | None, names: dict[str, str]) -> str:
-    """Where a thread is, said by the innermost frame in the unloaded module's code (where
+def _telling(frames: list[Frame], files: frozenset[str]) -> str:
+    """Where a thread is, said by its innermost frame in the unloaded module's files (where
     it is stuck), else by its innermost frame."""
-    f = frame
-    while f is not None:
-        if f.f_globals.get("__name__") in names:
-            return _where(f)
-        f = f.f_back
-    return _where(frame)
+    for filename, line, function in frames:
+        if filename in files:
+            return f"{os.path.basename(filename)}:{line} {function}"
+    if frames:
+        filename, line, function = frames[0]
+        return f"{os.path.basename(filename)}:{line} {function}"
+    return "no frame"
 
 
-def _root(obj: Any, child: Any, names: dict[str, str]) -> str | None:
+def _root(
+    obj: Any, child: Any, stacks: dict[int, list[Frame]], files: frozenset[str]
+) -> str | None:
     """A description if ``obj`` is something a person recognises as a holder, else None."""
     if isinstance(obj, threading.Thread):
-        frame = sys._current_frames().get(obj.ident or -1)
-        state = f"stack: {_telling_frame(frame, names)}" if frame is not None else "not running"
+        frames = stacks.get(obj.ident or -1)
+        state = f"stack: {_telling(frames, files)}" if frames else "not running"
         return f"thread {obj.name!r} ({state})"
     if isinstance(obj, asyncio.Task):
         stack = obj.get_stack(limit=1)
@@ -260,24 +271,26 @@ def _root(obj: Any, child: Any, names: dict[str, str]) -> str | None:
 class _Walk:
     """One bounded breadth-first search backwards from a survivor to a recognisable root."""
 
-    def __init__(self, names: dict[str, str], deadline: float) -> None:
+    def __init__(self, names: dict[str, str], files: frozenset[str], deadline: float) -> None:
         self.names = names
+        self.files = files
         self.deadline = deadline
         self.modules = {
             id(vars(m)): n for n, m in list(sys.modules.items()) if isinstance(m, types.ModuleType)
         }
-        self.thread_frames: dict[int, str] = {}
+        # Other threads' stacks come from faulthandler (see _quiesce: walking f_back of a
+        # running thread's frames can crash 3.11). A frame met in the walk is placed in a
+        # thread by its file and function.
+        self.stacks = thread_stacks()
+        self.thread_of: dict[tuple[str, str], str] = {}
         current = threading.get_ident()
         threads = {t.ident: t.name for t in threading.enumerate()}
-        for ident, frame in sys._current_frames().items():
+        for ident, frames in self.stacks.items():
             if ident == current:
                 continue
-            top = (f"thread {threads.get(ident, ident)!r} "
-                   f"(stack: {_telling_frame(frame, names)})")
-            f: types.FrameType | None = frame
-            while f is not None:
-                self.thread_frames[id(f)] = top
-                f = f.f_back
+            desc = f"thread {threads.get(ident, ident)!r} (stack: {_telling(frames, files)})"
+            for filename, _line, function in frames:
+                self.thread_of.setdefault((filename, function), desc)
 
     def chain(self, target: Any, start: str) -> str:
         """The referrer chain from ``target`` to a root, or as far as the holders go."""
@@ -346,6 +359,9 @@ class _Walk:
         if pid in self.modules and self.modules[pid] not in self.names:
             key = next((k for k, v in parent.items() if v is child), "?")
             return f"global {key!r} of module {self.modules[pid]}"
-        if pid in self.thread_frames:
-            return self.thread_frames[pid]
-        return _root(parent, child, self.names)
+        if isinstance(parent, types.FrameType):
+            code = parent.f_code
+            running = self.thread_of.get((code.co_filename, code.co_name))
+            if running is not None:
+                return running
+        return _root(parent, child, self.stacks, self.files)

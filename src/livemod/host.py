@@ -671,6 +671,7 @@ class Host(AsyncHostMixin):
             )
             inst.module = module
             inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
+            inst.files = frozenset(p for p in source.by_path if p.endswith(".py"))
             self._set_state(inst, State.COMING, veto=True)
             inst.context = ModuleContext(self, inst)
             inst.context.handover_state = handover() if handover is not None else None
@@ -859,9 +860,7 @@ class Host(AsyncHostMixin):
         told = time.monotonic()
         while True:
             pending = [f"a call in flight on hook {h!r}" for h in self._hooks.busy_hooks(inst.id)]
-            pending += _quiesce.running_in(
-                inst.namespace_ids, exclude=inst.own_thread_idents() | {me}
-            )
+            pending += _quiesce.running_in(inst.files, exclude=inst.own_thread_idents() | {me})
             pending += self._bridge.tasks_in(
                 list(self._hooks.loops), inst.namespace_ids, inst.tasks
             )
