@@ -16,11 +16,13 @@ import ast
 import difflib
 import enum
 import errno
+import hashlib
 import io
 import keyword
 import os
 import re
 import stat
+import threading
 import tokenize
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -365,10 +367,26 @@ def parse_manifest(source: bytes, *, path: str, source_file: str, is_package: bo
     Raises:
         ManifestError: with ``path``, ``line`` and ``field`` of the first problem found.
     """
+    # The same bytes always give the same (immutable) result: depmod, modprobe's lookup
+    # and the load itself read each module once between them.
+    key = (path, source_file, is_package, hashlib.sha256(source).digest())
+    cached = _PARSED.get(key)
+    if cached is not None:
+        return cached
     tree = _prefix_tree(source)
     if tree is None:
         tree = _parse_source(source, source_file)
-    return _Reader(source_file, path, is_package).read(tree)
+    info = _Reader(source_file, path, is_package).read(tree)
+    with _PARSED_LOCK:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = info
+    return info
+
+
+_PARSED: dict[tuple[str, str, bool, bytes], ModuleInfo] = {}
+_PARSED_LOCK: Final = threading.Lock()
+_PARSED_MAX: Final = 20_000
 
 
 #: A manifest assignment at the start of a line (top level): ``__livemod__ = {`` or
