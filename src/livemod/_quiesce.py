@@ -24,6 +24,7 @@ holds (``host.hold``) are for.
 from __future__ import annotations
 
 import faulthandler
+import mmap
 import os
 import re
 import sys
@@ -47,12 +48,47 @@ def describe_frame(frame: FrameType) -> str:
     return f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
 
 
+class _Scratch:
+    """Where faulthandler writes its dumps: a sparse file mapped into memory.
+
+    Every system call on a file object releases the GIL, and under load getting it back
+    costs a switch interval or more; so dumps are appended to a file that stays open and is
+    read through ``mmap`` (no system call). Each dump is found between the end of the last
+    one and the first NUL byte (a dump contains none). The offset is rewound only when the
+    file is full.
+    """
+
+    SIZE: Final = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - kept for the process
+        self.file.truncate(self.SIZE)
+        self.map = mmap.mmap(self.file.fileno(), self.SIZE)
+        self.end = 0
+
+    def dump(self) -> str:
+        if self.end > self.SIZE - 8 * 1024 * 1024:  # room for the largest dump (100x100)
+            self.map[: self.end] = bytes(self.end)
+            os.lseek(self.file.fileno(), 0, os.SEEK_SET)
+            self.end = 0
+        faulthandler.dump_traceback(self.file.fileno(), all_threads=True)
+        stop = self.map.find(b"\0", self.end)
+        stop = self.SIZE if stop < 0 else stop
+        text = self.map[self.end : stop].decode("utf-8", "replace")
+        self.end = stop
+        return text
+
+
+_scratch: list[_Scratch] = []
+_scratch_lock: Final = threading.Lock()
+
+
 def thread_stacks() -> dict[int, list[Frame]]:
     """Every thread's stack, innermost frame first, read in one step by faulthandler."""
-    with tempfile.TemporaryFile() as out:
-        faulthandler.dump_traceback(out, all_threads=True)
-        out.seek(0)
-        text = out.read().decode("utf-8", "replace")
+    with _scratch_lock:
+        if not _scratch:
+            _scratch.append(_Scratch())
+        text = _scratch[0].dump()
     stacks: dict[int, list[Frame]] = {}
     current: list[Frame] | None = None
     for line in text.splitlines():

@@ -99,7 +99,9 @@ class Host(AsyncHostMixin):
             ``wait=True``, holds and pins).
         leak_check: after each unload, collect and check that the module's code is gone.
         exit_timeout: seconds a module's ``exit`` may take; past that the unload goes on
-            without it and the host is tainted (exit runs in a thread of its own).
+            without it and the host is tainted (exit runs in a thread of its own). ``None``
+            runs exit in the unloading thread, unbounded: a little faster, especially while
+            other threads keep the GIL busy (no hand-off to another thread).
         name: how the host introduces itself (``livemod status``); default host-<pid>-<n>.
         config: a ``livemod.toml`` read with ``livemod.config.load_config``: ``modprobe``
             then resolves its aliases, refuses its blacklist, applies its options (explicit
@@ -119,7 +121,7 @@ class Host(AsyncHostMixin):
         errors: ErrorPolicy = "raise",
         timeout: float = 5.0,
         leak_check: bool = True,
-        exit_timeout: float = 10.0,
+        exit_timeout: float | None = 10.0,
         name: str | None = None,
         config: Config | None = None,
         signatures: Policy = "off",
@@ -860,10 +862,15 @@ class Host(AsyncHostMixin):
         told = time.monotonic()
         while True:
             pending = [f"a call in flight on hook {h!r}" for h in self._hooks.busy_hooks(inst.id)]
-            pending += _quiesce.running_in(inst.files, exclude=inst.own_thread_idents() | {me})
-            pending += self._bridge.tasks_in(
-                list(self._hooks.loops), inst.namespace_ids, inst.tasks
-            )
+            if not pending or deadline - time.monotonic() <= delay:
+                # Stacks are costly to read: only once the cheap counters say quiet (and on
+                # the last round, so a timeout names everything still busy).
+                pending += _quiesce.running_in(
+                    inst.files, exclude=inst.own_thread_idents() | {me}
+                )
+                pending += self._bridge.tasks_in(
+                    list(self._hooks.loops), inst.namespace_ids, inst.tasks
+                )
             polling = bool(pending)
             if polling and on_loop(self._bridge.loop):
                 # Blocking the loop's own thread would keep those calls from ever finishing.
@@ -941,10 +948,13 @@ class Host(AsyncHostMixin):
                            name, "".join(traceback.format_exception(exc)))
                 del exc
 
-        worker = threading.Thread(target=run, name=f"livemod-exit-{name}", daemon=True)
-        worker.start()
-        worker.join(self.exit_timeout)
-        if worker.is_alive():
+        if self.exit_timeout is None:
+            run()
+        else:
+            worker = threading.Thread(target=run, name=f"livemod-exit-{name}", daemon=True)
+            worker.start()
+            worker.join(self.exit_timeout)
+        if self.exit_timeout is not None and worker.is_alive():
             self._taint("exit-timeout", name, f"exit did not return within "
                         f"{self.exit_timeout:g}s; carried on without it")
         elif failure:
