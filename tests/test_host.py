@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import livemod
+from helpers import in_thread
 from livemod import State
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
@@ -69,19 +70,6 @@ def transitions(host: livemod.Host) -> Iterator[Transitions]:
     unsubscribe()
 
 
-def in_thread(fn: Callable[[], Any], name: str = "test-helper") -> tuple[threading.Thread, dict]:
-    """Run ``fn`` in a thread; the dict gets 'result' or 'error' when it finishes."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = fn()
-        except BaseException as exc:
-            out["error"] = exc
-
-    t = threading.Thread(target=run, name=name, daemon=True)
-    t.start()
-    return t, out
 
 
 # ------------------------------------------------------------------------------ insmod

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 
 import livemod
+from helpers import in_thread
 from livemod import State
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
@@ -90,18 +90,6 @@ def lab(lab_factory: Callable[..., Lab]) -> Lab:
     return lab_factory()
 
 
-def in_thread(fn: Callable[[], Any], name: str) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = fn()
-        except BaseException as exc:
-            out["error"] = exc
-
-    t = threading.Thread(target=run, name=name, daemon=True)
-    t.start()
-    return t, out
 
 
 # ----------------------------------------------------------------------------------- init

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import livemod
+from helpers import in_thread
 from livemod import State
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
@@ -56,19 +57,6 @@ def assert_clean(host: livemod.Host) -> None:
     assert host.tainted == ()
 
 
-def in_thread(fn: Callable[[], Any], name: str = "upgrade-test") -> tuple[threading.Thread, dict]:
-    """Run ``fn`` in a thread; the dict gets 'result' or 'error' when it finishes."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = fn()
-        except BaseException as exc:
-            out["error"] = exc
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-    return thread, out
 
 
 @pytest.fixture
