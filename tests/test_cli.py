@@ -3,6 +3,7 @@ real ``livemod`` commands run as subprocesses, checked by output and exit code."
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import selectors
@@ -21,7 +22,10 @@ import pytest
 from livemod.cli import EXIT_CODES
 from livemod.control import HostUnreachable, NotSupported
 
-MODULES = Path(__file__).parent / "fixtures" / "cli_modules"
+# The hosts use a copy: `livemod depmod` writes its index into the modpath folders.
+MODULES = Path(tempfile.mkdtemp(prefix="livemod-cli-modules-")) / "cli_modules"
+shutil.copytree(Path(__file__).parent / "fixtures" / "cli_modules", MODULES)
+atexit.register(shutil.rmtree, MODULES.parent, True)
 LIVEMOD = [sys.executable, "-m", "livemod.cli"]
 
 
