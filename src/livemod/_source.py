@@ -44,8 +44,8 @@ class ModuleSource:
     signature: bytes | None
 
 
-def read_module(path: str | os.PathLike[str]) -> ModuleSource:
-    """Locate a module and read it once.
+def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> ModuleSource:
+    """Locate a module and read it once (and its ``.sig`` too, if ``signature``).
 
     Raises:
         ModuleNotFound: nothing at ``path``.
@@ -83,7 +83,7 @@ def read_module(path: str | os.PathLike[str]) -> ModuleSource:
         ) from exc
     files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
     return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path),
-                        _read_signature(abs_path))
+                        _read_signature(abs_path) if signature else None)
 
 
 def _read(name: str, source_file: str) -> bytes:

@@ -624,7 +624,7 @@ class Host(AsyncHostMixin):
 
     def _read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
-        source = read_module(path)
+        source = read_module(path, signature=self._verifier.policy != "off")
         if self._verifier.policy == "enforce" and not self.allow_outside_modpath:
             where = source.info.path
             if not any(where.startswith(folder + os.sep) for folder in self.modpath):
