@@ -338,12 +338,14 @@ def test_a_hold_past_the_timeout_leaves_v1_going_until_released(
     assert host.hook("svc.which")() == ["2.0.0"]
     assert rows(host) == {("svc", "1.0.0", State.GOING), ("svc", "2.0.0", State.LIVE)}
     assert v1.state is State.GOING
+    assert v2.removal_pending == ("1.0.0",)  # replace says so
     assert probe.seen("svc", "exit") == []
     [pending] = [e for e in host.events() if e.kind == "upgrade-pending"]
     assert "1.0.0" in pending.message and "hold" in pending.message
 
     hold.release()
     wait_for(lambda: v1.state is State.GONE, what="v1 to go GONE after the hold is released")
+    assert v2.removal_pending == ()
     wait_for(lambda: rows(host) == {("svc", "2.0.0", State.LIVE)}, what="v1 out of lsmod")
     wait_for(lambda: not [t for t in threading.enumerate()
                           if t.name.startswith("livemod-reap")], what="the reaper to end")

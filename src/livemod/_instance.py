@@ -127,6 +127,7 @@ class Instance:
         self.tasks: set[object] = set()
         self.param_callbacks: list[Callable[[str, object], object]] = []
         self.auto = False  # loaded by modprobe only as a dependency
+        self.replaced: list[Instance] = []  # the versions an upgrade replaced with this one
         self.untrusted: str | None = None  # why its signature did not check (policy warn)
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
         self.stopping = threading.Event()
@@ -155,6 +156,7 @@ class Instance:
         self.exports = types.MappingProxyType({})
         self.tasks = set()
         self.param_callbacks = []
+        self.replaced = []
 
 
 @final
@@ -220,6 +222,12 @@ class Module(ModuleIdentity):
     @property
     def info(self) -> ModuleInfo:
         return self._inst.info
+
+    @property
+    def removal_pending(self) -> tuple[str, ...]:
+        """Versions this one replaced that are still draining (GOING, "removal pending")."""
+        return tuple(old.info.version for old in self._inst.replaced
+                     if old.state is State.GOING)
 
     @property
     def exports(self) -> Mapping[str, Any]:

@@ -204,6 +204,8 @@ def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
             old.state_since = new.state_since = now
             host._put_unlocked(new)
             host._pending.append(old)
+            new.replaced = [old]
+            old.replaced = []  # only the newest knows its predecessor: no chain of records
     for old, new in pairs:
         host._notify(old, State.LIVE, State.GOING)
         host._notify(new, State.COMING, State.LIVE)

@@ -342,7 +342,8 @@ class Host(AsyncHostMixin):
         and leave the old version running, ``handover`` should give state, not tear down. Parameters
         carry over; ``params`` override them. Returns the new Module once the old version is
         GONE -- or, if it could not drain within ``timeout``, at once with the old version
-        left GOING ("removal pending", see lsmod) to be removed when its last user is done.
+        left GOING ("removal pending", see lsmod and ``Module.removal_pending``) to be
+        removed when its last user is done.
 
         Raises:
             UpgradeError: a downgrade without ``downgrade=True``, another module name, or

@@ -129,8 +129,11 @@ def upgrade(args: argparse.Namespace) -> int:
         row = client.call("upgrade", name=args.name, path=path, cascade=args.cascade,
                           downgrade=args.downgrade, params=dict(args.params))
     took = (time.perf_counter() - started) * 1000
+    pending = row.get("removal_pending") or []
+    note = (f"; {', '.join(pending)} still in use: removal pending (see lsmod)"
+            if pending else "")
     return _show(args, row, text=f"{row['name']} {row['version']} {row['state']} "
-                                 f"(upgraded in {took:.1f} ms)")
+                                 f"(upgraded in {took:.1f} ms{note})")
 
 
 class _SocketTarget:

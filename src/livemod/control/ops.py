@@ -133,7 +133,7 @@ def _upgrade(call: Call) -> object:
     module = call.host.replace(a["name"], a["path"], timeout=a["timeout"],
                                cascade=a["cascade"], downgrade=a["downgrade"],
                                **_params_arg(call))
-    return _status(call.host, module.name)
+    return {**_status(call.host, module.name), "removal_pending": list(module.removal_pending)}
 
 
 def _modinfo(call: Call) -> object:
