@@ -30,38 +30,35 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from . import _deps, _leaks, _loader, _manifest, _params, _quiesce, _upgrade
+from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade
 from ._aio import LoopBridge
 from ._async_api import AsyncHostMixin
-from ._context import ModuleContext, Registration
+from ._context import Registration
 from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
-from ._imports import Exports, Namespace, watched_atexit
 from ._instance import Instance, Module, ModuleStatus, frozen_mapping
 from ._leaks import Leak
+from ._load import LoadMixin
 from ._manifest import ModuleInfo
 from ._modpath import ModPath
-from ._records import Event, Hold, HostStatistics, Taint, brief, where_raised
+from ._records import Event, Hold, HostStatistics, Taint, brief
 from ._signing import Policy, Verifier, make_verifier
-from ._source import ModuleSource, read_module
 from ._state import State
 from ._tamper import Baseline
 from ._unload import BASELINE, UnloadMixin
 from .config import Config
 from .errors import (
     DependencyError,
-    InitError,
     LivemodError,
     ModuleBusy,
     ModuleExists,
     ModuleGoing,
     ModuleNotFound,
     ParamError,
-    SignatureError,
 )
 
 __all__ = ["Host"]
@@ -76,7 +73,7 @@ Subscriber = Callable[[str, "State | None", State], object]
 
 
 
-class Host(UnloadMixin, AsyncHostMixin):
+class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     """A live module host: load, call, unload and inspect modules in this process.
 
     Args:
@@ -592,191 +589,6 @@ class Host(UnloadMixin, AsyncHostMixin):
 
     def __repr__(self) -> str:
         return f"<livemod.Host #{self._id} {len(self._table)} modules>"
-
-    # ------------------------------------------------------------- private: loading
-
-    def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
-        """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
-        # Cheap checks that change nothing come first (the kernel's load_module order).
-        source = self._read(path)
-        info = source.info
-        values = _params.resolve(info.params, params, module=info.name)
-        untrusted = self._verify(source)  # SignatureError here: nothing has changed yet
-        with self._lock:
-            self._check_free_unlocked(info)
-            inst = self._new_instance_unlocked(info, values)
-            self._put_unlocked(inst)
-        inst.untrusted = untrusted
-        self._bring_up(inst, source)
-        self._publish(inst)
-        return Module(inst)
-
-    def _read(self, path: str | os.PathLike[str]) -> ModuleSource:
-        """Read a module once; under ``enforce``, refuse paths outside the modpath."""
-        source = read_module(path, signature=self._verifier.policy != "off")
-        if self._verifier.policy == "enforce" and not self.allow_outside_modpath:
-            where = source.info.path
-            if not any(where.startswith(folder + os.sep) for folder in self.modpath):
-                raise SignatureError(
-                    f"refusing {where}: it is outside the modpath, and signatures are "
-                    f"enforced (put it in a modpath folder, or allow_outside_modpath=True)",
-                    module=source.info.name,
-                )
-        return source
-
-    def _verify(self, source: ModuleSource) -> str | None:
-        """Check the signature before any of the module's code runs (SignatureError under
-        enforce); under warn, return why it will taint the host."""
-        return self._verifier.check(source.info.name, source.files, source.signature)
-
-    def _taint_if_untrusted(self, inst: Instance) -> None:
-        if inst.untrusted is not None:
-            self._taint("unsigned-module", inst.name, inst.untrusted)
-
-    def _new_instance_unlocked(self, info: ModuleInfo, values: Mapping[str, object]) -> Instance:
-        deps = self._check_depends_unlocked(info)
-        inst = Instance(info, _params.Params(info.params, values, module=info.name))
-        inst.private_name = self._private_name_unlocked(info.name)
-        inst.uses.update(deps)
-        self._by_private[inst.private_name] = inst
-        return inst
-
-    def _bring_up(
-        self,
-        inst: Instance,
-        source: ModuleSource,
-        handover: Callable[[], object] | None = None,
-    ) -> None:
-        """Run the body (LOADING) and init (COMING); on failure discard it and raise.
-
-        ``handover`` (an upgrade) is asked for the old version's state after the body ran
-        and before init, so a new version that does not even load never takes it.
-        """
-        info = inst.info
-        self._notify(inst, None, State.LOADING)
-        try:
-            module = _loader.exec_module(
-                inst.private_name, source.code, source_file=info.source_file,
-                package_dir=info.path if info.is_package else None,
-                builtins=self._builtins, files=source.by_path,
-            )
-            inst.module = module
-            inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
-            inst.files = frozenset(p for p in source.by_path if p.endswith(".py"))
-            self._set_state(inst, State.COMING, veto=True)
-            inst.context = ModuleContext(self, inst)
-            inst.context.handover_state = handover() if handover is not None else None
-            init = getattr(module, "init", None)
-            if init is not None:
-                self._complete(init(inst.context), f"init of {info.name!r}")
-        except (KeyboardInterrupt, InitError):
-            # An operator's Ctrl-C, or a handover that failed (already an InitError saying
-            # so): roll back completely and let it propagate as it is.
-            self._discard(inst)
-            raise
-        except BaseException as exc:
-            # Exception, sys.exit(), and any other BaseException a module raises: a failed
-            # load, never a reason for the host to exit.
-            where = where_raised(exc, info)
-            self._discard(inst)
-            self._event("load-failed", inst.name, f"load failed at {where}: {brief(exc)}")
-            raise InitError(
-                f"module {info.name!r} failed to load at {where}: {brief(exc)} "
-                f"(nothing it registered was published; fix it and load it again)",
-                module=info.name,
-            ) from exc
-        self._check_livemod_intact(inst.name)
-
-    def _publish(self, inst: Instance) -> None:
-        with self._lock:
-            self._hooks.publish_unlocked(inst.staged)
-            inst.exports = frozen_mapping(inst.staged_exports)
-            inst.staged, inst.staged_exports = [], {}
-            starts, inst.staged_starts = inst.staged_starts, []
-            inst.init_ok = True
-        self._set_state(inst, State.LIVE)
-        self._taint_if_untrusted(inst)
-        for start in starts:
-            start()
-        self._event("load", inst.name, f"loaded {inst.info.version} from {inst.info.path}",
-                    version=inst.info.version, path=inst.info.path,
-                    params=inst.params.as_dict())
-
-    def _discard(self, inst: Instance) -> None:
-        """Undo a load that failed before LIVE: nothing was ever published."""
-        inst.stopping.set()
-        inst.undo.unwind(self._complete)
-        _loader.remove_modules(inst.private_name)
-        old = inst.state
-        with self._lock:
-            if self._table.get(inst.name) is inst:  # during an upgrade v1 keeps the name
-                self._drop_unlocked(inst)
-            inst.state = State.GONE
-        self._by_private.pop(inst.private_name, None)
-        inst.release_code()
-        self._notify(inst, old, State.GONE)
-        self._check_livemod_intact(inst.name)
-
-    def _import_hook(self, name: str, fromlist: Sequence[str], importing: Any) -> Any:
-        """``__import__`` of a livemod.mods.* (or watched) name from module code."""
-        module = importing.get("__name__", "") if isinstance(importing, dict) else ""
-        inst = None
-        while module and inst is None:  # a submodule's package owns it
-            inst = self._by_private.get(module)
-            module = module.rpartition(".")[0]
-        if inst is None or inst.state is State.GONE:
-            raise ImportError(f"{name}: only modules loaded by this host may import it "
-                              f"(the importing module is unloaded, or not livemod's)")
-        return self._import_for(inst, name, fromlist)
-
-    def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
-        """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""
-        if name == "atexit":
-            return watched_atexit(inst)
-        parts = name.split(".")[2:]
-        if not parts:
-            found = {leaf: self._import_dep(inst, leaf) for leaf in fromlist}
-            return Namespace(found)
-        target = self._import_dep(inst, parts[0])
-        for depth in range(1, len(parts)):
-            target = __import__(target.__name__ + "." + parts[depth], fromlist=("_",))
-        if fromlist:
-            return target
-        import livemod
-
-        return Namespace({"mods": Namespace({parts[0]: self._import_dep(inst, parts[0])})},
-                          fallback=livemod)
-
-    def _import_dep(self, inst: Instance, dep: str) -> Any:
-        target = self._edge(inst, dep, "import")
-        return target.module
-
-    def _edge(self, inst: Instance, dep: str, how: str) -> Instance:
-        with self._lock:
-            target = self._usable_unlocked(dep)
-            if target is None or target.module is None:
-                raise ModuleNotFoundError(
-                    f"module {inst.name!r} cannot {how} {dep!r}: it is not loaded (live) in "
-                    f"this host (declare it in depends and load with modprobe)", name=dep,
-                )
-            if target is not inst and target.name not in inst.uses:
-                if inst.name in self._uses_closure_unlocked(target):
-                    raise DependencyError(
-                        f"module {inst.name!r} cannot use {target.name!r}: {target.name!r} "
-                        f"already uses {inst.name!r} (dependency cycle)",
-                        module=inst.name, chain=(inst.name, target.name, inst.name),
-                    )
-                inst.uses.add(target.name)
-            if how == "import" and target is not inst:
-                inst.bound.add(target.name)
-        return target
-
-    def _require(self, inst: Instance, name: str) -> Any:
-        try:
-            target = self._edge(inst, name, "require")
-        except ModuleNotFoundError as exc:
-            raise DependencyError(str(exc), module=inst.name, chain=(inst.name, name)) from None
-        return Exports(self, target.name)
 
     # --------------------------------------------------------- private: registrations
 
