@@ -22,6 +22,9 @@ CALLBACKS: list[Callable[..., Any]] = []
 
 _EXAMPLES = os.path.join(os.path.dirname(__file__), "examples")
 
+#: Seconds each client waits after every 64 requests.
+_PACE = 0.001
+
 
 class _LateCalls(logging.Handler):
     """Counts the examples' reports of a call that reached them after their exit began."""
@@ -72,6 +75,11 @@ def run(seconds: float = 12.0, out: TextIO | None = None) -> int:
                     if not results or not all(r is not None for r in results):
                         failures.append(f"bad results {results!r}")
                     served[slot] += 1
+                    # Clients pause now and then, as real ones do. Pure-Python
+                    # threads that never block can starve a thread waiting for the GIL
+                    # (CPython's GIL hand-off is not fair), the unloading one included.
+                    if served[slot] % 64 == 0:
+                        time.sleep(_PACE)
 
             threads = [
                 threading.Thread(target=client, args=(i,), name=f"client-{i}", daemon=True)
