@@ -11,7 +11,8 @@ import contextlib
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import livemod
 
@@ -54,14 +55,19 @@ def _show(args: argparse.Namespace, result: Any, *, text: str | None = None) -> 
     return 0
 
 
+def _query(args: argparse.Namespace, op: str, render: Callable[[Any, TextIO], None]) -> int:
+    """Ask the host one question; print JSON, or the table ``render`` makes of it."""
+    with _client(args) as client:
+        result = client.call(op)
+    if args.json:
+        return _show(args, result)
+    render(result, sys.stdout)
+    return 0
+
+
 def lsmod(args: argparse.Namespace) -> int:
     """``livemod lsmod``: the module table."""
-    with _client(args) as client:
-        rows = client.call("lsmod")
-    if args.json:
-        return _show(args, rows)
-    _render.lsmod(rows, sys.stdout)
-    return 0
+    return _query(args, "lsmod", _render.lsmod)
 
 
 def insmod(args: argparse.Namespace) -> int:
@@ -274,12 +280,7 @@ def leaks(args: argparse.Namespace) -> int:
 
 def status(args: argparse.Namespace) -> int:
     """``livemod status``: host name, pid, uptime, taints and counts."""
-    with _client(args) as client:
-        st = client.call("status")
-    if args.json:
-        return _show(args, st)
-    _render.status(st, sys.stdout)
-    return 0
+    return _query(args, "status", _render.status)
 
 
 def demo(args: argparse.Namespace) -> int:
