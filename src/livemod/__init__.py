@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._context import HookHandle, ModuleContext, Registration, Timer
 from ._hooks import Hook
+from ._imports import ModuleView
 from ._instance import Module, ModuleStatus
 from ._leaks import Leak
 from ._manifest import ModuleInfo, ParamSpec, Requirement
@@ -52,6 +53,7 @@ __all__ = [
     "ModuleInfo",
     "ModuleNotFound",
     "ModuleStatus",
+    "ModuleView",
     "ParamError",
     "ParamSpec",
     "Params",

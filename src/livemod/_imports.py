@@ -22,7 +22,7 @@ from .errors import ModuleGoing
 if TYPE_CHECKING:
     from .host import Host
 
-__all__ = ["Exports", "Namespace", "watched_atexit"]
+__all__ = ["Exports", "ModuleView", "Namespace", "watched_atexit"]
 
 
 @final
@@ -85,3 +85,50 @@ def watched_atexit(inst: Instance) -> Any:
 
     view.register = register  # type: ignore[attr-defined]
     return view
+
+
+@final
+class ModuleView:
+    """``host.namespace(name)``: a loaded module's namespace, looked up on each access.
+
+    It holds the host and a dotted path, never the module, so it does not keep an unloaded
+    module alive; after an upgrade it reaches the new version. A submodule reached through
+    it is a view too (``host.namespace("rich").console.Console``); anything else is the
+    object itself.
+    """
+
+    __slots__ = ("_host", "_name", "_path")
+
+    def __init__(self, host: Host, name: str, path: tuple[str, ...] = ()) -> None:
+        self._host = host
+        self._name = name
+        self._path = path
+
+    def _target(self) -> tuple[str, ModuleType]:
+        from .errors import ModuleNotFound
+
+        inst = self._host._find_loaded(self._name)
+        if inst is None:
+            raise ModuleNotFound(f"module {self._name!r} is not loaded (see lsmod for what "
+                                 f"is)", module=self._name)
+        module = inst.module
+        if inst.state is not State.LIVE or module is None:
+            raise ModuleGoing(f"module {self._name!r} is {inst.state.name}, not LIVE",
+                              module=self._name)
+        for part in self._path:
+            module = getattr(module, part)
+        return inst.private_name, module
+
+    def __getattr__(self, attr: str) -> Any:
+        private, module = self._target()
+        value = getattr(module, attr)
+        if type(value) is ModuleType and value.__name__.startswith(private + "."):
+            return ModuleView(self._host, self._name, (*self._path, attr))
+        return value
+
+    def __dir__(self) -> list[str]:
+        return sorted(vars(self._target()[1]))
+
+    def __repr__(self) -> str:
+        dotted = ".".join((self._name, *self._path))
+        return f"<livemod namespace of {dotted!r}>"

@@ -110,6 +110,8 @@ class Instance:
         self.params = params
         self.state = State.LOADING
         self.private_name = ""
+        self.wiring: Any = None  # _wiring.Wiring: what its imports resolve to
+        self.mixed_copies: set[str] = set()  # public names an unwired import mixed in
         self.module: types.ModuleType | None = None
         self.namespace_ids: frozenset[int] = frozenset()
         self.files: frozenset[str] = frozenset()  # absolute paths of its .py files

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _loader, _params
+from . import _loader, _params, _wire
 from ._context import ModuleContext
 from ._hooks import HookTable
 from ._imports import Exports, Namespace, watched_atexit
@@ -40,7 +40,6 @@ class LoadMixin:
         _hooks: HookTable
         _table: dict[str, Instance]
         _by_private: dict[str, Instance]
-        _builtins: dict[str, Any]
         _verifier: Verifier
         modpath: list[str]
         allow_outside_modpath: bool
@@ -124,7 +123,7 @@ class LoadMixin:
             module = _loader.exec_module(
                 inst.private_name, source.code, source_file=info.source_file,
                 package_dir=info.path if info.is_package else None,
-                builtins=self._builtins, files=source.by_path,
+                builtins=_wire.wire(cast("Host", self), inst), files=source.by_path,
             )
             inst.module = module
             inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
@@ -172,6 +171,7 @@ class LoadMixin:
         """Undo a load that failed before LIVE: nothing was ever published."""
         inst.stopping.set()
         inst.undo.unwind(self._complete)
+        _wire.unwire(inst, self._event)
         _loader.remove_modules(inst.private_name)
         old = inst.state
         with self._lock:
@@ -182,18 +182,6 @@ class LoadMixin:
         inst.release_code()
         self._notify(inst, old, State.GONE)
         self._check_livemod_intact(inst.name)
-
-    def _import_hook(self, name: str, fromlist: Sequence[str], importing: Any) -> Any:
-        """``__import__`` of a livemod.mods.* (or watched) name from module code."""
-        module = importing.get("__name__", "") if isinstance(importing, dict) else ""
-        inst = None
-        while module and inst is None:  # a submodule's package owns it
-            inst = self._by_private.get(module)
-            module = module.rpartition(".")[0]
-        if inst is None or inst.state is State.GONE:
-            raise ImportError(f"{name}: only modules loaded by this host may import it "
-                              f"(the importing module is unloaded, or not livemod's)")
-        return self._import_for(inst, name, fromlist)
 
     def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
         """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
 
+from ._bytecode import compile_cached
 from ._manifest import ModuleInfo, locate, parse_manifest, parse_module
 from .errors import ManifestError
 
@@ -69,7 +70,7 @@ def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> Modu
     source = by_path[source_file]
     info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
     try:
-        code = compile(source, source_file, "exec", dont_inherit=True)
+        code = compile_cached(source, source_file)
     except (SyntaxError, ValueError) as exc:
         # The manifest came from the module's head; a full parse words the error with
         # file and line, as for any other manifest problem.

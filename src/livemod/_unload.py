@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _leaks, _loader, _quiesce
+from . import _leaks, _loader, _quiesce, _wire
 from ._aio import LoopBridge, on_loop
 from ._context import ModuleContext
 from ._hooks import HookTable
@@ -188,6 +188,7 @@ class UnloadMixin:
             watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst))
             watch.atexit_notes = list(inst.direct_atexit)
         del module
+        _wire.unwire(inst, self._event)
         _loader.remove_modules(inst.private_name)
         with self._lock:
             if self._table.get(inst.name) is inst:

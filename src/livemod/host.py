@@ -34,12 +34,13 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade
+from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade, _wire
 from ._aio import LoopBridge
 from ._async_api import AsyncHostMixin
 from ._context import Registration
 from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
+from ._imports import ModuleView
 from ._instance import Instance, Module, ModuleStatus, frozen_mapping
 from ._leaks import Leak
 from ._load import LoadMixin
@@ -123,7 +124,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         self._id = next(_host_ids)
         self.name = name or f"host-{os.getpid()}-{self._id}"
         self._counts = {"load": 0, "unload": 0, "load-failed": 0, "unload-refused": 0}
-        self._tag = f"_h{self._id}"
+        self._tag = _wire.host_tag(name, self._id)
         self._op_lock = threading.RLock()
         self._lock = threading.Lock()
         self._table: dict[str, Instance] = {}
@@ -139,7 +140,6 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         self._events: deque[Event] = deque(maxlen=1000)
         self._pending: list[Instance] = []  # old versions still draining after an upgrade
         self._modpath = ModPath(self.modpath)
-        self._builtins = _loader.builtins_for(self._import_hook)
         self._verifier: Verifier = make_verifier(
             signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
         )
@@ -461,6 +461,19 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         """
         return self._modpath.depmod(full=full)
 
+    def namespace(self, name: str) -> ModuleView:
+        """A view of loaded module ``name``'s namespace, for the program that loaded it.
+
+        ``host.namespace("rich").console.Console`` reaches the module's objects without
+        hunting ``sys.modules`` for its private name. The view looks the module up on each
+        access (it follows an upgrade) and does not keep it alive.
+
+        Raises (on each access, not here):
+            ModuleNotFound: the module is not loaded.
+            ModuleGoing: it is being unloaded, or not yet LIVE.
+        """
+        return ModuleView(self, name)
+
     def hook(self, name: str, *, errors: ErrorPolicy | None = None) -> Hook:
         """The hook point ``name``, created on first use. ``errors`` applies at creation."""
         return self._hooks.get(name, errors)
@@ -711,10 +724,14 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         return names
 
     def _private_name_unlocked(self, name: str) -> str:
+        # Deterministic (no per-process counter), so a pickle made in one worker loads in
+        # another: an upgrade's second instance is name__2, the next free one after that.
         base = f"{_loader.PREFIX}{self._tag}.{name}"
-        if base not in sys.modules:
-            return base
-        return f"{base}__{next(_tokens)}"
+        candidate, n = base, 1
+        while candidate in sys.modules or candidate in self._by_private:
+            n += 1
+            candidate = f"{base}__{n}"
+        return candidate
 
     def _put_unlocked(self, inst: Instance) -> None:
         self._table[inst.name] = inst
