@@ -9,6 +9,7 @@ module that notes direct registrations (as strings) for the leak report.
 from __future__ import annotations
 
 import atexit
+import importlib
 import sys
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -93,8 +94,8 @@ class ModuleView:
 
     It holds the host and a dotted path, never the module, so it does not keep an unloaded
     module alive; after an upgrade it reaches the new version. A submodule reached through
-    it is a view too (``host.namespace("rich").console.Console``); anything else is the
-    object itself.
+    it is a view too (``host.namespace("rich").console.Console``), imported on first use
+    like ``import rich.console``; anything else is the object itself.
     """
 
     __slots__ = ("_host", "_name", "_path")
@@ -121,8 +122,22 @@ class ModuleView:
 
     def __getattr__(self, attr: str) -> Any:
         private, module = self._target()
-        value = getattr(module, attr)
-        if type(value) is ModuleType and value.__name__.startswith(private + "."):
+        try:
+            value = getattr(module, attr)
+        except AttributeError:
+            if not hasattr(module, "__path__") or attr.startswith("_"):
+                raise
+            # A package's submodule not imported yet: import it, as ``import pkg.sub``
+            # would in the module (a name that is not a submodule stays AttributeError).
+            try:
+                value = importlib.import_module(f"{module.__name__}.{attr}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{module.__name__}.{attr}":
+                    raise
+                raise AttributeError(
+                    f"module {self._name!r} has no attribute or submodule {attr!r}"
+                ) from None
+        if ModuleType in type(value).__mro__ and value.__name__.startswith(private + "."):
             return ModuleView(self._host, self._name, (*self._path, attr))
         return value
 

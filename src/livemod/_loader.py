@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import importlib.resources.abc
 import os
+import pathlib
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from . import _wiring
 from ._bytecode import compile_cached
 
 __all__ = [
@@ -110,6 +113,15 @@ class _Loader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return None
 
+    def get_resource_reader(self, fullname: str) -> _Resources | None:
+        """``importlib.resources`` of a package module (certifi's ``files("certifi")``):
+        the data files in its folder."""
+        module = sys.modules.get(fullname)
+        spec = getattr(module, "__spec__", None)
+        if spec is None or spec.origin is None or not spec.submodule_search_locations:
+            return None
+        return _Resources(os.path.dirname(spec.origin))
+
     def exec_module(self, module: types.ModuleType) -> None:
         spec = module.__spec__
         assert spec is not None and spec.origin is not None
@@ -123,6 +135,17 @@ class _Loader(importlib.abc.Loader):
         code = compile_cached(source, spec.origin)
         module.__dict__["__builtins__"] = parent.__dict__["__builtins__"]
         exec(code, module.__dict__)
+
+
+class _Resources(importlib.resources.abc.TraversableResources):
+    """Resources of a package module: files in its folder, read when asked for (data, not
+    code: the load's snapshot holds what runs)."""
+
+    def __init__(self, folder: str) -> None:
+        self._folder = folder
+
+    def files(self) -> pathlib.Path:
+        return pathlib.Path(self._folder)
 
 
 _LOADER: Final = _Loader()
@@ -185,3 +208,4 @@ def install_finder() -> None:
     it is stateless and answers only for livemod's private names)."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
+    _wiring.install()
