@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 from ._hooks import Impl
-from ._manifest import ModuleInfo
+from ._metadata import ModuleInfo
 from ._params import Params
 from ._state import State
 

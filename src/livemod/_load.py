@@ -19,7 +19,7 @@ from ._context import ModuleContext
 from ._hooks import HookTable
 from ._imports import Exports, Namespace, watched_atexit
 from ._instance import Instance, Module, frozen_mapping
-from ._manifest import ModuleInfo
+from ._metadata import ModuleInfo
 from ._records import brief, where_raised
 from ._signing import Verifier
 from ._source import ModuleSource, read_module

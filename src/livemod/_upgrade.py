@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING
 
 from ._deps import dependents_order
 from ._instance import Instance, Module, frozen_mapping
-from ._manifest import ModuleInfo, parse_version
+from ._metadata import ModuleInfo
 from ._params import resolve
 from ._quiesce import current_thread_in
 from ._records import brief
 from ._state import State
+from ._version import parse_version
 from .errors import DependencyError, InitError, ModuleExists, UpgradeError
 
 if TYPE_CHECKING:

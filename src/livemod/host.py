@@ -43,7 +43,7 @@ from ._hooks import ErrorPolicy, Hook, HookTable, Impl
 from ._instance import Instance, Module, ModuleStatus, frozen_mapping
 from ._leaks import Leak
 from ._load import LoadMixin
-from ._manifest import ModuleInfo
+from ._metadata import ModuleInfo
 from ._modpath import ModPath
 from ._records import Event, Hold, HostStatistics, Taint, brief
 from ._signing import Policy, Verifier, make_verifier
