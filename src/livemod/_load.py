@@ -19,6 +19,7 @@ from ._context import ModuleContext
 from ._hooks import HookTable
 from ._imports import Exports, Namespace, watched_atexit
 from ._instance import Instance, Module, frozen_mapping
+from ._journal import Journal
 from ._metadata import ModuleInfo
 from ._records import brief, where_raised
 from ._signing import Verifier
@@ -37,6 +38,7 @@ class LoadMixin:
 
     if TYPE_CHECKING:
         _lock: threading.Lock
+        _journal: Journal
         _hooks: HookTable
         _table: dict[str, Instance]
         _by_private: dict[str, Instance]
@@ -45,9 +47,6 @@ class LoadMixin:
         modpath: list[str]
         allow_outside_modpath: bool
 
-        def _notify(self, inst: Instance, old: State | None, new: State, *,
-                    veto: bool = ...) -> None: ...
-        def _set_state(self, inst: Instance, new: State, *, veto: bool = ...) -> None: ...
         def _event(self, kind: str, module: str, message: str, **data: object) -> None: ...
         def _taint(self, flag: str, module: str, reason: str) -> None: ...
         def _complete(self, result: object, what: str) -> object: ...
@@ -119,7 +118,7 @@ class LoadMixin:
         and before init, so a new version that does not even load never takes it.
         """
         info = inst.info
-        self._notify(inst, None, State.LOADING)
+        self._journal.notify((inst, None, State.LOADING))  # it was born LOADING
         try:
             module = _loader.exec_module(
                 inst.private_name, source.code, source_file=info.source_file,
@@ -129,7 +128,7 @@ class LoadMixin:
             inst.module = module
             inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
             inst.files = frozenset(p for p in source.by_path if p.endswith(".py"))
-            self._set_state(inst, State.COMING, veto=True)
+            self._journal.transition(inst, State.COMING, veto=True)
             inst.context = ModuleContext(cast("Host", self), inst)
             inst.context.handover_state = handover() if handover is not None else None
             init = getattr(module, "init", None)
@@ -160,7 +159,7 @@ class LoadMixin:
             inst.staged, inst.staged_exports = [], {}
             starts, inst.staged_starts = inst.staged_starts, []
             inst.init_ok = True
-        self._set_state(inst, State.LIVE)
+        self._journal.transition(inst, State.LIVE)
         self._taint_if_untrusted(inst)
         for start in starts:
             start()
@@ -173,14 +172,13 @@ class LoadMixin:
         inst.stopping.set()
         inst.undo.unwind(self._complete)
         _loader.remove_modules(inst.private_name)
-        old = inst.state
         with self._lock:
             if self._table.get(inst.name) is inst:  # during an upgrade v1 keeps the name
                 self._drop_unlocked(inst)
-            inst.state = State.GONE
+            notice = self._journal.move_unlocked(inst, State.GONE)
         self._by_private.pop(inst.private_name, None)
         inst.release_code()
-        self._notify(inst, old, State.GONE)
+        self._journal.notify(notice)
         self._check_livemod_intact(inst.name)
 
     def _import_hook(self, name: str, fromlist: Sequence[str], importing: Any) -> Any:

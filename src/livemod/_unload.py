@@ -25,6 +25,7 @@ from ._aio import LoopBridge, on_loop
 from ._context import ModuleContext
 from ._hooks import HookTable
 from ._instance import Instance
+from ._journal import Journal
 from ._records import brief
 from ._state import State
 from ._tamper import Baseline
@@ -52,17 +53,15 @@ class UnloadMixin:
 
     if TYPE_CHECKING:
         _lock: threading.Lock
+        _journal: Journal
         _hooks: HookTable
         _bridge: LoopBridge
         _table: dict[str, Instance]
         _pending: list[Instance]
         _by_private: dict[str, Instance]
-        _watches: list[_leaks.LeakWatch]
         leak_check: bool
         exit_timeout: float | None
 
-        def _notify(self, inst: Instance, old: State | None, new: State, *,
-                    veto: bool = ...) -> None: ...
         def _event(self, kind: str, module: str, message: str, **data: object) -> None: ...
         def _taint(self, flag: str, module: str, reason: str) -> None: ...
         def _complete(self, result: object, what: str) -> object: ...
@@ -91,10 +90,9 @@ class UnloadMixin:
         with self._lock:
             if not (wait or force):
                 self._refuse_if_held_unlocked(inst)
-            inst.state = State.GOING
-            inst.state_since = time.monotonic()
+            notice = self._journal.move_unlocked(inst, State.GOING)
             removed = self._hooks.unpublish_unlocked(inst.id)
-        self._notify(inst, State.LIVE, State.GOING)
+        self._journal.notify(notice)
         if force:
             self._taint("forced-unload", inst.name, "rmmod --force: did not wait for users")
         else:
@@ -107,9 +105,8 @@ class UnloadMixin:
             if pending:
                 with self._lock:
                     self._hooks.publish_unlocked(removed)
-                    inst.state = State.LIVE
-                    inst.state_since = time.monotonic()
-                self._notify(inst, State.GOING, State.LIVE)
+                    notice = self._journal.move_unlocked(inst, State.LIVE)
+                self._journal.notify(notice)
                 self._event("unload-refused", inst.name,
                             f"unload rolled back: busy ({'; '.join(pending)})")
                 # The traceback of what we raise keeps this frame: it must not keep the
@@ -194,13 +191,12 @@ class UnloadMixin:
                 self._drop_unlocked(inst)
             if inst in self._pending:
                 self._pending.remove(inst)
-            inst.state = State.GONE
-            inst.state_since = time.monotonic()
+            notice = self._journal.move_unlocked(inst, State.GONE)
             inst.holds.clear()
             inst.pins.clear()
         self._by_private.pop(inst.private_name, None)
         inst.release_code()
-        self._notify(inst, State.GOING, State.GONE)
+        self._journal.notify(notice)
         self._event("unload", inst.name, f"unloaded {inst.info.version}", version=inst.info.version)
         if watch is not None:
             gc.collect()
@@ -251,8 +247,7 @@ class UnloadMixin:
         gc.collect()
         if watch.survivors():
             watch.explain()
-            with self._lock:
-                self._watches.append(watch)
+            self._journal.add_leak(watch)
             self._taint("module-leaked", watch.name, "objects still alive after unload")
 
     def _judge_later(self, watch: _leaks.LeakWatch) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ._deps import dependents_order
 from ._instance import Instance, Module, frozen_mapping
+from ._journal import Notice
 from ._metadata import ModuleInfo
 from ._params import resolve
 from ._quiesce import current_thread_in
@@ -191,8 +192,8 @@ def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
     """The one atomic step (per hook): old versions unpublished, new ones published, the
     names moved -- all under one hold of the host lock."""
     starts = []
+    notices: list[Notice] = []
     with host._lock:
-        now = time.monotonic()
         for old, new in pairs:
             host._hooks.switch_unlocked(old.id, new.staged)
             new.exports = frozen_mapping(new.staged_exports)
@@ -200,16 +201,14 @@ def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
             starts += new.staged_starts
             new.staged_starts = []
             new.init_ok = True
-            old.state = State.GOING
-            new.state = State.LIVE
-            old.state_since = new.state_since = now
+            notices += [host._journal.move_unlocked(old, State.GOING),
+                        host._journal.move_unlocked(new, State.LIVE)]
             host._put_unlocked(new)
             host._pending.append(old)
             new.replaced = [old]
             old.replaced = []  # only the newest knows its predecessor: no chain of records
-    for old, new in pairs:
-        host._notify(old, State.LIVE, State.GOING)
-        host._notify(new, State.COMING, State.LIVE)
+    for notice in notices:
+        host._journal.notify(notice)
     for _, new in pairs:
         host._taint_if_untrusted(new)
     for start in starts:

@@ -29,9 +29,8 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade
@@ -41,6 +40,7 @@ from ._context import Registration
 from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
 from ._instance import Instance, Module, ModuleStatus, frozen_mapping
+from ._journal import Journal, Subscriber
 from ._leaks import Leak
 from ._load import LoadMixin
 from ._metadata import ModuleInfo
@@ -69,7 +69,6 @@ _log = logging.getLogger("livemod")
 _host_ids = itertools.count(1)
 _tokens = itertools.count(1)
 
-Subscriber = Callable[[str, "State | None", State], object]
 
 
 
@@ -122,7 +121,6 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         self.exit_timeout = exit_timeout
         self._id = next(_host_ids)
         self.name = name or f"host-{os.getpid()}-{self._id}"
-        self._counts = {"load": 0, "unload": 0, "load-failed": 0, "unload-refused": 0}
         self._tag = f"_h{self._id}"
         self._op_lock = threading.RLock()
         self._lock = threading.Lock()
@@ -132,11 +130,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         self._by_private: dict[str, Instance] = {}  # private module name -> instance
         self._param_lock = threading.Lock()  # one parameter change (and its callbacks) at once
         self._hooks = HookTable(self._lock, errors, self._hook_error)
-        self._subscribers: list[Subscriber] = []
-        self._listeners: list[Callable[[Event], object]] = []
-        self._taints: list[Taint] = []
-        self._watches: list[_leaks.LeakWatch] = []
-        self._events: deque[Event] = deque(maxlen=1000)
+        self._journal = Journal(self._lock)
         self._pending: list[Instance] = []  # old versions still draining after an upgrade
         self._modpath = ModPath(self.modpath)
         self._builtins = _loader.builtins_for(self._import_hook)
@@ -416,6 +410,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         """One frozen row per module in the table, in load order."""
         with self._lock:
             rows = []
+            taints = self._journal.taints_unlocked()
             everyone = (*self._table.values(), *self._pending)
             users: dict[str, set[str]] = {}
             for inst in everyone:  # one pass, not one scan per row
@@ -430,7 +425,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                     uses=tuple(sorted(inst.uses)),
                     path=inst.info.path, params=inst.params.as_dict(), errors=inst.errors,
                     since=inst.state_since,
-                    taints=tuple(sorted({t.flag for t in self._taints if t.module == inst.name})),
+                    taints=tuple(sorted({t.flag for t in taints if t.module == inst.name})),
                 ))
             return rows
 
@@ -495,10 +490,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Collects garbage first; an entry is dropped once its objects are finally collected.
         """
         gc.collect()
-        with self._lock:
-            self._watches = [w for w in self._watches if w.survivors()]
-            watches = list(self._watches)
-        return [w.to_leak() for w in watches]
+        return [w.to_leak() for w in self._journal.leak_watches()]
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(name, old_state, new_state)`` on every transition.
@@ -507,7 +499,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         to COMING vetoes the load (it fails cleanly); raising elsewhere is logged.
         Returns a function that unsubscribes.
         """
-        return self._listen(self._subscribers, callback)
+        return self._journal.subscribe(callback)
 
     def on_event(self, listener: Callable[[Event], object]) -> Callable[[], None]:
         """Call ``listener(event)`` for every new entry of the event log (see ``events``).
@@ -515,18 +507,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Called synchronously in the thread that caused the event; a failing listener is
         logged. Returns a function that unsubscribes.
         """
-        return self._listen(self._listeners, listener)
-
-    def _listen(self, callbacks: list[Any], callback: Any) -> Callable[[], None]:
-        with self._lock:
-            callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in callbacks:
-                    callbacks.remove(callback)
-
-        return unsubscribe
+        return self._journal.on_event(listener)
 
     def set_param(self, name: str, key: str, value: object) -> object:
         """Set a writable parameter of a LIVE module; returns the converted value.
@@ -561,27 +542,27 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
 
     def statistics(self) -> HostStatistics:
         """A frozen snapshot: identity, uptime, module counts, load/unload totals, taints."""
+        journal = self._journal
         with self._lock:
+            counts = journal.counts_unlocked()
             return HostStatistics(
                 name=self.name, pid=os.getpid(), started_at=self.started_at,
                 uptime=time.time() - self.started_at, modules=len(self._table),
                 live=sum(i.state is State.LIVE for i in self._table.values()),
-                hooks=len(self._hooks.hooks), loads=self._counts["load"],
-                unloads=self._counts["unload"], failed_loads=self._counts["load-failed"],
-                refused_unloads=self._counts["unload-refused"], leaked=len(self._watches),
-                taints=tuple(self._taints),
+                hooks=len(self._hooks.hooks), loads=counts["load"],
+                unloads=counts["unload"], failed_loads=counts["load-failed"],
+                refused_unloads=counts["unload-refused"], leaked=journal.leak_count_unlocked(),
+                taints=tuple(journal.taints_unlocked()),
             )
 
     @property
     def tainted(self) -> tuple[Taint, ...]:
         """Every taint this host has taken, oldest first (empty if clean)."""
-        with self._lock:
-            return tuple(self._taints)
+        return self._journal.taints()
 
     def events(self) -> list[Event]:
         """The recent event log, oldest first (bounded)."""
-        with self._lock:
-            return list(self._events)
+        return self._journal.events()
 
     @property
     def closed(self) -> bool:
@@ -824,38 +805,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
 
     # ------------------------------------------------------------ private: reporting
 
-    def _set_state(self, inst: Instance, new: State, *, veto: bool = False) -> None:
-        with self._lock:
-            old, inst.state = inst.state, new
-            inst.state_since = time.monotonic()
-        self._notify(inst, old, new, veto=veto)
-
-    def _notify(self, inst: Instance, old: State | None, new: State, *, veto: bool = False) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(inst.name, old, new)
-            except Exception:
-                if veto:
-                    raise
-                _log.exception("livemod subscriber %r failed on %s -> %s", callback, old, new)
+    def _event(self, kind: str, module: str, message: str, **data: object) -> None:
+        self._journal.event(kind, module, message, **data)
 
     def _taint(self, flag: str, module: str, reason: str) -> None:
-        with self._lock:
-            self._taints.append(Taint(flag, module, time.time(), reason))
-        self._event("taint", module, f"tainted {flag}: {reason}", flag=flag)
-
-    def _event(self, kind: str, module: str, message: str, **data: object) -> None:
-        event = Event(time.time(), kind, module, message, MappingProxyType(data))
-        with self._lock:
-            self._events.append(event)
-            if kind in self._counts:
-                self._counts[kind] += 1
-            listeners = list(self._listeners)
-        _log.info("%s: %s", module, message)
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:
-                _log.exception("livemod event listener %r failed", listener)
+        self._journal.taint(flag, module, reason)
