@@ -25,6 +25,7 @@ from ._records import brief, where_raised
 from ._signing import Verifier
 from ._source import ModuleSource, read_module
 from ._state import State
+from ._table import ModuleTable
 from .errors import DependencyError, InitError, SignatureError
 
 if TYPE_CHECKING:
@@ -40,8 +41,7 @@ class LoadMixin:
         _lock: threading.Lock
         _journal: Journal
         _hooks: HookTable
-        _table: dict[str, Instance]
-        _by_private: dict[str, Instance]
+        _table: ModuleTable
         _builtins: dict[str, Any]
         _verifier: Verifier
         modpath: list[str]
@@ -52,13 +52,6 @@ class LoadMixin:
         def _complete(self, result: object, what: str) -> object: ...
         def _modules_of(self, inst: Instance) -> list[Any]: ...
         def _check_livemod_intact(self, name: str) -> None: ...
-        def _check_free_unlocked(self, info: ModuleInfo) -> None: ...
-        def _check_depends_unlocked(self, info: ModuleInfo) -> set[str]: ...
-        def _private_name_unlocked(self, name: str) -> str: ...
-        def _put_unlocked(self, inst: Instance) -> None: ...
-        def _drop_unlocked(self, inst: Instance) -> None: ...
-        def _usable_unlocked(self, name: str) -> Instance | None: ...
-        def _uses_closure_unlocked(self, inst: Instance) -> set[str]: ...
 
     def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
@@ -68,9 +61,9 @@ class LoadMixin:
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self._verify(source)  # SignatureError here: nothing has changed yet
         with self._lock:
-            self._check_free_unlocked(info)
+            self._table.check_free_unlocked(info)
             inst = self._new_instance_unlocked(info, values)
-            self._put_unlocked(inst)
+            self._table.put_unlocked(inst)
         inst.untrusted = untrusted
         self._bring_up(inst, source)
         self._publish(inst)
@@ -99,11 +92,11 @@ class LoadMixin:
             self._taint("unsigned-module", inst.name, inst.untrusted)
 
     def _new_instance_unlocked(self, info: ModuleInfo, values: Mapping[str, object]) -> Instance:
-        deps = self._check_depends_unlocked(info)
+        deps = self._table.check_depends_unlocked(info)
         inst = Instance(info, _params.Params(info.params, values, module=info.name))
-        inst.private_name = self._private_name_unlocked(info.name)
+        inst.private_name = self._table.private_name_unlocked(info.name)
         inst.uses.update(deps)
-        self._by_private[inst.private_name] = inst
+        self._table.by_private[inst.private_name] = inst
         return inst
 
     def _bring_up(
@@ -173,10 +166,10 @@ class LoadMixin:
         inst.undo.unwind(self._complete)
         _loader.remove_modules(inst.private_name)
         with self._lock:
-            if self._table.get(inst.name) is inst:  # during an upgrade v1 keeps the name
-                self._drop_unlocked(inst)
+            if self._table.names.get(inst.name) is inst:  # during an upgrade v1 keeps the name
+                self._table.drop_unlocked(inst)
             notice = self._journal.move_unlocked(inst, State.GONE)
-        self._by_private.pop(inst.private_name, None)
+        self._table.by_private.pop(inst.private_name, None)
         inst.release_code()
         self._journal.notify(notice)
         self._check_livemod_intact(inst.name)
@@ -186,7 +179,7 @@ class LoadMixin:
         module = importing.get("__name__", "") if isinstance(importing, dict) else ""
         inst = None
         while module and inst is None:  # a submodule's package owns it
-            inst = self._by_private.get(module)
+            inst = self._table.by_private.get(module)
             module = module.rpartition(".")[0]
         if inst is None or inst.state is State.GONE:
             raise ImportError(f"{name}: only modules loaded by this host may import it "
@@ -217,14 +210,14 @@ class LoadMixin:
 
     def _edge(self, inst: Instance, dep: str, how: str) -> Instance:
         with self._lock:
-            target = self._usable_unlocked(dep)
+            target = self._table.usable_unlocked(dep)
             if target is None or target.module is None:
                 raise ModuleNotFoundError(
                     f"module {inst.name!r} cannot {how} {dep!r}: it is not loaded (live) in "
                     f"this host (declare it in depends and load with modprobe)", name=dep,
                 )
             if target is not inst and target.name not in inst.uses:
-                if inst.name in self._uses_closure_unlocked(target):
+                if inst.name in self._table.uses_closure_unlocked(target):
                     raise DependencyError(
                         f"module {inst.name!r} cannot use {target.name!r}: {target.name!r} "
                         f"already uses {inst.name!r} (dependency cycle)",
@@ -240,4 +233,4 @@ class LoadMixin:
             target = self._edge(inst, name, "require")
         except ModuleNotFoundError as exc:
             raise DependencyError(str(exc), module=inst.name, chain=(inst.name, name)) from None
-        return Exports(cast("Host", self), target.name)
+        return Exports(self._table, target.name)

@@ -28,6 +28,7 @@ from ._instance import Instance
 from ._journal import Journal
 from ._records import brief
 from ._state import State
+from ._table import ModuleTable
 from ._tamper import Baseline
 from .errors import ModuleBusy
 
@@ -56,9 +57,7 @@ class UnloadMixin:
         _journal: Journal
         _hooks: HookTable
         _bridge: LoopBridge
-        _table: dict[str, Instance]
-        _pending: list[Instance]
-        _by_private: dict[str, Instance]
+        _table: ModuleTable
         leak_check: bool
         exit_timeout: float | None
 
@@ -66,8 +65,6 @@ class UnloadMixin:
         def _taint(self, flag: str, module: str, reason: str) -> None: ...
         def _complete(self, result: object, what: str) -> object: ...
         def _modules_of(self, inst: Instance) -> list[Any]: ...
-        def _refuse_if_held_unlocked(self, inst: Instance) -> None: ...
-        def _drop_unlocked(self, inst: Instance) -> None: ...
 
     def _unload(
         self,
@@ -89,7 +86,7 @@ class UnloadMixin:
             )
         with self._lock:
             if not (wait or force):
-                self._refuse_if_held_unlocked(inst)
+                self._table.refuse_if_held_unlocked(inst)
             notice = self._journal.move_unlocked(inst, State.GOING)
             removed = self._hooks.unpublish_unlocked(inst.id)
         self._journal.notify(notice)
@@ -187,14 +184,14 @@ class UnloadMixin:
         del module
         _loader.remove_modules(inst.private_name)
         with self._lock:
-            if self._table.get(inst.name) is inst:
-                self._drop_unlocked(inst)
-            if inst in self._pending:
-                self._pending.remove(inst)
+            if self._table.names.get(inst.name) is inst:
+                self._table.drop_unlocked(inst)
+            if inst in self._table.pending:
+                self._table.pending.remove(inst)
             notice = self._journal.move_unlocked(inst, State.GONE)
             inst.holds.clear()
             inst.pins.clear()
-        self._by_private.pop(inst.private_name, None)
+        self._table.by_private.pop(inst.private_name, None)
         inst.release_code()
         self._journal.notify(notice)
         self._event("unload", inst.name, f"unloaded {inst.info.version}", version=inst.info.version)
