@@ -104,7 +104,7 @@ def test_every_form_of_own_name_import_resolves_to_livemods_copy(
     write(modpath, SHOP)
     wired_host.insmod(modpath / "shop")
     shop = wired_host.namespace("shop")
-    private = wired_host._find_loaded("shop").private_name  # type: ignore[union-attr]
+    private = wired_host._table.find("shop").private_name  # type: ignore[union-attr]
     assert shop.total(3) == 21
     assert shop.util.__name__ == private + ".util"  # a view of the submodule
     assert shop.util_alias.X == 7
@@ -253,7 +253,7 @@ def test_the_namespace_view_does_not_keep_the_module_alive(
     view = wired_host.namespace("shop")
     sub = view.prices
     assert sub.total(2) == 14 and "prices" in repr(sub)
-    ref = weakref.ref(sys.modules[wired_host._find_loaded("shop").private_name])  # type: ignore[union-attr]
+    ref = weakref.ref(sys.modules[wired_host._table.find("shop").private_name])  # type: ignore[union-attr]
     wired_host.rmmod("shop")
     gc.collect()
     assert ref() is None

@@ -21,7 +21,7 @@ from ._state import State
 from .errors import ModuleGoing
 
 if TYPE_CHECKING:
-    from .host import Host
+    from ._table import ModuleTable
 
 __all__ = ["Exports", "ModuleView", "Namespace", "watched_atexit"]
 
@@ -31,14 +31,14 @@ class Exports:
     """``mod.require(name)``: the named module's exports, looked up on each access, so a
     holder always sees the current version (an upgrade rebinds them)."""
 
-    __slots__ = ("_host", "_name")
+    __slots__ = ("_name", "_table")
 
-    def __init__(self, host: Host, name: str) -> None:
-        self._host = host
+    def __init__(self, table: ModuleTable, name: str) -> None:
+        self._table = table
         self._name = name
 
     def __getattr__(self, attr: str) -> Any:
-        inst = self._host._table.get(self._name)
+        inst = self._table.names.get(self._name)
         if inst is None or inst.state is not State.LIVE:
             raise ModuleGoing(f"module {self._name!r} is not live", module=self._name)
         try:
@@ -50,7 +50,7 @@ class Exports:
             ) from None
 
     def __dir__(self) -> list[str]:
-        inst = self._host._table.get(self._name)
+        inst = self._table.names.get(self._name)
         return sorted(inst.exports) if inst else []
 
     def __repr__(self) -> str:
@@ -92,23 +92,23 @@ def watched_atexit(inst: Instance) -> Any:
 class ModuleView:
     """``host.namespace(name)``: a loaded module's namespace, looked up on each access.
 
-    It holds the host and a dotted path, never the module, so it does not keep an unloaded
-    module alive; after an upgrade it reaches the new version. A submodule reached through
-    it is a view too (``host.namespace("rich").console.Console``), imported on first use
-    like ``import rich.console``; anything else is the object itself.
+    It holds the host's module table and a dotted path, never the module, so it does not
+    keep an unloaded module alive; after an upgrade it reaches the new version. A submodule
+    reached through it is a view too (``host.namespace("rich").console.Console``),
+    imported on first use like ``import rich.console``; anything else is the object itself.
     """
 
-    __slots__ = ("_host", "_name", "_path")
+    __slots__ = ("_name", "_path", "_table")
 
-    def __init__(self, host: Host, name: str, path: tuple[str, ...] = ()) -> None:
-        self._host = host
+    def __init__(self, table: ModuleTable, name: str, path: tuple[str, ...] = ()) -> None:
+        self._table = table
         self._name = name
         self._path = path
 
     def _target(self) -> tuple[str, ModuleType]:
         from .errors import ModuleNotFound
 
-        inst = self._host._find_loaded(self._name)
+        inst = self._table.find(self._name)
         if inst is None:
             raise ModuleNotFound(f"module {self._name!r} is not loaded (see lsmod for what "
                                  f"is)", module=self._name)
@@ -138,7 +138,7 @@ class ModuleView:
                     f"module {self._name!r} has no attribute or submodule {attr!r}"
                 ) from None
         if ModuleType in type(value).__mro__ and value.__name__.startswith(private + "."):
-            return ModuleView(self._host, self._name, (*self._path, attr))
+            return ModuleView(self._table, self._name, (*self._path, attr))
         return value
 
     def __dir__(self) -> list[str]:

@@ -46,7 +46,7 @@ def wire(host: Host, inst: Instance) -> dict[str, Any]:
     dep_of: dict[str, str] = {}  # public top-level name -> dependency's module name
     with host._lock:
         for req in inst.info.depends:
-            dep = host._usable_unlocked(req.name)
+            dep = host._table.usable_unlocked(req.name)
             for top in import_names(dep) if dep is not None else (req.name,):
                 dep_of.setdefault(top, req.name)
 
@@ -64,7 +64,7 @@ def wire(host: Host, inst: Instance) -> dict[str, Any]:
     def taken(top: str) -> str | None:
         h, i = live()
         with h._lock:
-            for other in h._table.values():
+            for other in h._table.names.values():
                 if other is not i and top in import_names(other):
                     return other.name
         return None
@@ -74,7 +74,7 @@ def wire(host: Host, inst: Instance) -> dict[str, Any]:
         target: Instance | None = i
         if top in dep_of:
             with h._lock:
-                target = h._usable_unlocked(dep_of[top])
+                target = h._table.usable_unlocked(dep_of[top])
         if target is None:
             return None
         return target.info.name, target.info.version, target.info.source_file
