@@ -302,3 +302,29 @@ def test_private_names_are_deterministic_so_a_pickle_crosses_processes(
     assert module.startswith("livemod.mods._h") and module.endswith(".pick9")
     assert (total, same) == ("5", "True")
     assert json.dumps(module)  # a plain string, same in both workers
+
+
+def test_package_resources_are_read_from_the_modules_folder(
+    modpath: Path, wired_host: livemod.Host
+) -> None:
+    write(modpath, {
+        "res9/__init__.py": """
+            __livemod__ = {"name": "res9"}
+            from importlib.resources import files
+            def data():
+                return files("res9").joinpath("data.txt").read_text()  # certifi's where()
+            """,
+        "res9/data.txt": "payload\n",
+    })
+    wired_host.insmod(modpath / "res9")
+    assert wired_host.namespace("res9").data() == "payload\n"
+
+
+def test_a_view_imports_a_submodule_on_first_use_and_names_what_is_missing(
+    modpath: Path, wired_host: livemod.Host
+) -> None:
+    write(modpath, SHOP)
+    wired_host.insmod(modpath / "shop")
+    assert wired_host.namespace("shop").later.LATER == "late"  # not imported by the body
+    with pytest.raises(AttributeError, match="no attribute or submodule 'nothing'"):
+        wired_host.namespace("shop").nothing  # noqa: B018

@@ -84,7 +84,10 @@ def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> Modu
             f"{where}: cannot be compiled: {getattr(exc, 'msg', exc)} (fix the code)",
             path=source_file, line=line, module=info.name,
         ) from exc
-    files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
+    # Every path was found under root by the walk: slicing is relpath without its cost
+    # (a package has hundreds of files, and this runs on every load).
+    cut = len(os.path.join(root, ""))
+    files = {p[cut:].replace(os.sep, "/"): b for p, b in by_path.items()}
     return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path),
                         _read_signature(abs_path) if signature else None)
 
