@@ -278,9 +278,8 @@ class _Walk:
         self.modules = {
             id(vars(m)): n for n, m in list(sys.modules.items()) if isinstance(m, types.ModuleType)
         }
-        # Other threads' stacks come from faulthandler (see _quiesce: walking f_back of a
-        # running thread's frames can crash 3.11). A frame met in the walk is placed in a
-        # thread by its file and function.
+        # Other threads' stacks are read by _quiesce.thread_stacks (see there why it is
+        # safe). A frame met in the walk is placed in a thread by its file and function.
         self.stacks = thread_stacks()
         self.thread_of: dict[tuple[str, str], str] = {}
         current = threading.get_ident()

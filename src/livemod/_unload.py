@@ -145,7 +145,7 @@ class UnloadMixin:
                 # Stacks are costly to read: only once the cheap counters say quiet (and on
                 # the last round, so a timeout names everything still busy).
                 pending += _quiesce.running_in(
-                    inst.files, exclude=inst.own_thread_idents() | {me}
+                    inst.namespace_ids, inst.files, exclude=inst.own_thread_idents() | {me}
                 )
                 pending += self._bridge.tasks_in(
                     list(self._hooks.loops), inst.namespace_ids, inst.tasks
