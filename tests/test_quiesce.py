@@ -371,3 +371,20 @@ def test_rmmod_from_its_own_managed_thread_fails_clearly(
     assert host.lsmod()[0].state is State.LIVE
     host.rmmod("selfunload")
     assert host.lsmod() == []
+
+
+def test_rmmod_through_a_callable_from_outside_the_module_fails_at_once(
+    host: livemod.Host, probe: Any
+) -> None:
+    # No frame of the module is on the stack (a partial of a library function), but the
+    # thread is inside a call of the module's hook: the unload would wait for itself.
+    host.insmod(path("selfpartial"))
+    caller, out = in_thread(lambda: host.hook("selfpartial.go")(host), "self-caller")
+    caller.join(10)  # the rmmod inside waits up to 30 s if it does not see itself
+    assert not caller.is_alive(), "self-unload through a partial waited for itself"
+    err = out.get("error")
+    assert isinstance(err, livemod.ModuleBusy), out
+    assert "inside its own" in str(err) and "selfpartial.go" in str(err), str(err)
+    assert host.lsmod()[0].state is State.LIVE
+    host.rmmod("selfpartial")
+    assert host.lsmod() == []

@@ -56,6 +56,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Final, TypeVar
 
+from ._hooks import dispatching_into
+
 __all__ = [
     "Frame", "current_thread_in", "describe_frame", "running_in", "thread_stacks",
 ]
@@ -163,12 +165,20 @@ def running_in(
     return [hit for hit in _walk_threads(visit, skip).values() if hit is not None]
 
 
-def current_thread_in(namespaces: Collection[int]) -> str | None:
-    """Where the calling thread is inside the module, if it is: a self-unload."""
+def current_thread_in(namespaces: Collection[int], owner: int | None = None) -> str | None:
+    """Where the calling thread is inside the module, if it is: a self-unload.
+
+    Inside means a frame of the module's code, or (with ``owner``, the instance id) a hook
+    call counted on a snapshot that includes the module, whatever runs under it now.
+    """
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if id(frame.f_globals) in namespaces:
             return describe_frame(frame)
+        if owner is not None:
+            hook = dispatching_into(frame, owner)
+            if hook is not None:
+                return f"a call of its hook {hook!r}"
         frame = frame.f_back
     return None
 

@@ -80,7 +80,7 @@ class UnloadMixin:
         progress: Callable[[str, list[str]], object] | None = None,
     ) -> None:
         """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE. Caller holds ``_op_lock``."""
-        inside = _quiesce.current_thread_in(inst.namespace_ids)
+        inside = _quiesce.current_thread_in(inst.namespace_ids, inst.id)
         if inside is not None or threading.get_ident() in inst.own_thread_idents():
             raise ModuleBusy(
                 f"cannot remove {inst.name!r} from inside its own code "

@@ -220,7 +220,7 @@ def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
 
 
 def _drain(host: Host, old: Instance, timeout: float) -> list[str]:
-    where = current_thread_in(old.namespace_ids)
+    where = current_thread_in(old.namespace_ids, old.id)
     if where is not None:  # replace called from v1's own code: it cannot wait for itself
         return [f"the calling thread, at {where}"]
     return host._wait_quiet(old, time.monotonic() + timeout, holds=True)

@@ -797,7 +797,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     def _refuse_from_inside(self) -> None:
         """close() from a module's own code would wait for itself: refuse, change nothing."""
         for inst in (*self._table.values(), *self._pending):
-            inside = _quiesce.current_thread_in(inst.namespace_ids)
+            inside = _quiesce.current_thread_in(inst.namespace_ids, inst.id)
             if inside is not None or threading.get_ident() in inst.own_thread_idents():
                 raise ModuleBusy(
                     f"cannot close the host from inside module {inst.name!r} "
