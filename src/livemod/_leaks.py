@@ -204,6 +204,19 @@ def _short(obj: Any) -> str:
     return f"{type(obj).__qualname__} object"
 
 
+def _is_thread_local_key(key: object) -> bool:
+    """Whether ``key`` keys one thread's slot of a ``threading.local``.
+
+    The slots live in a dict of the local object: keyed by a weak reference to a
+    per-thread dummy up to 3.12, by the ``_thread._localdummy`` itself from 3.13 on. Only
+    ``type()`` is asked: nothing of the key's own code runs.
+    """
+    kind = type(key)
+    if issubclass(kind, weakref.ref):
+        return True
+    return kind.__module__ == "_thread" and kind.__name__ == "_localdummy"
+
+
 def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
     """How ``parent`` refers to ``child``, in words."""
     if isinstance(parent, dict):
@@ -213,7 +226,7 @@ def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
             return f"global {key!r} of unloaded {names[owner]}"
         for key, value in parent.items():
             if value is child:
-                if isinstance(key, weakref.ref):
+                if _is_thread_local_key(key):
                     return "thread-local storage"
                 return f"dict[{key!r}]"
         return "dict key"
