@@ -480,3 +480,15 @@ def test_path_through_a_file_is_not_found(tmp_path: Path) -> None:
     blocker = write(tmp_path, "x = 1\n", "file.py")
     with pytest.raises(ModuleNotFound):
         locate(blocker / "inner.py")
+
+
+def test_a_name_python_would_read_as_another_is_refused(tmp_path: Path) -> None:
+    # U+FF47 is a fullwidth g: Python reads the identifier as 'greet' (NFKC).
+    err = manifest_error(tmp_path, '__livemod__ = {"name": "\\uff47reet"}\n')
+    assert err.field == "name"
+    assert "'greet'" in str(err) and "NFKC" in str(err)
+
+
+def test_a_name_already_in_nfkc_form_is_kept(tmp_path: Path) -> None:
+    info = read_manifest(write(tmp_path, '__livemod__ = {"name": "gr\\u00fc\\u00dfe"}\n'))
+    assert info.name == "gr\u00fc\u00dfe"

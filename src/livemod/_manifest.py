@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, NoReturn, final
 
+from livemod._names import nfkc_problem
 from livemod.errors import ManifestError, ModuleNotFound
 
 __all__ = [
@@ -613,6 +614,9 @@ class _Reader:
         if not name.isidentifier() or keyword.iskeyword(name):
             self.fail(node, "name", f"must be a valid Python identifier, got {name!r} "
                       "(use letters, digits and underscores, not starting with a digit)")
+        problem = nfkc_problem(name)
+        if problem is not None:
+            self.fail(node, "name", problem)
         return name
 
     def read_version(self, entry: tuple[ast.expr, ast.expr] | None) -> str:

@@ -45,6 +45,7 @@ from ._leaks import Leak
 from ._load import LoadMixin
 from ._manifest import ModuleInfo
 from ._modpath import ModPath
+from ._names import canonical
 from ._records import Event, Hold, HostStatistics, Taint, brief
 from ._signing import Policy, Verifier, make_verifier
 from ._state import State
@@ -737,6 +738,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         return inst if inst is not None and inst.state is State.LIVE else None
 
     def _resolve_unlocked(self, name: str) -> Instance | None:
+        name = canonical(name)  # a look-alike finds what Python's import would find
         return self._table.get(name) or self._aliases.get(name)
 
     def _find_loaded(self, name: str) -> Instance | None:
