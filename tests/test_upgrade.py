@@ -477,3 +477,25 @@ def test_an_upgrade_that_breaks_a_dependents_constraint_is_refused(
         host.replace("svc", V2)
     assert rows(host) == {("svc", "1.0.0", State.LIVE), ("pinned", "0", State.LIVE)}
     assert host.hook("svc.which")() == ["1.0.0"]
+
+
+THREADED = str(Path(__file__).parent / "fixtures" / "modules" / "threaded.py")
+
+
+def test_reloading_a_module_with_managed_threads_from_its_own_file(
+    host: livemod.Host,
+) -> None:
+    # v2's threads run the same file as v1's: they must not count as v1 still running, and
+    # v1's own managed threads are told to stop and joined, as at rmmod.
+    old = host.insmod(THREADED)
+    old_threads = [t for t in threading.enumerate() if t.name.startswith("threaded-")]
+    assert len(old_threads) == 2
+    new = host.replace("threaded", timeout=30.0)
+    assert old.state is State.GONE and new.state is State.LIVE
+    assert rows(host) == {("threaded", "1.0.0", State.LIVE)}
+    assert not any(t.is_alive() for t in old_threads)
+    assert host.hook("threaded.request")("Ada") == ["hi, Ada"]
+    assert not [e for e in host.events() if e.kind == "upgrade-pending"]
+    assert_clean(host)
+    host.rmmod("threaded")
+    assert host.lsmod() == []

@@ -8,6 +8,11 @@ holds resolve to it. Calls already inside v1 finish on v1; v1 then drains and go
 exit -> GONE with its leak check, exactly as for ``rmmod``. Anything that fails before the
 switch (parse, manifest, dependencies, handover, body, init) leaves v1 untouched, serving.
 
+v1's managed threads are excluded from the drain and told to stop and joined in its
+``_finish``, as at rmmod. A reload from the same file needs nothing special: v2 runs in
+namespaces of its own, and the stack scan (``_quiesce``) matches frames by their globals,
+so v2's threads, running the same file, are never taken for v1's code.
+
 If v1 cannot drain within the timeout (a hold, a pin, a long call), v2 keeps serving and v1
 stays listed as GOING, "removal pending"; a reaper thread finishes it when its last user is
 gone. Dependents that imported v1's objects directly (``from livemod.mods.x import f``) would
