@@ -94,34 +94,73 @@ class UnloadMixin:
             inst.state = State.GOING
             inst.state_since = time.monotonic()
             removed = self._hooks.unpublish_unlocked(inst.id)
-        self._notify(inst, State.LIVE, State.GOING)
-        if force:
-            self._taint("forced-unload", inst.name, "rmmod --force: did not wait for users")
-        else:
-            pending = self._wait_quiet(
-                inst, time.monotonic() + timeout, holds=wait, progress=progress
-            )
-            if not pending and not wait:
-                with self._lock:
-                    pending = inst.holders()  # taken while we waited for calls in flight
-            if pending:
-                with self._lock:
-                    self._hooks.publish_unlocked(removed)
-                    inst.state = State.LIVE
-                    inst.state_since = time.monotonic()
-                self._notify(inst, State.GOING, State.LIVE)
-                self._event("unload-refused", inst.name,
-                            f"unload rolled back: busy ({'; '.join(pending)})")
-                # The traceback of what we raise keeps this frame: it must not keep the
-                # module's implementations (a caller may force the unload in its handler).
-                del removed
-                raise ModuleBusy(
-                    f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
-                    f"({'; '.join(pending)}); the unload was rolled back and it is LIVE again "
-                    f"(release it, retry with a longer timeout, or use force=True)",
-                    module=inst.name, holders=tuple(pending),
+        # From here on GOING is never a dead end: until exit begins, any failure (ours, an
+        # interrupt) republishes the module and it is LIVE again; once exit has begun,
+        # _finish takes it to GONE whatever fails.
+        try:
+            self._notify(inst, State.LIVE, State.GOING)
+            if force:
+                self._taint("forced-unload", inst.name, "rmmod --force: did not wait for users")
+                pending = []
+            else:
+                pending = self._wait_quiet(
+                    inst, time.monotonic() + timeout, holds=wait, progress=progress
                 )
+                if not pending and not wait:
+                    with self._lock:
+                        pending = inst.holders()  # taken while we waited for calls in flight
+        except BaseException as exc:
+            self._republish(inst, removed, f"unload failed before exit: {brief(exc)}")
+            del removed
+            raise
+        if pending:
+            self._republish(inst, removed, f"unload rolled back: busy ({'; '.join(pending)})")
+            # The traceback of what we raise keeps this frame: it must not keep the
+            # module's implementations (a caller may force the unload in its handler).
+            del removed
+            raise ModuleBusy(
+                f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
+                f"({'; '.join(pending)}); the unload was rolled back and it is LIVE again "
+                f"(release it, retry with a longer timeout, or use force=True)",
+                module=inst.name, holders=tuple(pending),
+            )
         removed.clear()
+        self._finish(inst)
+
+    def _republish(self, inst: Instance, removed: list[Any], why: str) -> None:
+        """GOING -> LIVE: the unload is undone before any of the module's code ran."""
+        with self._lock:
+            self._hooks.publish_unlocked(removed)
+            inst.state = State.LIVE
+            inst.state_since = time.monotonic()
+        self._notify(inst, State.GOING, State.LIVE)
+        self._event("unload-refused", inst.name, why)
+
+    def _finish_going(
+        self,
+        inst: Instance,
+        *,
+        wait: bool,
+        timeout: float,
+        force: bool,
+        progress: Callable[[str, list[str]], object] | None = None,
+    ) -> None:
+        """rmmod of a module found GOING with no operation on it (an unload or upgrade
+        that stopped half way): finish the job. Caller holds ``_op_lock``."""
+        if not force:
+            pending = self._wait_quiet(inst, time.monotonic() + timeout, holds=wait,
+                                       progress=progress)
+            if not wait:
+                with self._lock:
+                    pending += inst.holders()
+            if pending:
+                raise ModuleBusy(
+                    f"cannot finish removing {inst.name!r} (GOING): still busy after "
+                    f"{timeout:g}s ({'; '.join(pending)}) (release it, retry, or use "
+                    f"force=True)", module=inst.name, holders=tuple(pending),
+                )
+        else:
+            self._taint("forced-unload", inst.name, "rmmod --force: did not wait for users")
         self._finish(inst)
 
     def _wait_quiet(
@@ -174,7 +213,40 @@ class UnloadMixin:
             delay = min(delay * 2, _POLL_MAX)
 
     def _finish(self, inst: Instance) -> None:
-        """Exit, managed undo, out of the table, GONE, leak check."""
+        """Exit, managed undo, out of the table, GONE, leak check.
+
+        Never leaves the module GOING: a failure on the way (livemod's own, a scrub, the
+        leak watch, an interrupt) is logged, taints the host with its reason (so it is in
+        the event log) and the module is still taken out and GONE; an interrupt is raised
+        again once it is.
+        """
+        watch: _leaks.LeakWatch | None = None
+        interrupted: BaseException | None = None
+        try:
+            watch = self._exit_and_undo(inst)
+        except BaseException as exc:
+            self._unload_failed(inst, "exit and managed undo", exc)
+            if not isinstance(exc, Exception):
+                interrupted = exc
+            del exc
+        try:
+            _loader.remove_modules(inst.private_name)
+        except BaseException as exc:
+            self._unload_failed(inst, "removing its modules from sys.modules", exc)
+            if not isinstance(exc, Exception):
+                interrupted = interrupted or exc
+            del exc
+        self._gone(inst, watch)
+        if interrupted is not None:
+            raise interrupted
+
+    def _unload_failed(self, inst: Instance, step: str, exc: BaseException) -> None:
+        _log.error("module %r: unload failed in %s; removing it anyway:\n%s", inst.name,
+                   step, "".join(traceback.format_exception(exc)))
+        self._taint("unload-failed", inst.name,
+                    f"{step} failed ({brief(exc)}); the module was removed anyway")
+
+    def _exit_and_undo(self, inst: Instance) -> _leaks.LeakWatch | None:
         inst.stopping.set()
         module, ctx = inst.module, inst.context
         exit_fn = getattr(module, "exit", None) if inst.init_ok else None
@@ -187,8 +259,9 @@ class UnloadMixin:
         if self.leak_check:
             watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst))
             watch.atexit_notes = list(inst.direct_atexit)
-        del module
-        _loader.remove_modules(inst.private_name)
+        return watch
+
+    def _gone(self, inst: Instance, watch: _leaks.LeakWatch | None) -> None:
         with self._lock:
             if self._table.get(inst.name) is inst:
                 self._drop_unlocked(inst)
@@ -203,15 +276,22 @@ class UnloadMixin:
         self._notify(inst, State.GOING, State.GONE)
         self._event("unload", inst.name, f"unloaded {inst.info.version}", version=inst.info.version)
         if watch is not None:
-            gc.collect()
-            if watch.survivors():
-                if _leaks.other_thread_collecting():
-                    # Our collect returned at once: another thread's is under way. Decide
-                    # when it is over, without holding up this unload.
-                    threading.Thread(target=self._judge_later, args=(watch,), daemon=True,
-                                     name=f"livemod-leakcheck-{inst.name}").start()
-                else:
-                    self._judge(watch)
+            try:
+                self._check_leaks(inst.name, watch)
+            except Exception as exc:  # GONE already: say so, never undo the unload
+                _log.exception("module %r: the leak check failed", inst.name)
+                self._taint("leak-check-failed", inst.name, f"leak check raised {brief(exc)}")
+
+    def _check_leaks(self, name: str, watch: _leaks.LeakWatch) -> None:
+        gc.collect()
+        if watch.survivors():
+            if _leaks.other_thread_collecting():
+                # Our collect returned at once: another thread's is under way. Decide
+                # when it is over, without holding up this unload.
+                threading.Thread(target=self._judge_later, args=(watch,), daemon=True,
+                                 name=f"livemod-leakcheck-{name}").start()
+            else:
+                self._judge(watch)
 
     def _run_exit(self, name: str, exit_fn: Callable[..., Any], ctx: ModuleContext) -> None:
         """Run ``exit`` in a thread of its own, for at most ``exit_timeout`` seconds: a

@@ -87,7 +87,12 @@ def replace(
     limit = host.timeout if timeout is None else timeout
     # Dependents first: the old dependents hold the old module's objects until they go.
     for current, new in reversed(brought):
-        pending = _drain(host, current, limit)
+        try:
+            pending = _drain(host, current, limit)
+        except BaseException as exc:  # v2 serves: v1 cannot be LIVE again, so it goes
+            host._unload_failed(current, "waiting for the old version to drain", exc)
+            host._finish(current)
+            raise
         if pending:
             host._event("upgrade-pending", current.name,
                         f"{current.info.version} removal pending: {'; '.join(pending)}",
@@ -233,9 +238,12 @@ def _drain(host: Host, old: Instance, timeout: float) -> list[str]:
 
 def _reap_later(host: Host, old: Instance) -> None:
     def reap() -> None:
-        while old.state is State.GOING and host._wait_quiet(old, time.monotonic() + 60,
-                                                            holds=True):
-            pass
+        try:
+            while old.state is State.GOING and host._wait_quiet(old, time.monotonic() + 60,
+                                                                holds=True):
+                pass
+        except Exception as exc:  # never leave it GOING for good: remove it, tainted
+            host._unload_failed(old, "waiting for the old version to drain", exc)
         with host._op_lock:
             if old.state is State.GOING:
                 host._finish(old)

@@ -288,8 +288,15 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ModuleNotFound, ModuleBusy (with ``.holders``), ModuleGoing.
         """
         with self._op_lock:
-            inst = self._get_loaded(name)
             limit = self.timeout if timeout is None else timeout
+            going = self._find_loaded(name)
+            if going is not None and going.state is State.GOING:
+                # No operation runs on it (we hold the operation lock): an unload or an
+                # upgrade stopped half way. Finish the job instead of refusing forever.
+                self._finish_going(going, wait=wait, timeout=limit, force=force,
+                                   progress=progress)
+                return
+            inst = self._get_loaded(name)
             users = self._used_by(inst)
             if users and not cascade:
                 holders = tuple(f"module {u!r}" for u in users)
