@@ -53,3 +53,8 @@ def test_unload_benchmark_prints_ratios() -> None:
 def test_stack_scan_benchmark_prints_ratios() -> None:
     rows = ratio_rows(run("bench_stackscan.py"))
     assert {("scan/faulthandler", n) for n in ("10", "100", "1000")} <= rows, rows
+
+
+def test_manifest_benchmark_prints_ratios() -> None:
+    rows = ratio_rows(run("bench_manifest.py"))
+    assert {(f, n) for f in ("aliases", "depends") for n in ("10000", "100000")} <= rows, rows

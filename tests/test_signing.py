@@ -572,3 +572,18 @@ def test_cli_keygen_and_sign_end_to_end(env: Env, hosts: Any) -> None:
     assert "cannot read an Ed25519 private key" in bad.stderr
     broken = run("sign", str(env.root / "nothing.py"), "--key", str(key))
     assert broken.returncode == EXIT_CODES[livemod.ModuleNotFound], broken.stderr
+
+
+def test_enforce_checks_the_signature_before_reading_the_manifest(env: Env, hosts: Any) -> None:
+    # The manifest's cost is the file's to decide: an unsigned file is refused for its
+    # signature before its manifest is read (this one is broken and over a limit too).
+    hostile = env.mods / "hostile.py"
+    aliases = ", ".join(f'"a{i}"' for i in range(5000))
+    hostile.write_text(f'__livemod__ = {{"name": "hostile", "aliases": [{aliases}]}}\n')
+    host = hosts(env.host("enforce"))
+    with pytest.raises(livemod.SignatureError, match="unsigned"):
+        host.insmod(str(hostile))
+    assert host.lsmod() == []
+    off = hosts(env.host("off"))  # without the check, the manifest is read: over a limit
+    with pytest.raises(livemod.ManifestError, match="limit aliases"):
+        off.insmod(str(hostile))

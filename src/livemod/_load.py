@@ -61,10 +61,19 @@ class LoadMixin:
         def _usable_unlocked(self, name: str) -> Instance | None: ...
         def _uses_closure_unlocked(self, inst: Instance) -> set[str]: ...
 
-    def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
-        """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
+    def _load(
+        self,
+        path: str | os.PathLike[str],
+        params: Mapping[str, object],
+        source: ModuleSource | None = None,
+    ) -> Module:
+        """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``.
+
+        ``source``: the module already read (by a caller that read it outside the lock).
+        """
         # Cheap checks that change nothing come first (the kernel's load_module order).
-        source = self._read(path)
+        if source is None:
+            source = self._read(path)
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self._verify(source)  # SignatureError here: nothing has changed yet
@@ -79,7 +88,8 @@ class LoadMixin:
 
     def _read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
-        source = read_module(path, signature=self._verifier.policy != "off")
+        source = read_module(path, signature=self._verifier.policy != "off",
+                             precheck=self._verifier.precheck)
         if self._verifier.policy == "enforce" and not self.allow_outside_modpath:
             where = source.info.path
             if not any(where.startswith(folder + os.sep) for folder in self.modpath):

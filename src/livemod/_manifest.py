@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, NoReturn, final
 
+from livemod import _manifest_limits as _limits
 from livemod._names import nfkc_problem
 from livemod.errors import ManifestError, ModuleNotFound
 
@@ -374,8 +375,12 @@ def parse_manifest(source: bytes, *, path: str, source_file: str, is_package: bo
     cached = _PARSED.get(key)
     if cached is not None:
         return cached
-    tree = _prefix_tree(source)
+    tree = _prefix_tree(source, source_file)
     if tree is None:
+        if len(source) > _limits.LIMITS.full_parse_bytes:
+            _too_large(source_file, "full_parse_bytes", _limits.LIMITS.full_parse_bytes,
+                       "bytes of module read whole to find it (write the manifest once, as "
+                       "one top-level statement near the top, without a coding cookie)")
         tree = _parse_source(source, source_file)
     info = _Reader(source_file, path, is_package).read(tree)
     with _PARSED_LOCK:
@@ -396,14 +401,16 @@ _MANIFEST_AT = re.compile(rb"^__livemod__[ \t]*(?::[^=\n]*)?=", re.MULTILINE)
 _COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=]", re.MULTILINE)
 
 
-def _prefix_tree(source: bytes) -> ast.Module | None:
+def _prefix_tree(source: bytes, source_file: str) -> ast.Module | None:
     """Parse only the head of the module, through the manifest statement.
 
     Building Python AST objects for a whole module costs more than compiling it; the
     manifest and the docstring sit at its head. The statement's end is found by trying the
-    lines that close a bracket (a premature end does not parse). Any doubt -- the name
-    appears more than once, a coding cookie, text that does not decode or parse -- returns
-    None, and the caller parses everything (which also gives the precise error).
+    lines that close a bracket (a premature end does not parse); each line is looked at
+    once, on its own bytes, so the scan is linear. It stops at the manifest size limit.
+    Any doubt -- the name appears more than once, a coding cookie, text that does not
+    decode or parse -- returns None, and the caller parses everything (which also gives the
+    precise error).
     """
     if source.count(b"__livemod__") != 1 or b"\0" in source or _COOKIE.search(source, 0, 400):
         return None
@@ -414,12 +421,16 @@ def _prefix_tree(source: bytes) -> ast.Module | None:
         source.decode("utf-8")  # the whole file: undecodable text anywhere is an error
     except UnicodeDecodeError:
         return None
+    bound = found.start() + _limits.LIMITS.manifest_bytes
     tries = 0
-    end = found.start()
+    start = found.start()
     while tries < _PREFIX_TRIES:
-        end = source.find(b"\n", end + 1)
+        end = source.find(b"\n", start)
         line_end = len(source) if end < 0 else end
-        if source[:line_end].rstrip().endswith((b"}", b")")):
+        if line_end > bound:
+            _too_large(source_file, "manifest_bytes", _limits.LIMITS.manifest_bytes,
+                       "bytes (from '__livemod__' to its closing brace at the end of a line)")
+        if _closes(source[start:line_end]):
             tries += 1
             try:
                 return ast.parse(source[:line_end].decode("utf-8"))
@@ -427,7 +438,25 @@ def _prefix_tree(source: bytes) -> ast.Module | None:
                 pass
         if end < 0:
             return None
+        start = end + 1
     return None
+
+
+def _closes(line: bytes) -> bool:
+    """Whether ``line`` may end the manifest statement: it ends with a closing bracket,
+    perhaps before a comment (a '#' inside a string only costs one more try)."""
+    body = line.rstrip()
+    if body.endswith((b"}", b")")):
+        return True
+    hash_at = body.rfind(b"#")
+    return hash_at > 0 and body[:hash_at].rstrip().endswith((b"}", b")"))
+
+
+def _too_large(source_file: str, limit: str, value: int, what: str) -> NoReturn:
+    raise ManifestError(
+        f"{source_file}: the __livemod__ manifest is over the limit {limit} = {value} {what} "
+        f"(a manifest holds metadata only: keep it small)", path=source_file,
+    )
 
 
 _PREFIX_TRIES: Final = 4
@@ -630,7 +659,12 @@ class _Reader:
             self.fail(node, "version", str(exc))
         return version.strip()
 
-    def read_str_list(self, node: ast.expr, field_name: str) -> list[tuple[str, ast.expr]]:
+    def read_str_list(
+        self, node: ast.expr, field_name: str, limit: int
+    ) -> list[tuple[str, ast.expr]]:
+        if isinstance(node, ast.List | ast.Tuple) and len(node.elts) > limit:
+            self.fail(node, field_name, f"{len(node.elts)} entries is over the limit "
+                      f"{field_name} = {limit} (a manifest holds metadata only)")
         value = self.literal(node, field_name)
         if not isinstance(node, ast.List | ast.Tuple):
             self.fail(node, field_name, f"expected a list of str, got {_type_name(value)}")
@@ -645,8 +679,8 @@ class _Reader:
     def read_aliases(self, entry: tuple[ast.expr, ast.expr] | None, name: str) -> tuple[str, ...]:
         if entry is None:
             return ()
-        aliases: list[str] = []
-        for alias, node in self.read_str_list(entry[1], "aliases"):
+        aliases: dict[str, None] = {}  # ordered, and a membership test in O(1)
+        for alias, node in self.read_str_list(entry[1], "aliases", _limits.LIMITS.aliases):
             if not _ALIAS_RE.fullmatch(alias):
                 self.fail(node, "aliases", f"invalid alias {alias!r} (use letters, digits, "
                           "'_', '.' and '-', starting with a letter or '_')")
@@ -654,7 +688,7 @@ class _Reader:
                 what = "the module's own name" if alias == name else "listed twice"
                 self.fail(node, "aliases", f"duplicate alias {alias!r}: it is {what} "
                           "(remove it)")
-            aliases.append(alias)
+            aliases[alias] = None
         return tuple(aliases)
 
     def read_depends(
@@ -662,25 +696,30 @@ class _Reader:
     ) -> tuple[Requirement, ...]:
         if entry is None:
             return ()
-        reqs: list[Requirement] = []
-        for text, node in self.read_str_list(entry[1], "depends"):
+        reqs: dict[str, Requirement] = {}  # by name: duplicates found in O(1)
+        own = {name, *aliases}
+        for text, node in self.read_str_list(entry[1], "depends", _limits.LIMITS.depends):
             try:
                 req = Requirement.parse(text)
             except ValueError as exc:
                 self.fail(node, "depends", str(exc))
-            if req.name == name or req.name in aliases:
+            if req.name in own:
                 self.fail(node, "depends", f"{text!r} names this module itself (remove it)")
-            if any(r.name == req.name for r in reqs):
+            if req.name in reqs:
                 self.fail(node, "depends", f"duplicate dependency {req.name!r} "
                           "(merge the constraints into one entry, e.g. 'log>=1.2,<2')")
-            reqs.append(req)
-        return tuple(reqs)
+            reqs[req.name] = req
+        return tuple(reqs.values())
 
     def read_params(self, entry: tuple[ast.expr, ast.expr] | None) -> dict[str, ParamSpec]:
         if entry is None:
             return {}
         specs: dict[str, ParamSpec] = {}
-        for pname, key_node, spec_node in self.dict_items(entry[1], "params"):
+        node = entry[1]
+        if isinstance(node, ast.Dict) and len(node.keys) > _limits.LIMITS.params:
+            self.fail(node, "params", f"{len(node.keys)} entries is over the limit params = "
+                      f"{_limits.LIMITS.params} (a manifest holds metadata only)")
+        for pname, key_node, spec_node in self.dict_items(node, "params"):
             if not pname.isidentifier() or keyword.iskeyword(pname):
                 self.fail(key_node, f"params.{pname}", "parameter names must be valid Python "
                           "identifiers (letters, digits and underscores)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
@@ -44,8 +44,16 @@ class ModuleSource:
     signature: bytes | None
 
 
-def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> ModuleSource:
+def read_module(
+    path: str | os.PathLike[str],
+    *,
+    signature: bool = True,
+    precheck: Callable[[str, Mapping[str, bytes], bytes | None], None] | None = None,
+) -> ModuleSource:
     """Locate a module and read it once (and its ``.sig`` too, if ``signature``).
+
+    ``precheck(path, files, sig)`` runs on the bytes before the manifest is parsed (the
+    signature check: nothing whose cost the file controls runs before it).
 
     Raises:
         ModuleNotFound: nothing at ``path``.
@@ -67,6 +75,10 @@ def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> Modu
             )
         by_path[name] = data
     source = by_path[source_file]
+    files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
+    sig = _read_signature(abs_path) if signature else None
+    if precheck is not None:
+        precheck(abs_path, files, sig)
     info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
     try:
         code = compile(source, source_file, "exec", dont_inherit=True)
@@ -81,9 +93,7 @@ def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> Modu
             f"{where}: cannot be compiled: {getattr(exc, 'msg', exc)} (fix the code)",
             path=source_file, line=line, module=info.name,
         ) from exc
-    files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
-    return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path),
-                        _read_signature(abs_path) if signature else None)
+    return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path), sig)
 
 
 def _read(name: str, source_file: str) -> bytes:

@@ -171,9 +171,13 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ModuleNotFound, ManifestError, ParamError, DependencyError, ModuleExists,
             InitError (the load was rolled back; nothing it registered was ever visible).
         """
+        self._check_open()
+        # Read, signature-check and parse before taking the operation lock: what that costs
+        # is the file's to decide, and other module operations need not wait for it.
+        source = self._read(path)
         with self._op_lock:
             self._check_open()
-            return self._load(path, params)
+            return self._load(path, params, source)
 
     @classmethod
     def from_config(cls, config: Config, *, restore: bool = True) -> Host:
