@@ -49,6 +49,7 @@ from ._names import canonical
 from ._records import Event, Hold, HostStatistics, Taint, brief
 from ._signing import Policy, Verifier, make_verifier
 from ._state import State
+from ._switching import quick_switching
 from ._tamper import Baseline
 from ._unload import BASELINE, UnloadMixin
 from .config import Config
@@ -291,7 +292,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Raises:
             ModuleNotFound, ModuleBusy (with ``.holders``), ModuleGoing.
         """
-        with self._op_lock:
+        with self._op_lock, quick_switching():
             limit = self.timeout if timeout is None else timeout
             going = self._find_loaded(name)
             if going is not None and going.state is State.GOING:
@@ -348,7 +349,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ManifestError, ParamError, DependencyError, InitError: the new version failed;
                 the old one is untouched and keeps serving.
         """
-        with self._op_lock:
+        with self._op_lock, quick_switching():
             self._check_open()
             return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
                                     downgrade=downgrade, params=params)
