@@ -184,7 +184,8 @@ class UnloadMixin:
         for failure in inst.undo.unwind(self._complete):
             self._event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
         watch = None
-        if self.leak_check:
+        unverifiable = _leaks.unverifiable() if self.leak_check else None
+        if self.leak_check and unverifiable is None:
             watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst))
             watch.atexit_notes = list(inst.direct_atexit)
         del module
@@ -201,7 +202,12 @@ class UnloadMixin:
         self._by_private.pop(inst.private_name, None)
         inst.release_code()
         self._notify(inst, State.GOING, State.GONE)
-        self._event("unload", inst.name, f"unloaded {inst.info.version}", version=inst.info.version)
+        if unverifiable is None:
+            self._event("unload", inst.name, f"unloaded {inst.info.version}",
+                        version=inst.info.version)
+        else:  # free-threaded 3.13: no verdict is possible, and the log says so
+            self._event("unload", inst.name, f"unloaded {inst.info.version}; leak check "
+                        f"{unverifiable}", version=inst.info.version, leak_check=unverifiable)
         if watch is not None:
             gc.collect()
             if watch.survivors():

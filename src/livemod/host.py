@@ -493,7 +493,11 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         """Unloaded modules whose objects are still alive, with who holds them.
 
         Collects garbage first; an entry is dropped once its objects are finally collected.
+        On free-threaded 3.13, where no verdict is possible (unloaded code is immortal there),
+        it returns ``[]`` and warns (``RuntimeWarning``) that the check cannot be verified;
+        ``statistics().leak_check`` says the same.
         """
+        _leaks.warn_if_unverifiable(self.leak_check, stacklevel=3)
         gc.collect()
         with self._lock:
             self._watches = [w for w in self._watches if w.survivors()]
@@ -569,7 +573,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                 hooks=len(self._hooks.hooks), loads=self._counts["load"],
                 unloads=self._counts["unload"], failed_loads=self._counts["load-failed"],
                 refused_unloads=self._counts["unload-refused"], leaked=len(self._watches),
-                taints=tuple(self._taints),
+                taints=tuple(self._taints), leak_check=_leaks.state(self.leak_check),
             )
 
     @property
