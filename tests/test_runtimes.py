@@ -49,13 +49,13 @@ def test_the_leak_check_says_whether_it_can_give_a_verdict_here() -> None:
 
 def test_an_unload_gets_a_verdict_or_says_it_cannot_have_one() -> None:
     # leaky leaves a callback in the demo application's registry: a real leak on 3.11-3.13.
-    from livemod import _demo
+    from livemod import demo
 
     with livemod.Host(name="rt-leaky") as host:
         try:
             _unload_leaky(host)
         finally:
-            _demo.CALLBACKS.clear()
+            demo.CALLBACKS.clear()
 
 
 def _unload_leaky(host: livemod.Host) -> None:

@@ -121,7 +121,7 @@ def rmmod(args: argparse.Namespace) -> int:
 
 def keygen(args: argparse.Namespace) -> int:
     """``livemod keygen KEY``: a new Ed25519 key pair; trust a host in KEY.pub."""
-    from .._signing import keygen as make
+    from ..signing import keygen as make
 
     private, public = make(args.key)
     print(f"private key: {private} (mode 0600; keep it secret)\n"
@@ -131,13 +131,11 @@ def keygen(args: argparse.Namespace) -> int:
 
 def sign(args: argparse.Namespace) -> int:
     """``livemod sign MODULE --key KEY``: sign every file of the module as it is now."""
-    from .._signing import sign as write_signature
-    from .._source import read_module
+    from ..signing import sign as write_signature
 
-    source = read_module(args.module)
-    out = write_signature(source.info.path, source.info.name, source.files, args.key)
-    print(f"signed {source.info.name} {source.info.version} ({len(source.files)} file(s)): "
-          f"{out}")
+    signed = write_signature(args.module, args.key)
+    print(f"signed {signed.info.name} {signed.info.version} ({len(signed.files)} file(s)): "
+          f"{signed.signature}")
     return 0
 
 
@@ -229,9 +227,9 @@ def depmod(args: argparse.Namespace) -> int:
     """``livemod depmod DIR`` indexes a folder here, offline (like the kernel's depmod);
     ``livemod depmod`` asks the running host to rebuild the index of its modpath."""
     if args.folder:
-        from .._modpath import ModPath
+        from ..depmod import depmod as index
 
-        result: Any = to_jsonable(ModPath([os.path.abspath(args.folder)]).depmod())
+        result: Any = to_jsonable(index(args.folder))
     else:
         with _client(args, timeout=max(args.timeout, 120.0)) as client:
             result = client.call("depmod")
@@ -305,6 +303,6 @@ def status(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """``livemod demo``: a host under load in this process (no socket involved)."""
-    from .._demo import run
+    from ..demo import run
 
     return run(seconds=args.seconds)
