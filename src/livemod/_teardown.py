@@ -117,10 +117,12 @@ class Teardown:
             self._exit(inst)
         failures = inst.undo.unwind(self.complete)
         watch = None
+        leak_check = self._settings.leak_check
+        unverifiable = _leaks.unverifiable() if leak_check else None
         if unloading:
             for failure in failures:
                 self._journal.event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
-            if self._settings.leak_check:
+            if leak_check and unverifiable is None:
                 watch = _leaks.watch(inst.name, inst.info.version,
                                      _loader.namespaces_of(inst.private_name))
                 watch.atexit_notes = list(inst.direct_atexit)
@@ -140,8 +142,13 @@ class Teardown:
         if not unloading:
             self.check_intact(inst.name)
             return
-        self._journal.event("unload", inst.name, f"unloaded {inst.info.version}",
-                            version=inst.info.version)
+        if unverifiable is None:
+            self._journal.event("unload", inst.name, f"unloaded {inst.info.version}",
+                                version=inst.info.version)
+        else:  # free-threaded 3.13: no verdict is possible, and the log says so
+            self._journal.event("unload", inst.name, f"unloaded {inst.info.version}; leak "
+                                f"check {unverifiable}", version=inst.info.version,
+                                leak_check=unverifiable)
         if watch is not None:
             try:
                 self._check_leaks(inst.name, watch)

@@ -415,7 +415,11 @@ class Host:
         """Unloaded modules whose objects are still alive, with who holds them.
 
         Collects garbage first; an entry is dropped once its objects are finally collected.
+        On free-threaded 3.13, where no verdict is possible (unloaded code is immortal there),
+        it returns ``[]`` and warns (``RuntimeWarning``) that the check cannot be verified;
+        ``statistics().leak_check`` says the same.
         """
+        _leaks.warn_if_unverifiable(self.leak_check, stacklevel=3)
         gc.collect()
         return [w.to_leak() for w in self._journal.leak_watches()]
 
@@ -461,7 +465,7 @@ class Host:
                 hooks=len(self._hooks.hooks), loads=counts["load"],
                 unloads=counts["unload"], failed_loads=counts["load-failed"],
                 refused_unloads=counts["unload-refused"], leaked=journal.leak_count_unlocked(),
-                taints=tuple(journal.taints_unlocked()),
+                taints=tuple(journal.taints_unlocked()), leak_check=_leaks.state(self.leak_check),
             )
 
     @property
