@@ -18,9 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import _wiring
 from ._instance import Instance
+from ._state import State
 
 if TYPE_CHECKING:
-    from .host import Host
+    from ._journal import Journal
+    from ._registrar import Registrar
+    from ._table import ModuleTable
 
 __all__ = ["import_names", "unwire", "wire"]
 
@@ -38,59 +41,56 @@ def import_names(inst: Instance) -> tuple[str, ...]:
     return tuple(names)
 
 
-def wire(host: Host, inst: Instance) -> dict[str, Any]:
+def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
+         inst: Instance) -> dict[str, Any]:
     """Build ``inst``'s wiring and return the ``__builtins__`` its namespaces run with."""
     _wiring.install()
-    host_ref = weakref.ref(host)
     inst_ref = weakref.ref(inst)
+    inst_name = inst.name
     dep_of: dict[str, str] = {}  # public top-level name -> dependency's module name
-    with host._lock:
+    with table.lock:
         for req in inst.info.depends:
-            dep = host._table.usable_unlocked(req.name)
+            dep = table.usable_unlocked(req.name)
             for top in import_names(dep) if dep is not None else (req.name,):
                 dep_of.setdefault(top, req.name)
 
-    def live() -> tuple[Host, Instance]:
-        h, i = host_ref(), inst_ref()
-        if h is None or i is None:
+    def live() -> Instance:
+        i = inst_ref()
+        if i is None:
             raise ImportError(f"module {inst_name!r} is unloaded; its imports are not wired",
                               name=inst_name)
-        return h, i
+        return i
 
     def resolve_dep(top: str) -> str:
-        h, i = live()
-        return h._edge(i, dep_of[top], "import").private_name
+        return registrar.edge(live(), dep_of[top], "import").private_name
 
     def taken(top: str) -> str | None:
-        h, i = live()
-        with h._lock:
-            for other in h._table.names.values():
+        i = live()
+        with table.lock:
+            for other in table.names.values():
                 if other is not i and top in import_names(other):
                     return other.name
         return None
 
     def metadata(top: str) -> tuple[str, str, str] | None:
-        h, i = live()
-        target: Instance | None = i
+        target: Instance | None = live()
         if top in dep_of:
-            with h._lock:
-                target = h._table.usable_unlocked(dep_of[top])
+            with table.lock:
+                target = table.usable_unlocked(dep_of[top])
         if target is None:
             return None
         return target.info.name, target.info.version, target.info.source_file
 
     def on_mixed(top: str) -> None:
-        h, i = live()
-        flagged = i.mixed_copies
-        if top in flagged:
+        i = live()
+        if top in i.mixed_copies:
             return
-        flagged.add(top)
-        h._taint("mixed-copies", i.name,
-                 f"module {i.name!r} imported {top!r} in a way livemod cannot wire (native "
-                 f"code, or a direct builtins.__import__), and the installed copy loaded "
-                 f"beside livemod's")
+        i.mixed_copies.add(top)
+        journal.taint("mixed-copies", i.name,
+                      f"module {i.name!r} imported {top!r} in a way livemod cannot wire "
+                      f"(native code, or a direct builtins.__import__), and the installed "
+                      f"copy loaded beside livemod's")
 
-    inst_name = inst.name
     wiring = _wiring.Wiring(
         inst.name, inst.info.path, inst.private_name, import_names(inst), tuple(dep_of),
         resolve_dep, _taken_fast(taken), metadata, on_mixed,
@@ -99,10 +99,10 @@ def wire(host: Host, inst: Instance) -> dict[str, Any]:
     _wiring.register(wiring)
 
     def livemod_import(name: str, fromlist: tuple[str, ...]) -> Any:
-        h, i = live()
-        if i.state.name == "GONE":
-            raise ImportError(f"{name}: module {i.name!r} is unloaded")
-        return h._import_for(i, name, fromlist)
+        i = live()
+        if i.state is State.GONE:
+            raise ImportError(f"{name}: module {i.name!r} is unloaded", name=name)
+        return registrar.import_for(i, name, fromlist)
 
     return _wiring.module_builtins(wiring, livemod_import)
 
