@@ -130,6 +130,9 @@ def test_a_direct_builtins_import_is_not_wired_and_says_so(
 
     with pytest.raises(ImportError, match=r"host\.namespace\('shop'\)"):
         importlib.import_module("shop.util")
+    import importlib.util
+
+    assert importlib.util.find_spec("shop") is None  # asking is not importing
     assert public_names("shop") == set()
 
 

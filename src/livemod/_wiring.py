@@ -300,6 +300,10 @@ class _LastFinder(importlib.abc.MetaPathFinder):
         top = fullname.partition(".")[0]
         if top not in _wired_names:
             return None
+        # Only an import gets the error; importlib.util.find_spec asks whether a module
+        # exists, and must still hear None.
+        if sys._getframe(2).f_code.co_name != "_find_and_load_unlocked":
+            return None
         wiring = wiring_on_stack(sys._getframe(1))
         if wiring is not None and top in wiring.names():
             raise ModuleNotFoundError(
