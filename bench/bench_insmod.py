@@ -10,7 +10,8 @@ The package is copied from the running interpreter's installation into a tempora
 modpath, with a ``__livemod__`` manifest appended to its ``__init__.py``. Every sample runs
 in a fresh child process (``-S``; sys.path = livemod's source and the modpath only), which
 times, on the thread CPU clock, only the step being compared, after livemod itself is
-imported and the Host is created:
+imported and a Host is created (in every mode, so the standard library livemod imports is
+loaded alike):
 
 * **import**: ``import pkg`` plus the submodules listed, with ``__pycache__`` warm (a
   warm-up run wrote it);
@@ -45,6 +46,10 @@ import sys, time
 sys.path[:0] = [SRC, MODPATH]
 mode, name, subs = sys.argv[1], sys.argv[2], [s for s in sys.argv[3].split(",") if s]
 import importlib
+# Both modes import livemod and make a Host first, so the standard-library modules livemod
+# uses are already loaded in both: only the package itself is compared.
+import livemod
+host = livemod.Host(modpath=[MODPATH], name="bench")
 if mode == "import":
     t0 = time.thread_time()
     importlib.import_module(name)
@@ -52,8 +57,6 @@ if mode == "import":
         importlib.import_module(name + "." + s)
     t1 = time.thread_time()
 else:
-    import livemod
-    host = livemod.Host(modpath=[MODPATH], name="bench")
     t0 = time.thread_time()
     host.insmod(MODPATH + "/" + name)
     ns = host.namespace(name)

@@ -201,6 +201,7 @@ def test_an_undeclared_livemod_module_is_refused_and_the_host_is_unchanged(
     assert (wired_host.lsmod(), set(sys.modules)) == before
 
 
+@pytest.mark.asserts_leak
 def test_sixes_private_name_moves_work_and_public_inserts_are_removed_at_unload(
     modpath: Path, wired_host: livemod.Host
 ) -> None:
@@ -248,6 +249,7 @@ def test_an_upgrade_runs_the_new_code_of_files_reached_by_own_name(
     assert wired_host.namespace("shop").VERSION_META == "2.6.0"
 
 
+@pytest.mark.asserts_leak
 def test_the_namespace_view_does_not_keep_the_module_alive(
     modpath: Path, wired_host: livemod.Host
 ) -> None:
