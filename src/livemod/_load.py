@@ -24,7 +24,7 @@ from ._records import brief, where_raised
 from ._signing import Verifier
 from ._source import ModuleSource, read_module
 from ._state import State
-from .errors import DependencyError, InitError, SignatureError
+from .errors import DependencyError, InitError, ManifestError, SignatureError
 
 if TYPE_CHECKING:
     from .host import Host
@@ -64,7 +64,12 @@ class LoadMixin:
     def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
         # Cheap checks that change nothing come first (the kernel's load_module order).
-        source = self._read(path)
+        try:
+            source = self._read(path)
+        except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
+            self._event("load-failed", exc.module or os.path.basename(os.fspath(path)),
+                        f"load refused: {exc}")
+            raise
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self._verify(source)  # SignatureError here: nothing has changed yet

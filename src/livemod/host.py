@@ -20,6 +20,7 @@ thread) never take it.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import gc
 import inspect
 import itertools
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade
+from . import _deps, _leaks, _loader, _manifest, _quiesce, _size, _upgrade
 from ._aio import LoopBridge
 from ._async_api import AsyncHostMixin
 from ._context import Registration
@@ -53,6 +54,7 @@ from ._unload import BASELINE, UnloadMixin
 from .config import Config
 from .errors import (
     DependencyError,
+    InitError,
     LivemodError,
     ModuleBusy,
     ModuleExists,
@@ -226,6 +228,21 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                 return module
         return self._modprobe(name, params)
 
+    def modprobe_plan(self, name: str, *, include_loaded: bool = False) -> list[ModuleInfo]:
+        """What ``modprobe(name)`` would load, dependencies first and ``name`` last, without
+        loading or running anything (``livemod modprobe -n``; ``include_loaded`` also lists
+        the modules already loaded: ``--show-depends``). The config's aliases and blacklist
+        apply; soft dependencies are not listed.
+
+        Raises:
+            ModuleNotFound, DependencyError, ManifestError: as ``modprobe`` would.
+        """
+        if self.config is not None:
+            name = self.config.modprobe_plan(name).name
+        versions = {} if include_loaded else {
+            n: i.info.version for n, i in list(self._table.items())}
+        return _deps.resolve_load_order(name, self._find_on_modpath, versions)
+
     def _modprobe_soft(self, soft: str, owner: str, when: str) -> None:
         try:
             self.modprobe(soft)
@@ -338,8 +355,14 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         """
         with self._op_lock:
             self._check_open()
-            return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                    downgrade=downgrade, params=params)
+            try:
+                return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
+                                        downgrade=downgrade, params=params)
+            except InitError:
+                raise  # the failed load of the new version is in the log already
+            except LivemodError as exc:
+                self._event("upgrade-refused", name, f"upgrade refused: {exc}")
+                raise
 
     def modprobe_remove(
         self, name: str, *, wait: bool = False, timeout: float | None = None
@@ -432,7 +455,14 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                     since=inst.state_since,
                     taints=tuple(sorted({t.flag for t in self._taints if t.module == inst.name})),
                 ))
-            return rows
+        # Measured outside the lock: queries never wait for each other.
+        return [dataclasses.replace(row, size=_size.measure(self._live_namespaces(inst),
+                                                            inst.private_name))
+                for row, inst in zip(rows, everyone, strict=True)]
+
+    def _live_namespaces(self, inst: Instance) -> list[Any]:
+        found = self._modules_of(inst)
+        return found or ([inst.module] if inst.module is not None else [])
 
     def modinfo(self, path_or_name: str | os.PathLike[str]) -> ModuleInfo:
         """Static metadata of a module file, package, loaded module or modpath name.
