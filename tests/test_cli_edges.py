@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -73,13 +74,27 @@ def test_log_follow_outlives_the_timeout_and_n0_shows_only_new_events(
                                "--timeout", "0.5"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
+        assert follow.stdout is not None
+        lines = _lines(follow.stdout.fileno(), timeout=30)
+        # The follower subscribes some time after it starts: change a parameter until it
+        # shows one. The first event it shows must be such a change, never alpha's load
+        # from before it started (-n 0).
+        deadline = time.monotonic() + 30
+        first = None
+        while first is None:
+            assert time.monotonic() < deadline, "log --follow never showed an event"
+            assert run(capsys, "param", "alpha", "greeting=hey")[0] == 0
+            ready, _, _ = select.select([follow.stdout.fileno()], [], [], 1.0)
+            if ready:
+                first = json.loads(next(lines))
+        assert first["kind"] == "param", first
         # Four times the --timeout without a single event: it must still be following.
         with pytest.raises(subprocess.TimeoutExpired):
             follow.wait(2.0)
         assert run(capsys, "modprobe", "beta")[0] == 0
-        assert follow.stdout is not None
-        first = json.loads(next(_lines(follow.stdout.fileno(), timeout=15)))
-        assert (first["kind"], first["module"]) == ("load", "beta")  # not alpha's, from before
+        while (event := json.loads(next(lines)))["kind"] == "param":
+            pass  # a late one of the loop above
+        assert (event["kind"], event["module"]) == ("load", "beta")
         follow.send_signal(signal.SIGINT)
         assert follow.wait(10) == 0
     finally:
