@@ -92,6 +92,11 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             loads and taints the host) or ``"enforce"`` (refuse it with SignatureError,
             before any of its code runs). Needs the ``sign`` extra unless off.
         trusted_keys: a folder of ``*.pub`` Ed25519 public keys (``livemod keygen``).
+        control: also serve the control socket, so that the ``livemod`` command reaches this
+            host: ``True`` for the default path (``$XDG_RUNTIME_DIR/livemod/<name>.sock``,
+            else ``<tempdir>/livemod-<uid>/<name>.sock``), or a path. ``host.control`` is
+            the :class:`livemod.control.ControlServer` (``.path``); ``close()`` stops it
+            before unloading anything.
         allow_outside_modpath: whether insmod may load a path outside the modpath under
             ``enforce`` (default: no; always yes under the other policies).
     """
@@ -109,6 +114,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         signatures: Policy = "off",
         trusted_keys: str | os.PathLike[str] | None = None,
         allow_outside_modpath: bool | None = None,
+        control: bool | str | os.PathLike[str] = False,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
@@ -143,6 +149,9 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         if not BASELINE:  # before any module could have touched livemod
             BASELINE.append(Baseline())
         _leaks.watch_collections()
+        self.control: Any = None  # a livemod.control.ControlServer once serving
+        if control:
+            self.control = _serve_control(self, None if control is True else os.fspath(control))
 
     # ---------------------------------------------------------------- public: loading
 
@@ -381,6 +390,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Each module gets ``timeout`` seconds to go quiet (holds and pins included); one that
         does not is forced (which taints the host), so ``close`` always finishes.
         """
+        if self.control is not None:
+            self.control.close()  # stop taking requests before anything is unloaded
         with self._op_lock:
             if self._closed:
                 return
@@ -667,3 +678,10 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
 
     def _taint(self, flag: str, module: str, reason: str) -> None:
         self._journal.taint(flag, module, reason)
+
+
+def _serve_control(host: Host, path: str | None) -> Any:
+    # Imported here: the control plane is built on the public Host API, not the reverse.
+    from .control.server import ControlServer
+
+    return ControlServer(host, path).start()
