@@ -520,8 +520,9 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         the old value is put back and ``ParamError`` says why.
 
         Raises:
-            ModuleNotFound, ModuleGoing, ParamError (unknown, not writable, bad value,
-            refused by the module).
+            ModuleNotFound: no such module is loaded.
+            ModuleGoing: it is being unloaded.
+            ParamError: unknown, not writable, a bad value, or refused by the module.
         """
         # Not under the operation lock: an rmmod waiting for holds must not hold up a
         # parameter change. A module going down meanwhile is running its own callback,

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="livemod",
         description="Load, call, unload and upgrade modules in a live Python process; "
-                    "every command but host, demo, keygen, sign and offline "
+                    "every command but host, demo, check, keygen, sign and offline "
                     "modinfo/modprobe/depmod talks to a running host over its socket.",
         epilog=_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -53,8 +53,9 @@ class ControlClient:
         """Perform ``op`` and return its result (events, such as progress, are skipped).
 
         Raises:
-            The LivemodError subclass of the reply's error code; HostUnreachable when no
-            host answers; PermissionDenied when the host refuses this user.
+            LivemodError: the subclass of the reply's error code.
+            HostUnreachable: no host answers.
+            PermissionDenied: the host refuses this user.
         """
         for kind, payload in self.stream(op, **args):
             if kind == "result":
