@@ -572,3 +572,28 @@ def test_cli_keygen_and_sign_end_to_end(env: Env, hosts: Any) -> None:
     assert "cannot read an Ed25519 private key" in bad.stderr
     broken = run("sign", str(env.root / "nothing.py"), "--key", str(key))
     assert broken.returncode == EXIT_CODES[livemod.ModuleNotFound], broken.stderr
+
+
+# --------------------------------------------------------------- the public livemod.signing
+
+
+def test_the_public_signing_module_signs_and_verifies_without_a_host(env: Env) -> None:
+    from livemod import signing
+
+    key, _public = signing.keygen(env.root / "api-key")
+    shutil.copy(str(key) + ".pub", env.trusted / "api-key.pub")
+    pkg = env.package("apipkg")
+    with pytest.raises(livemod.SignatureError, match="unsigned"):
+        signing.verify(pkg, env.trusted)
+    signed = signing.sign(pkg, key)
+    assert signed.info.name == "apipkg"
+    assert sorted(signed.files) == ["__init__.py", "data.txt", "sub.py"]
+    assert Path(signed.signature) == Path(str(pkg) + ".sig")
+    assert signing.verify(pkg, env.trusted).name == "apipkg"
+    assert not env.marker("apipkg").exists()  # no code ran
+    (pkg / "data.txt").write_text("changed\n")
+    with pytest.raises(livemod.SignatureError, match=r"changed: data\.txt"):
+        signing.verify(pkg, env.trusted)
+    signing.sign(pkg, env.other_key)
+    with pytest.raises(livemod.SignatureError, match="not trusted"):
+        signing.verify(pkg, env.trusted)

@@ -19,13 +19,19 @@ when asked (``lsmod``), outside the host lock; it costs one pass over the module
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import gc
 import sys
 import types
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["measure"]
+from ._loader import namespaces_of
+
+if TYPE_CHECKING:
+    from ._instance import Instance, ModuleStatus
+
+__all__ = ["measure", "sized"]
 
 #: Containers and scalars whose insides are walked; everything else counts shallowly.
 _WALKED: Final = frozenset({
@@ -85,3 +91,14 @@ def measure(modules: Iterable[types.ModuleType], private_name: str) -> int:
 def _is_own_class(cls: type, private_name: str, prefix: str) -> bool:
     where = cls.__dict__.get("__module__")
     return isinstance(where, str) and (where == private_name or where.startswith(prefix))
+
+
+def sized(rows: Sequence[ModuleStatus], instances: Sequence[Instance]) -> list[ModuleStatus]:
+    """``lsmod`` rows with ``size`` filled in, one instance per row (same order)."""
+    return [dataclasses.replace(row, size=measure(_namespaces(inst), inst.private_name))
+            for row, inst in zip(rows, instances, strict=True)]
+
+
+def _namespaces(inst: Instance) -> list[types.ModuleType]:
+    found = namespaces_of(inst.private_name)
+    return found or ([inst.module] if inst.module is not None else [])

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .host import Host
+from . import Host
 
 __all__ = ["livemod_host", "livemod_modpath"]
 

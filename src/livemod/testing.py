@@ -34,8 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
+from . import Host
 from .errors import LivemodError
-from .host import Host
 
 __all__ = ["SMOKE_NAME", "CheckReport", "CheckResult", "check_module", "check_paths"]
 

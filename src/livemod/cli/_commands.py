@@ -120,7 +120,7 @@ def rmmod(args: argparse.Namespace) -> int:
 
 def keygen(args: argparse.Namespace) -> int:
     """``livemod keygen KEY``: a new Ed25519 key pair; trust a host in KEY.pub."""
-    from .._signing import keygen as make
+    from ..signing import keygen as make
 
     private, public = make(args.key)
     return _show(args, {"private": str(private), "public": str(public)},
@@ -130,15 +130,13 @@ def keygen(args: argparse.Namespace) -> int:
 
 def sign(args: argparse.Namespace) -> int:
     """``livemod sign MODULE --key KEY``: sign every file of the module as it is now."""
-    from .._signing import sign as write_signature
-    from .._source import read_module
+    from ..signing import sign as write_signature
 
-    source = read_module(args.module)
-    out = write_signature(source.info.path, source.info.name, source.files, args.key)
-    return _show(args, {"name": source.info.name, "version": source.info.version,
-                        "files": len(source.files), "signature": str(out)},
-                 text=f"signed {source.info.name} {source.info.version} "
-                      f"({len(source.files)} file(s)): {out}")
+    signed = write_signature(args.module, args.key)
+    return _show(args, {"name": signed.info.name, "version": signed.info.version,
+                        "files": len(signed.files), "signature": str(signed.signature)},
+                 text=f"signed {signed.info.name} {signed.info.version} "
+                      f"({len(signed.files)} file(s)): {signed.signature}")
 
 
 def upgrade(args: argparse.Namespace) -> int:
@@ -302,9 +300,9 @@ def depmod(args: argparse.Namespace) -> int:
     """``livemod depmod DIR`` indexes a folder here, offline (like the kernel's depmod);
     ``livemod depmod`` asks the running host to rebuild the index of its modpath."""
     if args.folder:
-        from .._modpath import ModPath
+        from ..depmod import depmod as index
 
-        result: Any = to_jsonable(ModPath([os.path.abspath(args.folder)]).depmod())
+        result: Any = to_jsonable(index(args.folder))
     else:
         with _client(args, timeout=max(args.timeout, 120.0)) as client:
             result = client.call("depmod")
@@ -373,7 +371,7 @@ def status(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """``livemod demo``: a host under load in this process (no socket involved)."""
-    from .._demo import run
+    from ..demo import run
 
     if not args.json:
         return run(seconds=args.seconds)
