@@ -198,6 +198,8 @@ def test_rmmod_wait_shows_what_it_waits_for(running: tuple[HostProcess, dict[str
     assert timed_out.returncode == _code("ModuleBusy") and "rolled back" in timed_out.stderr
     assert json.loads(livemod("lsmod", "--json", env=env).stdout)[0]["state"] == "LIVE"
 
+    # A fresh pin, so the waiting rmmod has something to wait for however slow the above was.
+    assert livemod("param", "holder", "hold_for=8", env=env).returncode == 0
     waited = livemod("rmmod", "holder", "--wait", "20", env=env)
     assert waited.returncode == 0, waited.stderr
     assert "livemod rmmod: holder: waiting for: packet pinned for 8s" in waited.stderr
