@@ -8,12 +8,16 @@ here, by name, and only when a program asks for a control socket.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __all__ = ["serve_control"]
 
 
-def serve_control(host: object, path: str | None) -> Any:
-    """A started ``livemod.control.ControlServer`` for ``host`` on ``path`` (None: default)."""
+def serve_control(host: object, control: bool | str | os.PathLike[str]) -> Any:
+    """For ``Host(control=...)``: None when ``control`` is false, else a started
+    ``livemod.control.ControlServer`` on the default path (``True``) or the path given."""
+    if not control:
+        return None
     server = importlib.import_module("livemod.control.server").ControlServer
-    return server(host, path).start()
+    return server(host, None if control is True else os.fspath(control)).start()

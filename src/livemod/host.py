@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _leaks, _loader, _manifest, _quiesce, _size
+from . import _leaks, _loader, _manifest, _quiesce, _request, _size
 from ._aio import LoopBridge
 from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook, HookTable
@@ -81,11 +81,10 @@ class Host:
         trusted_keys: a folder of ``*.pub`` Ed25519 public keys (``livemod keygen``).
         allow_outside_modpath: whether insmod may load a path outside the modpath under
             ``enforce`` (default: no; always yes under the other policies).
-        control: also serve the control socket, so that the ``livemod`` command reaches this
-            host: ``True`` for the default path (``$XDG_RUNTIME_DIR/livemod/<name>.sock``,
-            else ``<tempdir>/livemod-<uid>/<name>.sock``), or a path. ``host.control`` is
-            the ``livemod.control.ControlServer`` (``.path``); ``close()`` stops it before
-            unloading anything.
+        control: serve the control socket: ``True`` (default path) or a path; ``close()``
+            stops it first. ``host.control`` is the ``ControlServer``.
+        autoload: ``mod.require(name)`` of a module on the modpath loads it (else
+            ``DependencyError``).
     """
 
     def __init__(
@@ -102,6 +101,7 @@ class Host:
         trusted_keys: str | os.PathLike[str] | None = None,
         allow_outside_modpath: bool | None = None,
         control: bool | str | os.PathLike[str] = False,
+        autoload: bool = True,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
@@ -131,9 +131,8 @@ class Host:
         self._detach_state: Callable[[], None] | None = None
         _loader.install_finder()
         _leaks.watch_collections()
-        self.control: Any = None  # a livemod.control.ControlServer once serving
-        if control:
-            self.control = serve_control(self, None if control is True else os.fspath(control))
+        self._registrar.autoload = self.modprobe if autoload else None
+        self.control: Any = serve_control(self, control)  # a ControlServer, or None
 
     # The settings the lifecycle reads, as plain attributes of the host.
 
@@ -228,11 +227,13 @@ class Host:
         """
         return self._life.modprobe(name, params, self.config)
 
+    def request(self, key: str, **params: object) -> Module:
+        """Load on demand: modprobe ``key``'s module (name, alias, best pattern; _request)."""
+        name = _request.resolve(key, self.config, self._table, self._modpath)
+        return self.modprobe(name, **params)
+
     def modprobe_plan(self, name: str, *, include_loaded: bool = False) -> list[ModuleInfo]:
-        """What ``modprobe(name)`` would load, dependencies first, without loading anything
-        (``livemod modprobe -n``; ``include_loaded`` lists loaded ones too: ``--show-depends``).
-        The config's aliases and blacklist apply. Raises as ``modprobe`` would.
-        """
+        """What modprobe would load, in order, loading nothing (``-n``; ``--show-depends``)."""
         return self._life.plan(name, include_loaded, self.config)
 
     # -------------------------------------------------------------- public: unloading
