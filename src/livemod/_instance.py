@@ -109,6 +109,8 @@ class Instance:
         self.name = info.name
         self.params = params
         self.private_name = ""
+        self.wiring: Any = None  # _wiring.Wiring: what its imports resolve to
+        self.mixed_copies: set[str] = set()  # public names an unwired import mixed in
         self.module: types.ModuleType | None = None
         self.namespace_ids: frozenset[int] = frozenset()
         self.files: frozenset[str] = frozenset()  # absolute paths of its .py files

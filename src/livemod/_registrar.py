@@ -144,17 +144,14 @@ class Registrar:
             target = self._edge(inst, name, "require")
         return Exports(self._table, target.name)
 
-    def import_hook(self, name: str, fromlist: Sequence[str], importing: Any) -> Any:
-        """``__import__`` of a livemod.mods.* (or watched) name from module code."""
-        module = importing.get("__name__", "") if isinstance(importing, dict) else ""
-        inst = None
-        while module and inst is None:  # a submodule's package owns it
-            inst = self._table.by_private.get(module)
-            module = module.rpartition(".")[0]
-        if inst is None or inst.state is State.GONE:
-            raise ImportError(f"{name}: only modules loaded by this host may import it "
-                              f"(the importing module is unloaded, or not livemod's)")
+    def import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
+        """``__import__`` of a livemod.mods.* (or watched) name by module ``inst`` (its own
+        ``__builtins__`` know it: ``_wire``)."""
         return self._import_for(inst, name, fromlist)
+
+    def edge(self, inst: Instance, dep: str, how: str) -> Instance:
+        """Record "``dep`` used by ``inst``" and return ``dep``'s current instance."""
+        return self._edge(inst, dep, how)
 
     def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
         """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""

@@ -11,7 +11,7 @@ import importlib
 import os
 from typing import Any
 
-__all__ = ["serve_control"]
+__all__ = ["serve_control", "stop"]
 
 
 def serve_control(host: object, control: bool | str | os.PathLike[str]) -> Any:
@@ -21,3 +21,9 @@ def serve_control(host: object, control: bool | str | os.PathLike[str]) -> Any:
         return None
     server = importlib.import_module("livemod.control.server").ControlServer
     return server(host, None if control is True else os.fspath(control)).start()
+
+
+def stop(server: Any) -> None:
+    """Stop ``server`` (from :func:`serve_control`) if there is one; idempotent."""
+    if server is not None:
+        server.close()

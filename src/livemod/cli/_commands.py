@@ -69,19 +69,34 @@ def _show(args: argparse.Namespace, result: Any, *, text: str | None = None) -> 
     return 0
 
 
-def _query(args: argparse.Namespace, op: str, render: Callable[[Any, TextIO], None]) -> int:
-    """Ask the host one question; print JSON, or the table ``render`` makes of it."""
+def _query(
+    args: argparse.Namespace, op: str, render: Callable[[Any, TextIO], None],
+    *, leak_note: bool = False,
+) -> int:
+    """Ask the host one question; print JSON, or the table ``render`` makes of it.
+
+    ``leak_note``: follow the table with a note when the host's leak check can give no
+    verdict (free-threaded 3.13), so that a clean-looking table does not mislead."""
     with _client(args) as client:
         result = client.call(op)
+        note = _leak_note(client) if leak_note and not args.json else None
     if args.json:
         return _show(args, result)
     render(result, sys.stdout)
+    if note is not None:
+        print(f"note: {note}")
     return 0
+
+
+def _leak_note(client: ControlClient) -> str | None:
+    """``leak check cannot be verified ...`` when the host's interpreter allows no verdict."""
+    state = client.call("status").get("leak_check", "on")
+    return None if state in ("on", "off") else f"leak check {state}"
 
 
 def lsmod(args: argparse.Namespace) -> int:
     """``livemod lsmod``: the module table."""
-    return _query(args, "lsmod", _render.lsmod)
+    return _query(args, "lsmod", _render.lsmod, leak_note=True)
 
 
 def insmod(args: argparse.Namespace) -> int:
@@ -277,6 +292,7 @@ def modinfo(args: argparse.Namespace) -> int:
     offline, like kmod's; ``livemod modinfo NAME`` alone asks the running host (loaded, or
     found on its modpath)."""
     local = _offline(args)
+    note = None
     if _is_path(args.target) or local is not None:
         with local or livemod.Host(name="livemod-modinfo", leak_check=False) as host:
             target = args.target
@@ -287,12 +303,15 @@ def modinfo(args: argparse.Namespace) -> int:
         try:
             with _client(args) as client:
                 info = client.call("modinfo", target=args.target)
+                note = None if args.json else _leak_note(client)
         except HostUnreachable as exc:
             raise HostUnreachable(f"{exc} (or read it offline: livemod modinfo "
                                   f"{args.target} --modpath DIR)") from None
     if args.json:
         return _show(args, info)
     _render.modinfo(info, sys.stdout)
+    if note is not None:
+        print(f"{'note:':<13}{note}")
     return 0
 
 
@@ -358,9 +377,10 @@ def leaks(args: argparse.Namespace) -> int:
     """``livemod leaks``: unloaded modules whose code is still alive, and who holds it."""
     with _client(args, timeout=max(args.timeout, 60.0)) as client:
         found = client.call("leaks")
+        state = "on" if args.json or found else client.call("status").get("leak_check", "on")
     if args.json:
         return _show(args, found)
-    _render.leaks(found, sys.stdout)
+    _render.leaks(found, sys.stdout, leak_check=state)
     return 0
 
 
