@@ -180,6 +180,9 @@ class ModuleStatus:
     since: float
     #: Taint flags this module caused (permanent, like the kernel's per-module flags).
     taints: tuple[str, ...] = ()
+    #: Bytes of memory the module's own objects hold, measured when lsmod was called (see
+    #: ``livemod._size``): ``lsmod``'s Size column.
+    size: int = 0
 
 
 class ModuleIdentity:
