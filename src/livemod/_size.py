@@ -59,6 +59,13 @@ def measure(modules: Iterable[types.ModuleType], private_name: str) -> int:
     seen: set[int] = set(_SHARED)
     total = 0
     stack: list[object] = [*roots, *(vars(m) for m in roots)]
+    for m in roots:
+        # livemod's per-module builtins dict is the module's, its values the interpreter's:
+        # count the dict alone (walking its ~150 entries was most of the cost).
+        b = vars(m).get("__builtins__")
+        if type(b) is dict and id(b) not in seen:
+            seen.add(id(b))
+            total += sys.getsizeof(b, 0)
     while stack:
         obj = stack.pop()
         if id(obj) in seen:
