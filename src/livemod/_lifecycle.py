@@ -113,12 +113,7 @@ class Lifecycle:
              source: ModuleSource | None = None) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``op_lock``.
         ``source``: the module already read (outside the lock, by ``insmod``)."""
-        try:
-            source = self.read(path) if source is None else source
-        except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
-            self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
-                               f"load refused: {exc}")
-            raise
+        source = self.read(path) if source is None else source
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self.verify(source)  # SignatureError here: nothing has changed yet
@@ -133,8 +128,13 @@ class Lifecycle:
 
     def read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
-        source = read_module(path, signature=self.verifier.policy != "off",
-                             precheck=self.verifier.precheck)
+        try:
+            source = read_module(path, signature=self.verifier.policy != "off",
+                                 precheck=self.verifier.precheck)
+        except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
+            self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
+                               f"load refused: {exc}")
+            raise
         if self.verifier.policy == "enforce" and not self.settings.allow_outside_modpath:
             where = source.info.path
             if not any(where.startswith(folder + os.sep) for folder in self.settings.modpath):

@@ -207,5 +207,6 @@ class NotInstalled(LivemodError, ImportError):
 
 def missing_extra(feature: str, package: str, extra: str) -> NotInstalled:
     """The error for ``feature`` needing ``package`` from livemod's ``extra``."""
-    return NotInstalled(f"{feature} needs the {package} package, which is not installed: "
-                        f"pip install 'livemod[{extra}]'", extra=extra)
+    verb = "need" if feature.endswith("s") else "needs"
+    return NotInstalled(f"{feature} {verb} the {package} package: pip install 'livemod[{extra}]'",
+                        extra=extra)
