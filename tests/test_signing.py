@@ -26,7 +26,11 @@ import livemod
 from livemod.cli import EXIT_CODES
 from livemod.cli import main as cli
 
-pytest.importorskip("cryptography")
+pytest.importorskip(
+    "cryptography",
+    reason="the sign extra (cryptography) is not installed: it has no wheel for free-threaded "
+    "3.13t (pip install 'livemod[sign]' where it has one)",
+)
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -597,3 +601,18 @@ def test_the_public_signing_module_signs_and_verifies_without_a_host(env: Env) -
     signing.sign(pkg, env.other_key)
     with pytest.raises(livemod.SignatureError, match="not trusted"):
         signing.verify(pkg, env.trusted)
+
+
+def test_enforce_checks_the_signature_before_reading_the_manifest(env: Env, hosts: Any) -> None:
+    # The manifest's cost is the file's to decide: an unsigned file is refused for its
+    # signature before its manifest is read (this one is broken and over a limit too).
+    hostile = env.mods / "hostile.py"
+    aliases = ", ".join(f'"a{i}"' for i in range(5000))
+    hostile.write_text(f'__livemod__ = {{"name": "hostile", "aliases": [{aliases}]}}\n')
+    host = hosts(env.host("enforce"))
+    with pytest.raises(livemod.SignatureError, match="unsigned"):
+        host.insmod(str(hostile))
+    assert host.lsmod() == []
+    off = hosts(env.host("off"))  # without the check, the manifest is read: over a limit
+    with pytest.raises(livemod.ManifestError, match="limit aliases"):
+        off.insmod(str(hostile))

@@ -53,7 +53,7 @@ def wait_quiet(
         pending = [f"a call in flight on hook {h!r}" for h in hooks.busy_hooks(inst.id)]
         if not pending or deadline - time.monotonic() <= delay:
             pending += _quiesce.running_in(
-                inst.files, exclude=inst.own_thread_idents() | {me}
+                inst.namespace_ids, inst.files, exclude=inst.own_thread_idents() | {me}
             )
             pending += bridge.tasks_in(list(hooks.loops), inst.namespace_ids, inst.tasks)
         polling = bool(pending)

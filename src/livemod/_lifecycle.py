@@ -43,11 +43,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from . import _deps, _loader, _params, _quiesce, _upgrade
+from . import _deps, _loader, _params, _quiesce, _upgrade, _wire
 from ._aio import LoopBridge
 from ._context import ModuleContext
 from ._drain import Progress, wait_quiet
-from ._hooks import HookTable
+from ._hooks import HookTable, Impl
 from ._instance import Instance, Module, frozen_mapping
 from ._journal import Journal
 from ._metadata import ModuleInfo
@@ -58,12 +58,14 @@ from ._settings import Settings
 from ._signing import Verifier
 from ._source import ModuleSource, read_module
 from ._state import State
+from ._switching import quick_switching
 from ._table import ModuleTable
 from ._teardown import Teardown
 from .config import Config
 from .errors import (
     InitError,
     LivemodError,
+    ManifestError,
     ModuleBusy,
     ModuleExists,
     ModuleGoing,
@@ -99,7 +101,6 @@ class Lifecycle:
         self.registrar = registrar
         self.modpath = modpath
         self.teardown = Teardown(table, journal, bridge, settings)
-        self.builtins = _loader.builtins_for(registrar.import_hook)
         self.closed = False
 
     def check_open(self) -> None:
@@ -108,9 +109,16 @@ class Lifecycle:
 
     # ------------------------------------------------------------------------ load
 
-    def load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
-        """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``op_lock``."""
-        source = self.read(path)
+    def load(self, path: str | os.PathLike[str], params: Mapping[str, object],
+             source: ModuleSource | None = None) -> Module:
+        """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``op_lock``.
+        ``source``: the module already read (outside the lock, by ``insmod``)."""
+        try:
+            source = self.read(path) if source is None else source
+        except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
+            self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
+                               f"load refused: {exc}")
+            raise
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self.verify(source)  # SignatureError here: nothing has changed yet
@@ -125,7 +133,8 @@ class Lifecycle:
 
     def read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
-        source = read_module(path, signature=self.verifier.policy != "off")
+        source = read_module(path, signature=self.verifier.policy != "off",
+                             precheck=self.verifier.precheck)
         if self.verifier.policy == "enforce" and not self.settings.allow_outside_modpath:
             where = source.info.path
             if not any(where.startswith(folder + os.sep) for folder in self.settings.modpath):
@@ -170,7 +179,8 @@ class Lifecycle:
             module = _loader.exec_module(
                 inst.private_name, source.code, source_file=info.source_file,
                 package_dir=info.path if info.is_package else None,
-                builtins=self.builtins, files=source.by_path,
+                builtins=_wire.wire(self.table, self.registrar, self.journal, inst),
+                files=source.by_path,
             )
             inst.module = module
             inst.namespace_ids = frozenset(
@@ -236,6 +246,13 @@ class Lifecycle:
                 self._modprobe_soft(soft, plan.name, "post", config)
             return module
 
+    def plan(self, name: str, include_loaded: bool, config: Config | None) -> list[ModuleInfo]:
+        """``Host.modprobe_plan``: the modprobe chain, resolved and checked, not loaded."""
+        if config is not None:
+            name = config.modprobe_plan(name).name
+        versions = {} if include_loaded else self.table.versions()
+        return _deps.resolve_load_order(name, self.modpath.find, versions)
+
     def _modprobe_soft(self, soft: str, owner: str, when: str, config: Config) -> None:
         try:
             self.modprobe(soft, {}, config)
@@ -294,9 +311,16 @@ class Lifecycle:
               force: bool = False, cascade: bool = False,
               progress: Progress | None = None) -> None:
         """``Host.rmmod``: the module, and with ``cascade`` its dependents first."""
-        with self.op_lock:
-            inst = self.table.get_live(name)
+        with self.op_lock, quick_switching():
             limit = self.settings.timeout if timeout is None else timeout
+            going = self.table.find(name)
+            if going is not None and going.state is State.GOING:
+                # No operation runs on it (we hold the operation lock): an unload or an
+                # upgrade stopped half way. Finish the job instead of refusing forever.
+                self._finish_going(going, wait=wait, timeout=limit, force=force,
+                                   progress=progress)
+                return
+            inst = self.table.get_live(name)
             users = self.table.used_by(inst)
             if users and not cascade:
                 holders = tuple(f"module {u!r}" for u in users)
@@ -319,7 +343,7 @@ class Lifecycle:
                progress: Progress | None = None) -> None:
         """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE (see the module docstring
         for the order). Caller holds ``op_lock``."""
-        inside = _quiesce.current_thread_in(inst.namespace_ids)
+        inside = _quiesce.current_thread_in(inst.namespace_ids, inst.id)
         if inside is not None or threading.get_ident() in inst.own_thread_idents():
             raise ModuleBusy(
                 f"cannot remove {inst.name!r} from inside its own code "
@@ -332,33 +356,59 @@ class Lifecycle:
                 self.table.refuse_if_held_unlocked(inst)
             notice = self.journal.move_unlocked(inst, State.GOING)
             removed = self.hooks.unpublish_unlocked(inst.id)
+        # GOING is never a dead end: until exit begins, any failure (ours, an interrupt)
+        # republishes the module, LIVE again; from exit on, teardown ends GONE regardless.
+        try:
+            self.journal.notify(notice)
+            pending: list[str] = []
+            if force:
+                self.journal.taint("forced-unload", inst.name,
+                                   "rmmod --force: did not wait for users")
+            else:
+                pending = self.wait_quiet(inst, time.monotonic() + timeout, holds=wait,
+                                          progress=progress)
+                if not pending and not wait:
+                    with self.table.lock:
+                        pending = inst.holders()  # taken while we waited for calls in flight
+        except BaseException as exc:
+            self._republish(inst, removed, f"unload failed before exit: {brief(exc)}")
+            del removed
+            raise
+        if pending:
+            self._republish(inst, removed, f"unload rolled back: busy ({'; '.join(pending)})")
+            # The traceback of what we raise keeps this frame: it must not keep the
+            # module's implementations (a caller may force the unload in its handler).
+            del removed
+            raise ModuleBusy(
+                f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
+                f"({'; '.join(pending)}); the unload was rolled back and it is LIVE again "
+                f"(release it, retry with a longer timeout, or use force=True)",
+                module=inst.name, holders=tuple(pending),
+            )
+        removed.clear()
+        self.teardown.finish(inst)
+
+    def _republish(self, inst: Instance, removed: list[tuple[str, Impl]], why: str) -> None:
+        with self.table.lock:
+            self.hooks.publish_unlocked(removed)
+            notice = self.journal.move_unlocked(inst, State.LIVE)
         self.journal.notify(notice)
+        self.journal.event("unload-refused", inst.name, why)
+
+    def _finish_going(self, inst: Instance, *, wait: bool, timeout: float, force: bool,
+                      progress: Progress | None) -> None:
+        """rmmod of a module left GOING by an operation that stopped half way."""
+        pending: list[str] = []
         if force:
-            self.journal.taint("forced-unload", inst.name,
-                               "rmmod --force: did not wait for users")
+            self.journal.taint("forced-unload", inst.name, "rmmod --force: did not wait")
         else:
             pending = self.wait_quiet(inst, time.monotonic() + timeout, holds=wait,
                                       progress=progress)
-            if not pending and not wait:
-                with self.table.lock:
-                    pending = inst.holders()  # taken while we waited for calls in flight
-            if pending:
-                with self.table.lock:
-                    self.hooks.publish_unlocked(removed)
-                    notice = self.journal.move_unlocked(inst, State.LIVE)
-                self.journal.notify(notice)
-                self.journal.event("unload-refused", inst.name,
-                                   f"unload rolled back: busy ({'; '.join(pending)})")
-                # The traceback of what we raise keeps this frame: it must not keep the
-                # module's implementations (a caller may force the unload in its handler).
-                del removed
-                raise ModuleBusy(
-                    f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
-                    f"({'; '.join(pending)}); the unload was rolled back and it is LIVE again "
-                    f"(release it, retry with a longer timeout, or use force=True)",
-                    module=inst.name, holders=tuple(pending),
-                )
-        removed.clear()
+            pending += [] if wait else inst.holders()
+        if pending:
+            raise ModuleBusy(f"cannot finish removing {inst.name!r} (GOING): still busy "
+                             f"after {timeout:g}s ({'; '.join(pending)}) (release it, retry, "
+                             f"or use force=True)", module=inst.name, holders=tuple(pending))
         self.teardown.finish(inst)
 
     def wait_quiet(self, inst: Instance, deadline: float, *, holds: bool,
@@ -395,10 +445,16 @@ class Lifecycle:
                 timeout: float | None, cascade: bool, downgrade: bool,
                 params: Mapping[str, object]) -> Module:
         """``Host.replace`` (the steps are in ``_upgrade``)."""
-        with self.op_lock:
+        with self.op_lock, quick_switching():
             self.check_open()
-            return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                    downgrade=downgrade, params=params)
+            try:
+                return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
+                                        downgrade=downgrade, params=params)
+            except InitError:
+                raise  # the failed load of the new version is in the log already
+            except LivemodError as exc:
+                self.journal.event("upgrade-refused", name, f"upgrade refused: {exc}")
+                raise
 
     def close(self, timeout: float | None, detach: Callable[[], None] | None) -> bool:
         """Unload everything, dependents first; False if it was closed already."""
@@ -434,7 +490,7 @@ class Lifecycle:
     def _refuse_from_inside(self) -> None:
         """close() from a module's own code would wait for itself: refuse, change nothing."""
         for inst in self.table.everyone_unlocked():
-            inside = _quiesce.current_thread_in(inst.namespace_ids)
+            inside = _quiesce.current_thread_in(inst.namespace_ids, inst.id)
             if inside is not None or threading.get_ident() in inst.own_thread_idents():
                 raise ModuleBusy(
                     f"cannot close the host from inside module {inst.name!r} "

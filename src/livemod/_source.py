@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
 
+from ._bytecode import compile_cached
 from ._locate import locate, package_files
 from ._manifest import parse_manifest, parse_module
 from ._metadata import ModuleInfo
@@ -44,8 +45,16 @@ class ModuleSource:
     signature: bytes | None
 
 
-def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> ModuleSource:
+def read_module(
+    path: str | os.PathLike[str],
+    *,
+    signature: bool = True,
+    precheck: Callable[[str, Mapping[str, bytes], bytes | None], None] | None = None,
+) -> ModuleSource:
     """Locate a module and read it once (and its ``.sig`` too, if ``signature``).
+
+    ``precheck(path, files, sig)`` runs on the bytes before the manifest is parsed (the
+    signature check: nothing whose cost the file controls runs before it).
 
     Raises:
         ModuleNotFound: nothing at ``path``.
@@ -67,9 +76,16 @@ def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> Modu
             )
         by_path[name] = data
     source = by_path[source_file]
+    # Every path was found under root by the walk: slicing is relpath without its cost
+    # (a package has hundreds of files, and this runs on every load).
+    cut = len(os.path.join(root, ""))
+    files = {p[cut:].replace(os.sep, "/"): b for p, b in by_path.items()}
+    sig = _read_signature(abs_path) if signature else None
+    if precheck is not None:
+        precheck(abs_path, files, sig)
     info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
     try:
-        code = compile(source, source_file, "exec", dont_inherit=True)
+        code = compile_cached(source, source_file)
     except (SyntaxError, ValueError) as exc:
         # The manifest came from the module's head; a full parse words the error with
         # file and line, as for any other manifest problem.
@@ -81,9 +97,7 @@ def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> Modu
             f"{where}: cannot be compiled: {getattr(exc, 'msg', exc)} (fix the code)",
             path=source_file, line=line, module=info.name,
         ) from exc
-    files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
-    return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path),
-                        _read_signature(abs_path) if signature else None)
+    return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path), sig)
 
 
 def _read(name: str, source_file: str) -> bytes:

@@ -27,6 +27,7 @@ from . import _deps, _loader
 from ._hooks import Impl
 from ._instance import Instance, ModuleStatus
 from ._metadata import ModuleInfo
+from ._names import canonical
 from ._records import Hold, Taint
 from ._state import State
 from .errors import DependencyError, ModuleBusy, ModuleExists, ModuleGoing, ModuleNotFound
@@ -70,10 +71,14 @@ class ModuleTable:
                 del self.aliases[alias]
 
     def private_name_unlocked(self, name: str) -> str:
+        # Deterministic (no per-process counter), so a pickle made in one worker loads in
+        # another: an upgrade's second instance is name__2, the next free one after that.
         base = f"{_loader.PREFIX}{self.tag}.{name}"
-        if base not in sys.modules:
-            return base
-        return f"{base}__{next(_tokens)}"
+        candidate, n = base, 1
+        while candidate in sys.modules or candidate in self.by_private:
+            n += 1
+            candidate = f"{base}__{n}"
+        return candidate
 
     def new_token(self) -> int:
         return next(_tokens)
@@ -81,6 +86,7 @@ class ModuleTable:
     # --------------------------------------------------------------------- lookups
 
     def resolve_unlocked(self, name: str) -> Instance | None:
+        name = canonical(name)  # a look-alike finds what Python's import would find
         return self.names.get(name) or self.aliases.get(name)
 
     def find(self, name: str) -> Instance | None:

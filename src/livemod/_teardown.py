@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from . import _leaks, _loader
+from . import _leaks, _loader, _wire
 from ._aio import LoopBridge
 from ._instance import Instance, ModuleIdentity
 from ._journal import Journal
@@ -82,19 +82,54 @@ class Teardown:
         self._teardown(inst, unloading=True)
 
     def _teardown(self, inst: Instance, *, unloading: bool) -> None:
+        # Never leaves the instance GOING: a failure on the way (livemod's own, a scrub, the
+        # leak watch, an interrupt) is logged and taints the host with its reason (so it is
+        # in the event log), and the module is still taken out and GONE; an interrupt is
+        # raised again once it is.
+        watch: _leaks.LeakWatch | None = None
+        interrupted: BaseException | None = None
+        try:
+            watch = self._module_side(inst, unloading=unloading)
+        except BaseException as exc:
+            interrupted = self.failed(inst, "exit and managed undo", exc)
+            del exc
+        try:
+            _wire.unwire(inst, self._journal.event)
+            _loader.remove_modules(inst.private_name)
+        except BaseException as exc:
+            interrupted = self.failed(inst, "taking it out of sys.modules", exc) or interrupted
+            del exc
+        self._gone(inst, watch, unloading=unloading)
+        if interrupted is not None:
+            raise interrupted
+
+    def failed(self, inst: Instance, step: str, exc: BaseException) -> BaseException | None:
+        """Report a failed step of a teardown that goes on; the exception if it must be
+        raised again once the module is GONE (an interrupt)."""
+        _log.error("module %r: %s failed; removing it anyway:\n%s", inst.name, step,
+                   "".join(traceback.format_exception(exc)))
+        self._journal.taint("unload-failed", inst.name,
+                            f"{step} failed ({brief(exc)}); the module was removed anyway")
+        return None if isinstance(exc, Exception) else exc
+
+    def _module_side(self, inst: Instance, *, unloading: bool) -> _leaks.LeakWatch | None:
         inst.stopping.set()
         if unloading:
             self._exit(inst)
         failures = inst.undo.unwind(self.complete)
         watch = None
+        leak_check = self._settings.leak_check
+        unverifiable = _leaks.unverifiable() if leak_check else None
         if unloading:
             for failure in failures:
                 self._journal.event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
-            if self._settings.leak_check:
+            if leak_check and unverifiable is None:
                 watch = _leaks.watch(inst.name, inst.info.version,
                                      _loader.namespaces_of(inst.private_name))
                 watch.atexit_notes = list(inst.direct_atexit)
-        _loader.remove_modules(inst.private_name)
+        return watch
+
+    def _gone(self, inst: Instance, watch: _leaks.LeakWatch | None, *, unloading: bool) -> None:
         with self._table.lock:
             self._table.drop_unlocked(inst)  # during an upgrade the new version keeps it
             if inst in self._table.pending:
@@ -108,18 +143,32 @@ class Teardown:
         if not unloading:
             self.check_intact(inst.name)
             return
-        self._journal.event("unload", inst.name, f"unloaded {inst.info.version}",
-                            version=inst.info.version)
+        unverifiable = _leaks.unverifiable() if self._settings.leak_check else None
+        if unverifiable is None:
+            self._journal.event("unload", inst.name, f"unloaded {inst.info.version}",
+                                version=inst.info.version)
+        else:  # free-threaded 3.13: no verdict is possible, and the log says so
+            self._journal.event("unload", inst.name, f"unloaded {inst.info.version}; leak "
+                                f"check {unverifiable}", version=inst.info.version,
+                                leak_check=unverifiable)
         if watch is not None:
-            gc.collect()
-            if watch.survivors():
-                if _leaks.other_thread_collecting():
-                    # Our collect returned at once: another thread's is under way. Decide
-                    # when it is over, without holding up this unload.
-                    threading.Thread(target=self._judge_later, args=(watch,), daemon=True,
-                                     name=f"livemod-leakcheck-{inst.name}").start()
-                else:
-                    self._judge(watch)
+            try:
+                self._check_leaks(inst.name, watch)
+            except Exception as exc:  # GONE already: say so, never undo the unload
+                _log.exception("module %r: the leak check failed", inst.name)
+                self._journal.taint("leak-check-failed", inst.name,
+                                    f"leak check raised {brief(exc)}")
+
+    def _check_leaks(self, name: str, watch: _leaks.LeakWatch) -> None:
+        gc.collect()
+        if watch.survivors():
+            if _leaks.other_thread_collecting():
+                # Our collect returned at once: another thread's is under way. Decide when
+                # it is over, without holding up this unload.
+                threading.Thread(target=self._judge_later, args=(watch,), daemon=True,
+                                 name=f"livemod-leakcheck-{name}").start()
+            else:
+                self._judge(watch)
 
     def _exit(self, inst: Instance) -> None:
         # A method of its own, so that no local of this frame keeps the module alive.

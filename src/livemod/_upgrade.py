@@ -125,7 +125,12 @@ def replace(
     limit = host.settings.timeout if timeout is None else timeout
     # Dependents first: the old dependents hold the old module's objects until they go.
     for current, new in reversed(brought):
-        pending = _drain(host, current, limit)
+        try:
+            pending = _drain(host, current, limit)
+        except BaseException as exc:  # v2 serves: v1 cannot be LIVE again, so it goes
+            host.teardown.failed(current, "waiting for the old version to drain", exc)
+            host.teardown.finish(current)
+            raise
         if pending:
             host.journal.event("upgrade-pending", current.name,
                                f"{current.info.version} removal pending: "
@@ -262,7 +267,7 @@ def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> None:
 
 
 def _drain(host: Steps, old: Instance, timeout: float) -> list[str]:
-    where = current_thread_in(old.namespace_ids)
+    where = current_thread_in(old.namespace_ids, old.id)
     if where is not None:  # replace called from v1's own code: it cannot wait for itself
         return [f"the calling thread, at {where}"]
     return host.wait_quiet(old, time.monotonic() + timeout, holds=True)
@@ -270,9 +275,12 @@ def _drain(host: Steps, old: Instance, timeout: float) -> list[str]:
 
 def _reap_later(host: Steps, old: Instance) -> None:
     def reap() -> None:
-        while old.state is State.GOING and host.wait_quiet(old, time.monotonic() + 60,
-                                                            holds=True):
-            pass
+        try:
+            while old.state is State.GOING and host.wait_quiet(old, time.monotonic() + 60,
+                                                                holds=True):
+                pass
+        except Exception as exc:  # never leave it GOING for good: remove it, tainted
+            host.teardown.failed(old, "waiting for the old version to drain", exc)
         with host.op_lock:
             if old.state is State.GOING:
                 host.teardown.finish(old)
