@@ -108,6 +108,7 @@ def test_insmod_package_directory(host: livemod.Host) -> None:
     assert host.hook("webpkg.handle")("a") == ["WEB:<A>"]
 
 
+@pytest.mark.race
 def test_concurrent_insmod_of_one_name_one_wins(host: livemod.Host) -> None:
     barrier = threading.Barrier(4)
     results: list[object] = []

@@ -26,7 +26,11 @@ import livemod
 from livemod.cli import EXIT_CODES
 from livemod.cli import main as cli
 
-pytest.importorskip("cryptography")
+pytest.importorskip(
+    "cryptography",
+    reason="the sign extra (cryptography) is not installed: it has no wheel for free-threaded "
+    "3.13t (pip install 'livemod[sign]' where it has one)",
+)
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 

@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from . import _leaks, _loader
+from . import _leaks, _loader, _wire
 from ._aio import LoopBridge
 from ._instance import Instance, ModuleIdentity
 from ._journal import Journal
@@ -94,6 +94,7 @@ class Teardown:
             interrupted = self.failed(inst, "exit and managed undo", exc)
             del exc
         try:
+            _wire.unwire(inst, self._journal.event)
             _loader.remove_modules(inst.private_name)
         except BaseException as exc:
             interrupted = self.failed(inst, "taking it out of sys.modules", exc) or interrupted
@@ -117,10 +118,12 @@ class Teardown:
             self._exit(inst)
         failures = inst.undo.unwind(self.complete)
         watch = None
+        leak_check = self._settings.leak_check
+        unverifiable = _leaks.unverifiable() if leak_check else None
         if unloading:
             for failure in failures:
                 self._journal.event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
-            if self._settings.leak_check:
+            if leak_check and unverifiable is None:
                 watch = _leaks.watch(inst.name, inst.info.version,
                                      _loader.namespaces_of(inst.private_name))
                 watch.atexit_notes = list(inst.direct_atexit)
@@ -140,8 +143,14 @@ class Teardown:
         if not unloading:
             self.check_intact(inst.name)
             return
-        self._journal.event("unload", inst.name, f"unloaded {inst.info.version}",
-                            version=inst.info.version)
+        unverifiable = _leaks.unverifiable() if self._settings.leak_check else None
+        if unverifiable is None:
+            self._journal.event("unload", inst.name, f"unloaded {inst.info.version}",
+                                version=inst.info.version)
+        else:  # free-threaded 3.13: no verdict is possible, and the log says so
+            self._journal.event("unload", inst.name, f"unloaded {inst.info.version}; leak "
+                                f"check {unverifiable}", version=inst.info.version,
+                                leak_check=unverifiable)
         if watch is not None:
             try:
                 self._check_leaks(inst.name, watch)

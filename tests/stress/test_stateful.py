@@ -33,7 +33,7 @@ import livemod
 
 from ._support import private_modules, stress_seconds
 
-pytestmark = pytest.mark.stress
+pytestmark = [pytest.mark.stress, pytest.mark.race]
 
 MODULES = Path(__file__).parent / "modules" / "stateful"
 HOOK = "st.call"
@@ -419,6 +419,7 @@ def init(mod):
 '''
 
 
+@pytest.mark.asserts_leak
 def test_leak_check_while_another_thread_collects(tmp_path: Path) -> None:
     path = tmp_path / "cyclic.py"
     path.write_text(_CYCLIC)
