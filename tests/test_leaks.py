@@ -131,7 +131,7 @@ def test_a_failed_init_leaves_nothing_alive(host: livemod.Host, probe: Any) -> N
 
     def watch(name: str, old: Any, new: livemod.State) -> None:
         if name == "failinit" and new is livemod.State.COMING:
-            private = [n for n in sys.modules if n.endswith(f"._h{host._id}.failinit")]
+            private = [n for n in sys.modules if n.endswith(f".{host._tag}.failinit")]
             refs.extend(weakref.ref(sys.modules[n]) for n in private)
 
     host.subscribe(watch)

@@ -25,7 +25,7 @@ def path(name: str) -> str:
 
 def names_of(host: livemod.Host) -> set[str]:
     """Every sys.modules entry that belongs to ``host``."""
-    prefix = f"livemod.mods._h{host._id}."
+    prefix = f"livemod.mods.{host._tag}."
     return {n for n in sys.modules if n.startswith(prefix)}
 
 
