@@ -149,11 +149,11 @@ def test_status_leaks_lsmod_and_modinfo_say_where_no_verdict_is_possible(
     status, leaks = _cli(env, "status"), _cli(env, "leaks")
     lsmod, modinfo = _cli(env, "lsmod"), _cli(env, "modinfo", "plain")
     if LEAK_UNVERIFIABLE is None:
-        assert "leak check: on\n" in status
+        assert "leaked:   0\n" in status
         assert leaks == "no leaks: every unloaded module's code is gone\n"
         assert "note:" not in lsmod and "note:" not in modinfo
     else:
-        assert f"leak check: {SENTENCE}\n" in status
+        assert f"leaked:   {SENTENCE}\n" in status
         assert leaks == f"no verdict: the leak check {SENTENCE}\n"
         assert lsmod.endswith(f"note: leak check {SENTENCE}\n")
         assert modinfo.endswith(f"note:        leak check {SENTENCE}\n")
