@@ -17,6 +17,8 @@ from ._state import State
 from .errors import (
     ConfigError,
     DependencyError,
+    DesiredSetError,
+    HostForked,
     InitError,
     LivemodError,
     ManifestError,
@@ -27,6 +29,7 @@ from .errors import (
     ParamError,
     ProtocolError,
     SignatureError,
+    TransactionAborted,
     UpgradeError,
 )
 from .host import Host
@@ -34,11 +37,13 @@ from .host import Host
 __all__ = [
     "ConfigError",
     "DependencyError",
+    "DesiredSetError",
     "Event",
     "Hold",
     "Hook",
     "HookHandle",
     "Host",
+    "HostForked",
     "HostStatistics",
     "InitError",
     "Leak",
@@ -62,6 +67,7 @@ __all__ = [
     "State",
     "Taint",
     "Timer",
+    "TransactionAborted",
     "UpgradeError",
 ]
 

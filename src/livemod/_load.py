@@ -63,6 +63,13 @@ class LoadMixin:
 
     def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
+        inst = self._stage_load(path, params)
+        self._publish(inst)
+        return Module(inst)
+
+    def _stage_load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Instance:
+        """The fallible half of a load: read, check, body, init -- everything staged,
+        nothing published (COMING). ``_publish`` or ``_discard`` finishes it."""
         # Cheap checks that change nothing come first (the kernel's load_module order).
         source = self._read(path)
         info = source.info
@@ -74,8 +81,7 @@ class LoadMixin:
             self._put_unlocked(inst)
         inst.untrusted = untrusted
         self._bring_up(inst, source)
-        self._publish(inst)
-        return Module(inst)
+        return inst
 
     def _read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""

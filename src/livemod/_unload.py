@@ -80,6 +80,29 @@ class UnloadMixin:
         progress: Callable[[str, list[str]], object] | None = None,
     ) -> None:
         """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE. Caller holds ``_op_lock``."""
+        self._take_down(inst, wait=wait, timeout=timeout, force=force, progress=progress)
+        self._finish(inst)
+
+    def _republish(self, inst: Instance, removed: list[Any]) -> None:
+        """Undo ``_take_down``: the module is LIVE again, serving as before."""
+        with self._lock:
+            self._hooks.publish_unlocked(removed)
+            inst.state = State.LIVE
+            inst.state_since = time.monotonic()
+        self._notify(inst, State.GOING, State.LIVE)
+
+    def _take_down(
+        self,
+        inst: Instance,
+        *,
+        wait: bool,
+        timeout: float,
+        force: bool,
+        progress: Callable[[str, list[str]], object] | None = None,
+    ) -> list[Any]:
+        """The fallible half of an unload: unpublish and wait until quiet (GOING), or roll
+        back to LIVE and raise ModuleBusy. Returns what was unpublished (for
+        ``_republish``); ``_finish`` is the half that cannot fail."""
         inside = _quiesce.current_thread_in(inst.namespace_ids)
         if inside is not None or threading.get_ident() in inst.own_thread_idents():
             raise ModuleBusy(
@@ -105,11 +128,7 @@ class UnloadMixin:
                 with self._lock:
                     pending = inst.holders()  # taken while we waited for calls in flight
             if pending:
-                with self._lock:
-                    self._hooks.publish_unlocked(removed)
-                    inst.state = State.LIVE
-                    inst.state_since = time.monotonic()
-                self._notify(inst, State.GOING, State.LIVE)
+                self._republish(inst, removed)
                 self._event("unload-refused", inst.name,
                             f"unload rolled back: busy ({'; '.join(pending)})")
                 # The traceback of what we raise keeps this frame: it must not keep the
@@ -121,8 +140,7 @@ class UnloadMixin:
                     f"(release it, retry with a longer timeout, or use force=True)",
                     module=inst.name, holders=tuple(pending),
                 )
-        removed.clear()
-        self._finish(inst)
+        return removed
 
     def _wait_quiet(
         self,

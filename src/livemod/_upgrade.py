@@ -37,7 +37,7 @@ from .errors import DependencyError, InitError, ModuleExists, UpgradeError
 if TYPE_CHECKING:
     from .host import Host
 
-__all__ = ["replace"]
+__all__ = ["abort", "commit", "replace", "stage"]
 
 _log = logging.getLogger("livemod")
 
@@ -53,6 +53,25 @@ def replace(
     params: Mapping[str, object],
 ) -> Module:
     """See ``Host.replace``. Caller holds ``host._op_lock``."""
+    brought = stage(host, name, path, cascade=cascade, downgrade=downgrade, params=params)
+    return commit(host, brought, timeout=timeout)
+
+
+Brought = list[tuple[Instance, Instance]]
+
+
+def stage(
+    host: Host,
+    name: str,
+    path: str | os.PathLike[str] | None,
+    *,
+    cascade: bool,
+    downgrade: bool,
+    params: Mapping[str, object],
+) -> Brought:
+    """The fallible half of an upgrade: every new version loaded and initialised beside
+    the old one, handover taken, nothing switched. Returns the (old, new) pairs for
+    ``commit`` or ``abort``. Caller holds ``host._op_lock`` until one of them ran."""
     old = host._get_loaded(name)
     source = host._read(path if path is not None else old.info.path)
     info = source.info
@@ -78,6 +97,17 @@ def replace(
         raise
     finally:
         host._incoming.clear()
+    return brought
+
+
+def abort(host: Host, brought: Brought) -> None:
+    """Discard staged new versions: the old ones never stopped serving."""
+    for _, new in reversed(brought):
+        host._discard(new)
+
+
+def commit(host: Host, brought: Brought, *, timeout: float | None) -> Module:
+    """The switch (which cannot fail), then the old versions drain and go."""
     _switch(host, brought)
     limit = host.timeout if timeout is None else timeout
     # Dependents first: the old dependents hold the old module's objects until they go.

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade
+from . import _deps, _fork, _leaks, _loader, _manifest, _quiesce, _upgrade
 from ._aio import LoopBridge
 from ._async_api import AsyncHostMixin
 from ._context import Registration
@@ -53,6 +53,7 @@ from ._unload import BASELINE, UnloadMixin
 from .config import Config
 from .errors import (
     DependencyError,
+    HostForked,
     LivemodError,
     ModuleBusy,
     ModuleExists,
@@ -98,6 +99,14 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         trusted_keys: a folder of ``*.pub`` Ed25519 public keys (``livemod keygen``).
         allow_outside_modpath: whether insmod may load a path outside the modpath under
             ``enforce`` (default: no; always yes under the other policies).
+        control: serve a control socket for the ``livemod`` command (closed by ``close``).
+        service: this host is one worker of a service: its socket is
+            ``<socket dir>/<service>/<pid>.sock`` (``control`` is implied), and
+            ``livemod --service NAME`` changes every worker at once (see
+            :mod:`livemod.service`).
+
+    A host inherited across ``fork()`` refuses changes in the child (``HostForked``);
+    build a new one there.
     """
 
     def __init__(
@@ -113,6 +122,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         signatures: Policy = "off",
         trusted_keys: str | os.PathLike[str] | None = None,
         allow_outside_modpath: bool | None = None,
+        control: bool = False,
+        service: str | None = None,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
@@ -156,6 +167,16 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         if not BASELINE:  # before any module could have touched livemod
             BASELINE.append(Baseline())
         _leaks.watch_collections()
+        self._owner_pid = os.getpid()
+        self._forked = False
+        _fork.track(self)
+        self.service = service
+        self.control: Any = None  # the ControlServer, with control=True or a service
+        self._service_member: Any = None  # livemod.service's record of this worker
+        if control or service is not None:
+            from .service._member import attach
+
+            attach(self, service)
 
     # ---------------------------------------------------------------- public: loading
 
@@ -170,6 +191,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ModuleNotFound, ManifestError, ParamError, DependencyError, ModuleExists,
             InitError (the load was rolled back; nothing it registered was ever visible).
         """
+        self._check_owner()
         with self._op_lock:
             self._check_open()
             return self._load(path, params)
@@ -210,6 +232,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         If any module of the chain fails, the ones this call loaded are unloaded again.
         With a ``config``, its aliases, blacklist, options and soft dependencies apply.
         """
+        self._check_owner()
         if self.config is not None:
             plan = self.config.modprobe_plan(name, params)
             loaded = self._find_loaded(plan.name)
@@ -286,6 +309,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Raises:
             ModuleNotFound, ModuleBusy (with ``.holders``), ModuleGoing.
         """
+        self._check_owner()
         with self._op_lock:
             inst = self._get_loaded(name)
             limit = self.timeout if timeout is None else timeout
@@ -336,6 +360,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ManifestError, ParamError, DependencyError, InitError: the new version failed;
                 the old one is untouched and keeps serving.
         """
+        self._check_owner()
         with self._op_lock:
             self._check_open()
             return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
@@ -350,6 +375,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         A dependency that cannot be removed (held, busy) is left loaded; the module itself
         must be removable or this raises as ``rmmod`` does.
         """
+        self._check_owner()
         with self._op_lock:
             inst = self._get_loaded(name)
             removed = [inst.name]
@@ -374,6 +400,12 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Each module gets ``timeout`` seconds to go quiet (holds and pins included); one that
         does not is forced (which taints the host), so ``close`` always finishes.
         """
+        if self._forked:
+            # The modules belong to the parent: run none of their code here.
+            self._closed = True
+            return
+        if self.control is not None:
+            self.control.close()  # stop taking requests before everything is unloaded
         with self._op_lock:
             if self._closed:
                 return
@@ -542,6 +574,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         # Not under the operation lock: an rmmod waiting for holds must not hold up a
         # parameter change. A module going down meanwhile is running its own callback,
         # which the unload sees as code in flight and waits for.
+        self._check_owner()
         with self._param_lock:
             inst = self._get_loaded(name)
             old = inst.params.as_dict().get(key)
@@ -676,7 +709,25 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
 
     # ------------------------------------------------------------ private: the table
 
+    def _check_owner(self) -> None:
+        if self._forked:
+            raise HostForked(
+                f"this host belongs to pid {self._owner_pid}; build a new one in the child "
+                f"(pid {os.getpid()}): it cannot change modules here", owner_pid=self._owner_pid,
+            )
+
+    def _at_fork_before(self) -> None:
+        self._lock.acquire()  # never held while user code runs: bounded
+
+    def _at_fork_parent(self) -> None:
+        self._lock.release()
+
+    def _at_fork_child(self) -> None:
+        self._lock.release()
+        self._forked = True
+
     def _check_open(self) -> None:
+        self._check_owner()
         if self._closed:
             raise LivemodError("this host is closed; create a new Host to load modules")
 

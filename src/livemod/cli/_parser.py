@@ -38,9 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
                         help="the host's control socket (default: $LIVEMOD_SOCKET, else "
                              "the only socket in the default folder)")
+    parser.add_argument("--service", default=argparse.SUPPRESS, metavar="NAME",
+                        help="every worker of service NAME at once (Host(service=NAME)); "
+                             "changes are all or nothing")
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
                         help="the host's control socket")
+    remote.add_argument("--service", default=argparse.SUPPRESS, metavar="NAME",
+                        help="every worker of service NAME at once")
     remote.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
                         help="how long to wait for the host to answer (default 10)")
     data = argparse.ArgumentParser(add_help=False)

@@ -51,6 +51,7 @@ from .records import (
     status_to_dict,
     to_jsonable,
 )
+from .service_ops import service_ops
 
 __all__ = ["OPS", "STREAMING", "Call", "check_args", "is_mutation"]
 
@@ -214,6 +215,10 @@ def _status_op(call: Call) -> object:
     record = statistics_to_dict(call.host.statistics())
     record.update(socket=call.socket_path, protocol=VERSION, livemod=livemod.__version__,
                   server_pid=os.getpid())
+    if call.host.service is not None:
+        from ..service._member import member_of
+
+        record["service"] = member_of(call.host).status()
     return record
 
 
@@ -239,6 +244,7 @@ OPS: Final[Mapping[str, tuple[Handler, ArgSpec, bool]]] = {
     "log": (_log, {"follow": ((bool,), False), "limit": ((int, type(None)), None)}, False),
     "leaks": (_leaks, {}, False),
     "status": (_status_op, {}, False),
+    **service_ops(_REQUIRED),  # txn-prepare, txn-commit, txn-abort, service
 }
 
 

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import livemod
 
+from .. import _fork
 from ..errors import LivemodError, ProtocolError
 from .auth import PeerPolicy, peer_credentials
 from .connection import Connection
@@ -110,6 +111,8 @@ class ControlServer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
+        self._owner_pid: int | None = None  # the process that bound the socket
+        self._forked = False  # inherited across fork(): the socket is the parent's
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,10 +123,16 @@ class ControlServer:
             LivemodError: the path is taken by a live host or by something not a socket,
                 its folder is not ours, or it is too long for a Unix socket.
         """
+        if self._forked:
+            raise livemod.HostForked(
+                f"this control server belongs to pid {self._owner_pid}; build a new one in "
+                f"the child (pid {os.getpid()})", owner_pid=self._owner_pid)
         if self._thread is not None:
             return self
         self._listener, self._identity = bind_private(
             self.path, private_folder=self._default_folder)
+        self._owner_pid = os.getpid()
+        _fork.track(self)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._listener, self._wake_r, self._wake_w):
@@ -143,8 +152,8 @@ class ControlServer:
 
         Requests already running in the host finish there; their replies are dropped.
         """
-        if self._thread is None or self._stopping.is_set():
-            return
+        if self._thread is None or self._stopping.is_set() or self._forked:
+            return  # forked: the child's copies are closed already, the file is the parent's
         self._stopping.set()
         self._wake()
         self._thread.join(5.0)
@@ -153,7 +162,8 @@ class ControlServer:
         self._sel.close()
         for s in (self._listener, self._wake_r, self._wake_w):
             s.close()
-        unlink_if_same(self.path, self._identity)
+        if os.getpid() == self._owner_pid:  # never a socket path another process bound
+            unlink_if_same(self.path, self._identity)
         self._queries.shutdown(wait=False, cancel_futures=True)
         self._changes.shutdown(wait=False, cancel_futures=True)
 
@@ -164,6 +174,34 @@ class ControlServer:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    @property
+    def owner_pid(self) -> int | None:
+        """The pid of the process that bound the socket (None before ``start``)."""
+        return self._owner_pid
+
+    def _at_fork_before(self) -> None:
+        pass
+
+    def _at_fork_parent(self) -> None:
+        pass
+
+    def _at_fork_child(self) -> None:
+        # The child has no selector thread: close our copies of every descriptor, so the
+        # child never accepts the parent's clients nor keeps a dead parent's socket
+        # answering. Closing a copy unlinks nothing and sends nothing (the parent still
+        # holds the same sockets), and no epoll_ctl runs on the shared epoll instance.
+        self._forked = True
+        if self._thread is None:
+            return
+        for conn in list(self._conns.values()):
+            with contextlib.suppress(OSError):
+                conn.sock.close()
+        for s in (self._listener, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+        with contextlib.suppress(OSError):
+            self._sel.close()
 
     # ------------------------------------------------------------ selector thread
 
