@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import final
 
 from ._instance import Instance, Module
-from ._manifest import ModuleInfo
+from ._metadata import ModuleInfo
 
 __all__ = ["Event", "Hold", "HostStatistics", "Taint", "brief", "where_raised"]
 

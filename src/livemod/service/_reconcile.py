@@ -33,16 +33,16 @@ def reconcile(host: Host, desired: DesiredSet) -> list[str]:
     wanted = {m.name: m for m in desired.modules}
     with host._op_lock:
         with host._lock:
-            loaded = [i.name for i in host._table.values() if i.state is State.LIVE]
+            loaded = [i.name for i in host._table.names.values() if i.state is State.LIVE]
         for name in reversed(loaded):  # newest first: dependents before what they use
-            if name not in wanted and host._find_loaded(name) is not None:
+            if name not in wanted and host._table.find(name) is not None:
                 try:
                     host.rmmod(name, cascade=True)
                 except LivemodError as exc:
                     problems.append(f"{name}: not in generation {desired.generation}, but "
                                     f"cannot be removed: {exc}")
         for spec in desired.modules:
-            inst = host._find_loaded(spec.name)
+            inst = host._table.find(spec.name)
             same = (inst is not None and inst.info.path == spec.path
                     and inst.info.version == spec.version)
             try:

@@ -63,7 +63,7 @@ def spec_of(inst: Instance) -> ModuleSpec:
 def current_specs(host: Host) -> Specs:
     """The LIVE modules of ``host``, in load order, as desired-set entries."""
     with host._lock:
-        live = [i for i in host._table.values() if i.state is State.LIVE]
+        live = [i for i in host._table.names.values() if i.state is State.LIVE]
     return [spec_of(i) for i in live]
 
 
@@ -101,13 +101,13 @@ def _load_chain(host: Host, paths: list[tuple[str, dict[str, object], bool]]) ->
             inst = host._stage_load(path, params)
             inst.auto = auto
             staged.append(inst)
-            host._incoming[inst.name] = inst  # the next ones may depend on it
+            host._table.incoming[inst.name] = inst  # the next ones may depend on it
     except BaseException:
         for inst in reversed(staged):
             host._discard(inst)
-        host._incoming.clear()
+        host._table.incoming.clear()
         raise
-    host._incoming.clear()
+    host._table.incoming.clear()
     specs = [spec_of(i) for i in staged]
 
     def commit() -> Any:
@@ -134,7 +134,7 @@ def _modprobe_op(host: Host, a: Mapping[str, Any]) -> Staged:
     if host.config is not None:
         plan = host.config.modprobe_plan(name, params)
         name, params = plan.name, dict(plan.params)
-    loaded = host._find_loaded(name)
+    loaded = host._table.find(name)
     if loaded is not None:
         if params:
             raise LivemodError(f"module {loaded.name!r} is already loaded; rmmod it first "
@@ -142,26 +142,26 @@ def _modprobe_op(host: Host, a: Mapping[str, Any]) -> Staged:
         row = _row(host, loaded.name)
         return Staged(lambda: row, lambda: None, lambda specs: specs)
     with host._lock:
-        versions = {n: i.info.version for n, i in host._table.items()}
-    order = _deps.resolve_load_order(name, host._find_on_modpath, versions)
+        versions = {n: i.info.version for n, i in host._table.names.items()}
+    order = _deps.resolve_load_order(name, host._modpath.find, versions)
     return _load_chain(host, [(info.path, params if info is order[-1] else {},
                                info is not order[-1]) for info in order])
 
 
 def _rmmod_op(host: Host, a: Mapping[str, Any]) -> Staged:
-    inst = host._get_loaded(a["name"])
-    users = host._used_by(inst)
+    inst = host._table.get_live(a["name"])
+    users = host._table.used_by(inst)
     if users and not a.get("cascade"):
         raise ModuleBusy(f"cannot remove {inst.name!r}: used by "
                          f"{', '.join(map(repr, users))} (rmmod {users[0]} first, or "
                          f"use --cascade)", module=inst.name,
                          holders=tuple(f"module {u!r}" for u in users))
-    names = [*host._dependents_closure(inst.name), inst.name] if users else [inst.name]
+    names = [*host._table.dependents_closure(inst.name), inst.name] if users else [inst.name]
     limit = host.timeout if a.get("timeout") is None else float(a["timeout"])
     down: list[tuple[Instance, list[Any]]] = []
     try:
         for name in names:
-            target = host._table[name]
+            target = host._table.names[name]
             down.append((target, host._take_down(target, wait=bool(a.get("wait")),
                                                  timeout=limit, force=bool(a.get("force")))))
     except BaseException:
@@ -189,7 +189,7 @@ def _param_op(host: Host, a: Mapping[str, Any]) -> Staged:
     name, key = a["name"], a["key"]
     if key is None or a.get("value") is None:
         raise LivemodError("a service-wide param needs key=value")
-    inst = host._get_loaded(name)
+    inst = host._table.get_live(name)
     old = inst.params.as_dict().get(key)
     new = host.set_param(name, key, a["value"])  # the module may refuse: a "no" vote
 
