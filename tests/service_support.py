@@ -98,3 +98,12 @@ class Service:
             if proc.stdout is not None:
                 proc.stdout.close()
         shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+def greet_in_worker(who: str) -> tuple[int, list[str]]:
+    """A pool task: this process's worker host greets ``who``."""
+    from livemod.integrations import current_host
+
+    host = current_host()
+    assert host is not None, "the pool initializer did not build a worker host"
+    return os.getpid(), list(host.hook("greet")(who))

@@ -59,6 +59,9 @@ class Member:
         self.generation = 0
         self.drift: str | None = None
         self.txn: Participant | None = None
+        # Recently ended transactions: a commit may arrive after the participant already
+        # read the recorded decision and carried it out by itself.
+        self.ended: dict[str, Participant] = {}
         self.following = False
         self._applying = 0  # >0 while a transaction or a reconcile changes the host
         self._seen: tuple[int, int, int] | None = None
@@ -167,8 +170,11 @@ class Member:
         return part
 
     def find(self, txn: str) -> Participant | None:
+        """The participant of ``txn``, running or recently ended."""
         with self.lock:
-            return self.txn if self.txn is not None and self.txn.txn == txn else None
+            if self.txn is not None and self.txn.txn == txn:
+                return self.txn
+            return self.ended.get(txn)
 
 
 class Participant:
@@ -235,6 +241,9 @@ class Participant:
             with member.lock:
                 if member.txn is self:
                     member.txn = None
+                member.ended[self.txn] = self
+                while len(member.ended) > 8:
+                    del member.ended[next(iter(member.ended))]
             self.done.set()
 
     def _await_decision(self) -> str:
