@@ -53,8 +53,9 @@ def test_upgrade_every_worker_then_new_workers_follow(svc: Service) -> None:
     assert {v["greeting"]["value"] for v in values.values()} == {"hey"}
     svc.ok("rmmod", "extra")
     assert set(map(tuple, svc.versions().values())) == {("greet 2.0.0",)}
-    assert set(svc.generations().values()) == {4}
-    # modprobe by name from each worker's modpath is not set up here: insmod by path is.
+    svc.ok("modprobe", "extra")  # by name, from each worker's modpath
+    assert set(map(tuple, svc.versions().values())) == {("greet 2.0.0", "extra 1.0.0")}
+    assert set(svc.generations().values()) == {5}
     status = svc.ok("status")
     assert status.count("in step") == 4, status
 
@@ -144,6 +145,8 @@ def test_prepared_workers_carry_out_the_recorded_decision_alone(svc: Service) ->
         assert c.decide(t).outcome == "abort"
         wait_for(lambda: {v["greeting"]["value"] for v in svc.json("param", "greet").values()}
                  == {"hello"}, what="the old value back")
+        # The value prepare set and abort took back is not drift.
+        assert svc.ok("status").count("in step") == 2, svc.ok("status")
     finally:
         if saved is None:
             del os.environ["XDG_RUNTIME_DIR"]
@@ -196,6 +199,9 @@ def test_bad_input_changes_nothing(svc: Service) -> None:
     assert f"pid {refusing.pid}: generation 0 (drifted" in r.stderr
     assert "nothing was changed" in r.stderr
     assert {v["greeting"]["value"] for v in svc.json("param", "greet").values()} == {"hello"}
+    # A param the module refuses nowhere, but one worker is drifted: still nothing done,
+    # and the workers that took part in nothing are not marked drifted by it.
+    assert svc.ok("status").count("in step") == 2
 
 
 def test_commands_without_a_service_form_say_so(svc: Service) -> None:

@@ -205,6 +205,7 @@ class Participant:
     def _run(self) -> None:
         member, host = self.member, self.member.host
         staged: Staged | None = None
+        member._applying += 1  # what prepare changes (a param) is not drift
         try:
             with host._op_lock:
                 try:
@@ -221,16 +222,12 @@ class Participant:
                 finally:
                     self.voted.set()
                 self.outcome = self._await_decision()
-                member._applying += 1
-                try:
-                    if self.outcome == "commit":
-                        self.result = staged.commit()
-                        with member.lock:
-                            member.generation, member.drift = self.generation, None
-                    else:
-                        staged.abort()
-                finally:
-                    member._applying -= 1
+                if self.outcome == "commit":
+                    self.result = staged.commit()
+                    with member.lock:
+                        member.generation, member.drift = self.generation, None
+                else:
+                    staged.abort()
         except BaseException as exc:  # commit cannot fail; if it did, say so loudly
             _log.exception("service %s: transaction %s failed in this worker",
                            member.service, self.txn)
@@ -238,6 +235,7 @@ class Participant:
                 member.drift = f"transaction {self.txn} failed here: {exc}"
             self.error = exc
         finally:
+            member._applying -= 1
             with member.lock:
                 if member.txn is self:
                     member.txn = None
