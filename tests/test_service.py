@@ -208,3 +208,22 @@ def test_commands_without_a_service_form_say_so(svc: Service) -> None:
     svc.spawn("greet_v1.py")
     r = svc.cli("log")
     assert r.returncode == 1 and "log has no --service form" in r.stderr
+
+
+def test_a_worker_dying_before_it_votes_is_dropped(svc: Service,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    workers = [svc.spawn("greet_v1.py") for _ in range(3)]
+    monkeypatch.setenv("XDG_RUNTIME_DIR", svc.runtime)
+    c = Coordinator("web")
+    t = c.begin("upgrade", {"name": "greet", "path": svc.module("greet_v2.py")})
+    workers[0].kill()
+    workers[0].wait(5)
+    votes = {v.pid: v for v in c.prepare(t)}
+    assert votes[workers[0].pid].dropped and "died" in votes[workers[0].pid].describe()
+    outcome = c.finish(t, c.decide(t))
+    assert outcome.outcome == "commit" and sorted(outcome.results) == sorted(
+        w.pid for w in workers[1:])
+    assert set(map(tuple, svc.versions().values())) == {("greet 2.0.0",)}
+    # Its replacement follows the desired set.
+    replacement = svc.spawn("greet_v1.py")
+    assert svc.versions()[replacement.pid] == ["greet 2.0.0"]
