@@ -142,6 +142,7 @@ class Teardown:
         if not unloading:
             self.check_intact(inst.name)
             return
+        unverifiable = _leaks.unverifiable() if self._settings.leak_check else None
         if unverifiable is None:
             self._journal.event("unload", inst.name, f"unloaded {inst.info.version}",
                                 version=inst.info.version)
