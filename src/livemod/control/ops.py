@@ -76,6 +76,7 @@ class Call:
     emit: Callable[[Mapping[str, Any]], bool]
     on_close: Callable[[Callable[[], None]], None]
     socket_path: str
+    service: Any = None  # the service member of a worker (livemod.service), else None
 
 
 Handler = Callable[[Call], object]
@@ -215,10 +216,8 @@ def _status_op(call: Call) -> object:
     record = statistics_to_dict(call.host.statistics())
     record.update(socket=call.socket_path, protocol=VERSION, livemod=livemod.__version__,
                   server_pid=os.getpid())
-    if call.host.service is not None:
-        from ..service._member import member_of
-
-        record["service"] = member_of(call.host).status()
+    if call.service is not None:
+        record["service"] = call.service.status()
     return record
 
 

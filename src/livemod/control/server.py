@@ -29,13 +29,13 @@ import selectors
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final
 
 import livemod
 
-from .. import _fork
 from ..errors import LivemodError, ProtocolError
 from .auth import PeerPolicy, peer_credentials
 from .connection import Connection
@@ -78,6 +78,11 @@ class ControlServer:
         idle_timeout: seconds a connection with nothing in flight may stay silent.
         message_timeout: seconds a client has to finish a message it started.
         workers: threads per pool (one pool for queries, one for changes).
+        service: a worker's ``livemod.service.Member``, which the service operations
+            (``txn-prepare``, ...) act on; None for a host that is no worker.
+
+    Inherited across ``fork()``, a server closes its copies of its sockets in the child
+    and never unlinks the parent's socket file; ``start`` there raises ``HostForked``.
     """
 
     def __init__(
@@ -93,8 +98,10 @@ class ControlServer:
         idle_timeout: float = 600.0,
         message_timeout: float = 10.0,
         workers: int = 4,
+        service: Any = None,
     ) -> None:
         self.host = host
+        self.service = service
         self.path = os.path.abspath(os.fspath(path)) if path else default_socket_path(host.name)
         self._default_folder = path is None
         self._policy = PeerPolicy(allow_users, allow_groups)
@@ -132,7 +139,8 @@ class ControlServer:
         self._listener, self._identity = bind_private(
             self.path, private_folder=self._default_folder)
         self._owner_pid = os.getpid()
-        _fork.track(self)
+        with _tracked_lock:
+            _tracked.add(self)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._listener, self._wake_r, self._wake_w):
@@ -179,12 +187,6 @@ class ControlServer:
     def owner_pid(self) -> int | None:
         """The pid of the process that bound the socket (None before ``start``)."""
         return self._owner_pid
-
-    def _at_fork_before(self) -> None:
-        pass
-
-    def _at_fork_parent(self) -> None:
-        pass
 
     def _at_fork_child(self) -> None:
         # The child has no selector thread: close our copies of every descriptor, so the
@@ -436,7 +438,7 @@ class ControlServer:
         call = Call(
             host=self.host, args=args, socket_path=self.path,
             emit=lambda event: self._send(conn, event_message(rid, event)),
-            on_close=conn.on_close,
+            on_close=conn.on_close, service=self.service,
         )
         streaming = False
         try:
@@ -456,3 +458,16 @@ class ControlServer:
     def __repr__(self) -> str:
         state = "serving" if self._thread and not self._stopping.is_set() else "stopped"
         return f"<livemod.control.ControlServer {self.path} {state}>"
+
+
+# Every started server, told in a forked child that it was inherited (see _at_fork_child).
+_tracked: weakref.WeakSet[ControlServer] = weakref.WeakSet()
+_tracked_lock = threading.Lock()  # protects: _tracked (adds, and the child's iteration)
+
+
+def _after_fork_in_child() -> None:
+    for server in list(_tracked):
+        server._at_fork_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

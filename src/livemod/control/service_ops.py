@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ..errors import LivemodError
+from .errors import NotSupported
 
 __all__ = ["service_ops"]
 
@@ -27,11 +28,18 @@ __all__ = ["service_ops"]
 _CARRY_OUT: Final = 120.0
 
 
-def _prepare(call: Any) -> object:
-    from ..service._member import member_of
+def _member(call: Any) -> Any:
+    """The server's service member (a ``livemod.service.Member``), given to it by the
+    service that started it: the control plane never imports the service layer."""
+    if call.service is None:
+        raise NotSupported("this host is not a worker of a service (build it with "
+                           "livemod.Host(service=NAME))")
+    return call.service
 
+
+def _prepare(call: Any) -> object:
     a = call.args
-    part = member_of(call.host).begin(a["txn"], a["operation"], a["args"],
+    part = _member(call).begin(a["txn"], a["operation"], a["args"],
                                       generation=a["generation"], expect=a["expect"],
                                       hold=float(a["hold"]))
     part.voted.wait()
@@ -41,10 +49,8 @@ def _prepare(call: Any) -> object:
 
 
 def _finish(call: Any, outcome: str) -> object:
-    from ..service._member import member_of
-
     txn = call.args["txn"]
-    part = member_of(call.host).find(txn)
+    part = _member(call).find(txn)
     if part is None:
         if outcome == "abort":
             return {"aborted": txn}  # never prepared here, or already over: nothing to undo
@@ -63,9 +69,7 @@ def _finish(call: Any, outcome: str) -> object:
 
 
 def _service(call: Any) -> object:
-    from ..service._member import member_of
-
-    return member_of(call.host).status()
+    return _member(call).status()
 
 
 _NUMBER = (int, float)

@@ -35,7 +35,7 @@ from ._desired import (
     write_decision,
     write_desired,
 )
-from ._member import Member, member_of, start
+from ._member import Member, attach, member_of, start
 from ._paths import WorkerSocket, desired_path, service_dir, socket_path, worker_sockets
 from ._staging import OPS
 
@@ -51,6 +51,7 @@ __all__ = [
     "Transaction",
     "Vote",
     "WorkerSocket",
+    "attach",
     "desired_path",
     "file_hash",
     "member_of",

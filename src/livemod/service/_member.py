@@ -38,7 +38,7 @@ from ._reconcile import reconcile
 from ._staging import Staged, current_specs, stage
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from .. import Host
 
 __all__ = ["Member", "Participant", "attach", "member_of", "start"]
 
@@ -107,7 +107,7 @@ class Member:
                 self.drift = f"keeps its current set: {exc}"
             _log.error("service %s: %s", self.service, exc)
             return
-        with self.host._op_lock:
+        with self.host._life.op_lock:
             with self.lock:
                 if desired.generation <= self.generation and self.drift is None:
                     return
@@ -144,7 +144,7 @@ class Member:
 
     def _follow(self) -> None:
         host = self.host
-        while not host.closed and not host._forked:
+        while not host.closed and not host._owner.forked:
             time.sleep(_POLL)
             stamp = self._stamp()
             if stamp == self._seen:
@@ -207,7 +207,7 @@ class Participant:
         staged: Staged | None = None
         member._applying += 1  # what prepare changes (a param) is not drift
         try:
-            with host._op_lock:
+            with host._life.op_lock:
                 try:
                     if member.generation != self.expect:
                         raise TransactionAborted(
@@ -276,12 +276,12 @@ def attach(host: Host, service: str | None) -> None:
     service, give it a :class:`Member`. Called by ``Host.__init__``."""
     from ..control.server import ControlServer
 
-    path = None
+    path = member = None
     if service is not None:
         service_dir(service, create=True)
         path = socket_path(service)
-        host._service_member = Member(host, service)
-    host.control = ControlServer(host, path).start()
+        member = Member(host, service)
+    host.control = ControlServer(host, path, service=member).start()
 
 
 def member_of(host: Any) -> Member:
@@ -290,7 +290,7 @@ def member_of(host: Any) -> Member:
     Raises:
         NotSupported: the host is not a worker of a service.
     """
-    member = getattr(host, "_service_member", None)
+    member = getattr(getattr(host, "control", None), "service", None)
     if not isinstance(member, Member):
         raise NotSupported("this host is not a worker of a service (build it with "
                            "livemod.Host(service=NAME))")

@@ -16,7 +16,7 @@ from ..errors import LivemodError
 from ._desired import DesiredSet, file_hash
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from .. import Host
 
 __all__ = ["reconcile"]
 
@@ -31,8 +31,8 @@ def reconcile(host: Host, desired: DesiredSet) -> list[str]:
         return []
     problems: list[str] = []
     wanted = {m.name: m for m in desired.modules}
-    with host._op_lock:
-        with host._lock:
+    with host._life.op_lock:
+        with host._table.lock:
             loaded = [i.name for i in host._table.names.values() if i.state is State.LIVE]
         for name in reversed(loaded):  # newest first: dependents before what they use
             if name not in wanted and host._table.find(name) is not None:

@@ -35,8 +35,8 @@ from ..errors import LivemodError, ModuleBusy
 from ._desired import ModuleSpec, file_hash
 
 if TYPE_CHECKING:
+    from .. import Host
     from .._instance import Instance
-    from ..host import Host
 
 __all__ = ["Staged", "current_specs", "stage"]
 
@@ -62,7 +62,7 @@ def spec_of(inst: Instance) -> ModuleSpec:
 
 def current_specs(host: Host) -> Specs:
     """The LIVE modules of ``host``, in load order, as desired-set entries."""
-    with host._lock:
+    with host._table.lock:
         live = [i for i in host._table.names.values() if i.state is State.LIVE]
     return [spec_of(i) for i in live]
 
@@ -79,18 +79,18 @@ def _params(args: Mapping[str, Any]) -> dict[str, object]:
 
 
 def _upgrade_op(host: Host, a: Mapping[str, Any]) -> Staged:
-    brought = _upgrade.stage(host, a["name"], a.get("path"), cascade=bool(a.get("cascade")),
+    brought = _upgrade.stage(host._life, a["name"], a.get("path"), cascade=bool(a.get("cascade")),
                              downgrade=bool(a.get("downgrade")), params=_params(a))
     new_specs = {new.name: spec_of(new) for _, new in brought}
 
     def commit() -> Any:
-        module = _upgrade.commit(host, brought, timeout=a.get("timeout"))
+        module = _upgrade.commit(host._life, brought, timeout=a.get("timeout"))
         return {**_row(host, module.name), "removal_pending": list(module.removal_pending)}
 
     def after(specs: Specs) -> Specs:
         return [new_specs.get(s.name, s) for s in specs]
 
-    return Staged(commit, lambda: _upgrade.abort(host, brought), after)
+    return Staged(commit, lambda: _upgrade.abort(host._life, brought), after)
 
 
 def _load_chain(host: Host, paths: list[tuple[str, dict[str, object], bool]]) -> Staged:
@@ -98,13 +98,13 @@ def _load_chain(host: Host, paths: list[tuple[str, dict[str, object], bool]]) ->
     staged: list[Instance] = []
     try:
         for path, params, auto in paths:
-            inst = host._stage_load(path, params)
+            inst = host._life.stage_load(path, params)
             inst.auto = auto
             staged.append(inst)
             host._table.incoming[inst.name] = inst  # the next ones may depend on it
     except BaseException:
         for inst in reversed(staged):
-            host._discard(inst)
+            host._life.teardown.discard(inst)
         host._table.incoming.clear()
         raise
     host._table.incoming.clear()
@@ -112,12 +112,12 @@ def _load_chain(host: Host, paths: list[tuple[str, dict[str, object], bool]]) ->
 
     def commit() -> Any:
         for inst in staged:
-            host._publish(inst)
+            host._life.publish(inst)
         return _row(host, staged[-1].name)
 
     def abort() -> None:
         for inst in reversed(staged):
-            host._discard(inst)
+            host._life.teardown.discard(inst)
 
     return Staged(commit, abort, lambda current: [*current, *specs])
 
@@ -141,7 +141,7 @@ def _modprobe_op(host: Host, a: Mapping[str, Any]) -> Staged:
                                f"to load it with other parameters", module=loaded.name)
         row = _row(host, loaded.name)
         return Staged(lambda: row, lambda: None, lambda specs: specs)
-    with host._lock:
+    with host._table.lock:
         versions = {n: i.info.version for n, i in host._table.names.items()}
     order = _deps.resolve_load_order(name, host._modpath.find, versions)
     return _load_chain(host, [(info.path, params if info is order[-1] else {},
@@ -162,23 +162,23 @@ def _rmmod_op(host: Host, a: Mapping[str, Any]) -> Staged:
     try:
         for name in names:
             target = host._table.names[name]
-            down.append((target, host._take_down(target, wait=bool(a.get("wait")),
+            down.append((target, host._life.take_down(target, wait=bool(a.get("wait")),
                                                  timeout=limit, force=bool(a.get("force")))))
     except BaseException:
         for target, removed in reversed(down):
-            host._republish(target, removed)
+            host._life.republish(target, removed, "the service-wide rmmod was aborted")
         raise
 
     def commit() -> Any:
         for target, removed in down:
             removed.clear()  # the leak check must not find them here
-            host._finish(target)
+            host._life.teardown.finish(target)
         down.clear()
         return {"removed": a["name"]}
 
     def abort() -> None:
         for target, removed in reversed(down):
-            host._republish(target, removed)
+            host._life.republish(target, removed, "the service-wide rmmod was aborted")
         down.clear()
 
     gone = set(names)
@@ -215,7 +215,7 @@ OPS = tuple(_OPS)
 
 
 def stage(host: Host, op: str, args: Mapping[str, Any]) -> Staged:
-    """Prepare ``op`` in ``host``. Caller holds ``host._op_lock`` until commit or abort.
+    """Prepare ``op`` in ``host``. Caller holds ``host._life.op_lock`` until commit or abort.
 
     Raises:
         The operation's error (a "no" vote); NotSupported for an unknown op.
@@ -223,5 +223,6 @@ def stage(host: Host, op: str, args: Mapping[str, Any]) -> Staged:
     if op not in _OPS:
         raise NotSupported(f"{op!r} is not a service-wide operation (those are: "
                            f"{', '.join(OPS)})")
-    host._check_open()
+    host._owner.check()
+    host._life.check_open()
     return _OPS[op](host, args)
