@@ -65,7 +65,7 @@ def test_forked_child_refuses_every_change_but_answers_queries() -> None:
                 try:
                     change()
                 except livemod.HostForked as exc:
-                    assert exc.owner_pid == host._owner.pid, exc.owner_pid
+                    assert exc.owner_pid == host._table.owner.pid, exc.owner_pid
                     assert f"belongs to pid {exc.owner_pid}" in str(exc), str(exc)
                     assert "build a new one in the child" in str(exc), str(exc)
                     refused.append(exc.code)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from . import errors
 from ._context import HookHandle, ModuleContext, Registration, Timer
 from ._hooks import Hook
+from ._imports import ModuleView
 from ._instance import Module, ModuleStatus
 from ._leaks import Leak
 from ._metadata import ModuleInfo, ParamSpec
+from ._ownership import guard
 from ._params import Params
 from ._records import Event, Hold, HostStatistics, Taint
 from ._state import State
@@ -28,6 +30,7 @@ from .errors import (
     ModuleExists,
     ModuleGoing,
     ModuleNotFound,
+    NotInstalled,
     ParamError,
     ProtocolError,
     SignatureError,
@@ -35,6 +38,9 @@ from .errors import (
     UpgradeError,
 )
 from .host import Host
+
+# Every change refuses in a process the host does not belong to (queries still answer).
+guard(Host, ("insmod", "modprobe", "rmmod", "replace", "modprobe_remove", "set_param", "close"))
 
 __all__ = [
     "ConfigError",
@@ -59,6 +65,8 @@ __all__ = [
     "ModuleInfo",
     "ModuleNotFound",
     "ModuleStatus",
+    "ModuleView",
+    "NotInstalled",
     "ParamError",
     "ParamSpec",
     "Params",

@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from . import _deps, _loader, _params, _quiesce, _upgrade
+from . import _deps, _loader, _params, _quiesce, _upgrade, _wire
 from ._aio import LoopBridge
 from ._context import ModuleContext
 from ._drain import Progress, wait_quiet
@@ -65,6 +65,7 @@ from .config import Config
 from .errors import (
     InitError,
     LivemodError,
+    ManifestError,
     ModuleBusy,
     ModuleExists,
     ModuleGoing,
@@ -100,7 +101,6 @@ class Lifecycle:
         self.registrar = registrar
         self.modpath = modpath
         self.teardown = Teardown(table, journal, bridge, settings)
-        self.builtins = _loader.builtins_for(registrar.import_hook)
         self.closed = False
 
     def check_open(self) -> None:
@@ -113,16 +113,12 @@ class Lifecycle:
              source: ModuleSource | None = None) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``op_lock``.
         ``source``: the module already read (outside the lock, by ``insmod``)."""
-        inst = self.stage_load(path, params, source)
-        self.publish(inst)
-        return Module(inst)
-
-    def stage_load(self, path: str | os.PathLike[str], params: Mapping[str, object],
-                   source: ModuleSource | None = None) -> Instance:
-        """The fallible half of a load: read, check, body, init -- every registration
-        staged, nothing published (COMING). ``publish`` or ``teardown.discard`` ends it
-        (a service-wide insmod prepares with this). Caller holds ``op_lock``."""
-        source = self.read(path) if source is None else source
+        try:
+            source = self.read(path) if source is None else source
+        except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
+            self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
+                               f"load refused: {exc}")
+            raise
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self.verify(source)  # SignatureError here: nothing has changed yet
@@ -132,7 +128,8 @@ class Lifecycle:
             self.table.put_unlocked(inst)
         inst.untrusted = untrusted
         self.bring_up(inst, source)
-        return inst
+        self._publish(inst)
+        return Module(inst)
 
     def read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
@@ -182,7 +179,8 @@ class Lifecycle:
             module = _loader.exec_module(
                 inst.private_name, source.code, source_file=info.source_file,
                 package_dir=info.path if info.is_package else None,
-                builtins=self.builtins, files=source.by_path,
+                builtins=_wire.wire(self.table, self.registrar, self.journal, inst),
+                files=source.by_path,
             )
             inst.module = module
             inst.namespace_ids = frozenset(
@@ -212,7 +210,7 @@ class Lifecycle:
             ) from exc
         self.teardown.check_intact(inst.name)
 
-    def publish(self, inst: Instance) -> None:
+    def _publish(self, inst: Instance) -> None:
         with self.table.lock:
             self.hooks.publish_unlocked(inst.staged)
             inst.exports = frozen_mapping(inst.staged_exports)
@@ -247,6 +245,13 @@ class Lifecycle:
             for soft in plan.post:
                 self._modprobe_soft(soft, plan.name, "post", config)
             return module
+
+    def plan(self, name: str, include_loaded: bool, config: Config | None) -> list[ModuleInfo]:
+        """``Host.modprobe_plan``: the modprobe chain, resolved and checked, not loaded."""
+        if config is not None:
+            name = config.modprobe_plan(name).name
+        versions = {} if include_loaded else self.table.versions()
+        return _deps.resolve_load_order(name, self.modpath.find, versions)
 
     def _modprobe_soft(self, soft: str, owner: str, when: str, config: Config) -> None:
         try:
@@ -338,16 +343,6 @@ class Lifecycle:
                progress: Progress | None = None) -> None:
         """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE (see the module docstring
         for the order). Caller holds ``op_lock``."""
-        removed = self.take_down(inst, wait=wait, timeout=timeout, force=force,
-                                 progress=progress)
-        removed.clear()
-        self.teardown.finish(inst)
-
-    def take_down(self, inst: Instance, *, wait: bool, timeout: float, force: bool,
-                  progress: Progress | None = None) -> list[tuple[str, Impl]]:
-        """Steps 1-4 of an unload: unpublished and quiet (GOING), or rolled back to LIVE
-        with ModuleBusy. Returns what was unpublished, for ``republish``; the rest
-        (``teardown.finish``) cannot fail. A service-wide rmmod prepares with this."""
         inside = _quiesce.current_thread_in(inst.namespace_ids, inst.id)
         if inside is not None or threading.get_ident() in inst.own_thread_idents():
             raise ModuleBusy(
@@ -376,11 +371,11 @@ class Lifecycle:
                     with self.table.lock:
                         pending = inst.holders()  # taken while we waited for calls in flight
         except BaseException as exc:
-            self.republish(inst, removed, f"unload failed before exit: {brief(exc)}")
+            self._republish(inst, removed, f"unload failed before exit: {brief(exc)}")
             del removed
             raise
         if pending:
-            self.republish(inst, removed, f"unload rolled back: busy ({'; '.join(pending)})")
+            self._republish(inst, removed, f"unload rolled back: busy ({'; '.join(pending)})")
             # The traceback of what we raise keeps this frame: it must not keep the
             # module's implementations (a caller may force the unload in its handler).
             del removed
@@ -390,9 +385,10 @@ class Lifecycle:
                 f"(release it, retry with a longer timeout, or use force=True)",
                 module=inst.name, holders=tuple(pending),
             )
-        return removed
+        removed.clear()
+        self.teardown.finish(inst)
 
-    def republish(self, inst: Instance, removed: list[tuple[str, Impl]], why: str) -> None:
+    def _republish(self, inst: Instance, removed: list[tuple[str, Impl]], why: str) -> None:
         with self.table.lock:
             self.hooks.publish_unlocked(removed)
             notice = self.journal.move_unlocked(inst, State.LIVE)
@@ -451,8 +447,14 @@ class Lifecycle:
         """``Host.replace`` (the steps are in ``_upgrade``)."""
         with self.op_lock, quick_switching():
             self.check_open()
-            return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                    downgrade=downgrade, params=params)
+            try:
+                return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
+                                        downgrade=downgrade, params=params)
+            except InitError:
+                raise  # the failed load of the new version is in the log already
+            except LivemodError as exc:
+                self.journal.event("upgrade-refused", name, f"upgrade refused: {exc}")
+                raise
 
     def close(self, timeout: float | None, detach: Callable[[], None] | None) -> bool:
         """Unload everything, dependents first; False if it was closed already."""

@@ -51,7 +51,7 @@ class Ownership:
 
 
 def guard(cls: type, names: Iterable[str]) -> None:
-    """Make each method ``names`` of ``cls`` check ``self._owner`` first: every change
+    """Make each method ``names`` of ``cls`` check ``self._table.owner`` first: every change
     refuses in a process the host does not belong to (queries still answer). ``close``
     there does nothing instead: the modules are the parent's, none of their code runs."""
     for name in names:
@@ -61,9 +61,10 @@ def guard(cls: type, names: Iterable[str]) -> None:
 def _checked(method: Any) -> Any:
     @functools.wraps(method)
     def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if method.__name__ == "close" and self._owner.forked:
+        owner = self._table.owner
+        if method.__name__ == "close" and owner.forked:
             return None
-        self._owner.check()
+        owner.check()
         return method(self, *args, **kwargs)
 
     return checked

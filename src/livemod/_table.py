@@ -28,6 +28,7 @@ from ._hooks import Impl
 from ._instance import Instance, ModuleStatus
 from ._metadata import ModuleInfo
 from ._names import canonical
+from ._ownership import Ownership
 from ._records import Hold, Taint
 from ._state import State
 from .errors import DependencyError, ModuleBusy, ModuleExists, ModuleGoing, ModuleNotFound
@@ -42,11 +43,13 @@ _tokens = itertools.count(1)
 class ModuleTable:
     """The instances of one host, by name, alias and private module name."""
 
-    __slots__ = ("aliases", "by_private", "incoming", "lock", "names", "pending", "tag")
+    __slots__ = ("aliases", "by_private", "incoming", "lock", "names", "owner", "pending",
+                 "tag")
 
     def __init__(self, tag: str) -> None:
         self.tag = tag  # qualifies private module names per host (design.md, "Hazards")
         self.lock = threading.Lock()
+        self.owner = Ownership(self.lock)  # which process the table (the host) belongs to
         self.names: dict[str, Instance] = {}
         self.aliases: dict[str, Instance] = {}
         self.incoming: dict[str, Instance] = {}
@@ -71,10 +74,14 @@ class ModuleTable:
                 del self.aliases[alias]
 
     def private_name_unlocked(self, name: str) -> str:
+        # Deterministic (no per-process counter), so a pickle made in one worker loads in
+        # another: an upgrade's second instance is name__2, the next free one after that.
         base = f"{_loader.PREFIX}{self.tag}.{name}"
-        if base not in sys.modules:
-            return base
-        return f"{base}__{next(_tokens)}"
+        candidate, n = base, 1
+        while candidate in sys.modules or candidate in self.by_private:
+            n += 1
+            candidate = f"{base}__{n}"
+        return candidate
 
     def new_token(self) -> int:
         return next(_tokens)

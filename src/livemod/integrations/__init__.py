@@ -34,7 +34,7 @@ def current_host() -> Host | None:
     """This process's worker host (None if none was built here, or it was inherited)."""
     with _lock:
         host = _host
-    if host is None or host._owner.pid != os.getpid() or host.closed:
+    if host is None or host._table.owner.pid != os.getpid() or host.closed:
         return None
     return host
 
@@ -60,7 +60,7 @@ def worker_host(
     from ..service import start
 
     with _lock:
-        if _host is not None and _host._owner.pid == os.getpid() and not _host.closed:
+        if _host is not None and _host._table.owner.pid == os.getpid() and not _host.closed:
             return _host
         host = Host(modpath, service=service, **host_kwargs)
         try:
@@ -81,7 +81,7 @@ def close_worker_host() -> None:
     global _host
     with _lock:
         host, _host = _host, None
-    if host is not None and host._owner.pid == os.getpid():
+    if host is not None and host._table.owner.pid == os.getpid():
         host.close()
 
 

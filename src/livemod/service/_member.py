@@ -144,7 +144,7 @@ class Member:
 
     def _follow(self) -> None:
         host = self.host
-        while not host.closed and not host._owner.forked:
+        while not host.closed and not host._table.owner.forked:
             time.sleep(_POLL)
             stamp = self._stamp()
             if stamp == self._seen:
@@ -271,17 +271,13 @@ class Participant:
             write_desired(member.desired_path, desired)
 
 
-def attach(host: Host, service: str | None) -> None:
-    """Serve ``host``'s control socket (the service's path for a worker) and, for a
-    service, give it a :class:`Member`. Called by ``Host.__init__``."""
+def attach(host: Host, service: str) -> Any:
+    """Serve ``host``'s socket as a worker of ``service``, with a :class:`Member`; returns
+    the started ControlServer. Called by ``Host(service=...)``."""
     from ..control.server import ControlServer
 
-    path = member = None
-    if service is not None:
-        service_dir(service, create=True)
-        path = socket_path(service)
-        member = Member(host, service)
-    host.control = ControlServer(host, path, service=member).start()
+    service_dir(service, create=True)
+    return ControlServer(host, socket_path(service), service=Member(host, service)).start()
 
 
 def member_of(host: Any) -> Member:

@@ -23,11 +23,16 @@ transaction (unpublished; the new value), as it must be for their refusal to cou
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import _deps, _upgrade
+from .. import _params as params_mod
+from .._quiesce import current_thread_in
+from .._records import brief
 from .._state import State
 from ..control.errors import NotSupported
 from ..control.records import status_to_dict, to_jsonable
@@ -74,13 +79,13 @@ def _row(host: Host, name: str) -> dict[str, Any]:
     return {"name": name, "state": "GONE"}
 
 
-def _params(args: Mapping[str, Any]) -> dict[str, object]:
+def _params_of(args: Mapping[str, Any]) -> dict[str, object]:
     return {str(k): v for k, v in dict(args.get("params") or {}).items()}
 
 
 def _upgrade_op(host: Host, a: Mapping[str, Any]) -> Staged:
     brought = _upgrade.stage(host._life, a["name"], a.get("path"), cascade=bool(a.get("cascade")),
-                             downgrade=bool(a.get("downgrade")), params=_params(a))
+                             downgrade=bool(a.get("downgrade")), params=_params_of(a))
     new_specs = {new.name: spec_of(new) for _, new in brought}
 
     def commit() -> Any:
@@ -93,12 +98,68 @@ def _upgrade_op(host: Host, a: Mapping[str, Any]) -> Staged:
     return Staged(commit, lambda: _upgrade.abort(host._life, brought), after)
 
 
+def _stage_load(host: Host, path: str, params: Mapping[str, object]) -> Instance:
+    """``Lifecycle.load`` without its publish (the same steps, in the same order): COMING,
+    every registration staged; ``_publish`` or ``teardown.discard`` ends it."""
+    life = host._life
+    source = life.read(path)
+    info = source.info
+    values = params_mod.resolve(info.params, params, module=info.name)
+    untrusted = life.verify(source)
+    with life.table.lock:
+        life.table.check_free_unlocked(info)
+        inst = life.new_instance_unlocked(info, values)
+        life.table.put_unlocked(inst)
+    inst.untrusted = untrusted
+    life.bring_up(inst, source)
+    return inst
+
+
+def _take_down(host: Host, inst: Instance, *, wait: bool, timeout: float,
+               force: bool) -> list[Any]:
+    """Steps 1-4 of ``Lifecycle.unload`` (see its module essay): refuse from inside or
+    while held, unpublish and go GOING in one hold of the lock, wait until quiet -- or put
+    it back LIVE and raise ModuleBusy. Returns what ``_republish`` would restore; the rest
+    (``teardown.finish``) is the commit, which cannot fail."""
+    life = host._life
+    inside = current_thread_in(inst.namespace_ids, inst.id)
+    if inside is not None or threading.get_ident() in inst.own_thread_idents():
+        raise ModuleBusy(f"cannot remove {inst.name!r} from inside its own code "
+                         f"({inside or 'its own thread'})", module=inst.name,
+                         holders=(f"the calling thread, at {inside}",))
+    with life.table.lock:
+        if not (wait or force):
+            life.table.refuse_if_held_unlocked(inst)
+        notice = life.journal.move_unlocked(inst, State.GOING)
+        removed = life.hooks.unpublish_unlocked(inst.id)
+    try:
+        life.journal.notify(notice)
+        pending: list[str] = []
+        if force:
+            life.journal.taint("forced-unload", inst.name, "rmmod --force: did not wait")
+        else:
+            pending = life.wait_quiet(inst, time.monotonic() + timeout, holds=wait)
+            if not pending and not wait:
+                with life.table.lock:
+                    pending = inst.holders()
+    except BaseException as exc:
+        life._republish(inst, removed, f"unload failed before exit: {brief(exc)}")
+        raise
+    if pending:
+        life._republish(inst, removed, f"unload rolled back: busy ({'; '.join(pending)})")
+        del removed
+        raise ModuleBusy(f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
+                         f"({'; '.join(pending)}); it is LIVE again", module=inst.name,
+                         holders=tuple(pending))
+    return removed
+
+
 def _load_chain(host: Host, paths: list[tuple[str, dict[str, object], bool]]) -> Staged:
     """Stage loads in order (each may depend on those before it), or undo them all."""
     staged: list[Instance] = []
     try:
         for path, params, auto in paths:
-            inst = host._life.stage_load(path, params)
+            inst = _stage_load(host, path, params)
             inst.auto = auto
             staged.append(inst)
             host._table.incoming[inst.name] = inst  # the next ones may depend on it
@@ -112,7 +173,7 @@ def _load_chain(host: Host, paths: list[tuple[str, dict[str, object], bool]]) ->
 
     def commit() -> Any:
         for inst in staged:
-            host._life.publish(inst)
+            host._life._publish(inst)
         return _row(host, staged[-1].name)
 
     def abort() -> None:
@@ -123,14 +184,14 @@ def _load_chain(host: Host, paths: list[tuple[str, dict[str, object], bool]]) ->
 
 
 def _insmod_op(host: Host, a: Mapping[str, Any]) -> Staged:
-    return _load_chain(host, [(a["path"], _params(a), False)])
+    return _load_chain(host, [(a["path"], _params_of(a), False)])
 
 
 def _modprobe_op(host: Host, a: Mapping[str, Any]) -> Staged:
     if a.get("remove"):
         raise NotSupported("modprobe -r is not a service-wide operation; use "
                            "livemod --service NAME rmmod MODULE")
-    name, params = a["name"], _params(a)
+    name, params = a["name"], _params_of(a)
     if host.config is not None:
         plan = host.config.modprobe_plan(name, params)
         name, params = plan.name, dict(plan.params)
@@ -162,11 +223,11 @@ def _rmmod_op(host: Host, a: Mapping[str, Any]) -> Staged:
     try:
         for name in names:
             target = host._table.names[name]
-            down.append((target, host._life.take_down(target, wait=bool(a.get("wait")),
-                                                 timeout=limit, force=bool(a.get("force")))))
+            down.append((target, _take_down(host, target, wait=bool(a.get("wait")),
+                                            timeout=limit, force=bool(a.get("force")))))
     except BaseException:
         for target, removed in reversed(down):
-            host._life.republish(target, removed, "the service-wide rmmod was aborted")
+            host._life._republish(target, removed, "the service-wide rmmod was aborted")
         raise
 
     def commit() -> Any:
@@ -178,7 +239,7 @@ def _rmmod_op(host: Host, a: Mapping[str, Any]) -> Staged:
 
     def abort() -> None:
         for target, removed in reversed(down):
-            host._life.republish(target, removed, "the service-wide rmmod was aborted")
+            host._life._republish(target, removed, "the service-wide rmmod was aborted")
         down.clear()
 
     gone = set(names)
@@ -223,6 +284,6 @@ def stage(host: Host, op: str, args: Mapping[str, Any]) -> Staged:
     if op not in _OPS:
         raise NotSupported(f"{op!r} is not a service-wide operation (those are: "
                            f"{', '.join(OPS)})")
-    host._owner.check()
+    host._table.owner.check()
     host._life.check_open()
     return _OPS[op](host, args)
