@@ -80,7 +80,7 @@ class Host:
         allow_outside_modpath: whether insmod may load a path outside the modpath under
             ``enforce`` (default: no; always yes under the other policies).
         control: serve the control socket: ``True`` (default path) or a path (``close()``
-            stops it; ``host.control`` is the server).
+            stops it; ``host.control`` is the server); ``service="web"``: a worker's one.
         autoload: ``mod.require`` of a module on the modpath loads it (else DependencyError).
     """
 
@@ -98,7 +98,7 @@ class Host:
         trusted_keys: str | os.PathLike[str] | None = None,
         allow_outside_modpath: bool | None = None,
         control: bool | str | os.PathLike[str] = False,
-        autoload: bool = True,
+        autoload: bool = True, service: str | None = None,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
@@ -129,7 +129,7 @@ class Host:
         _loader.install_finder()
         _leaks.watch_collections()
         self._registrar.autoload = self.modprobe if autoload else None
-        self.control: Any = _serve.serve_control(self, control)  # a ControlServer, or None
+        self.control: Any = _serve.serve_control(self, control, service)  # or None
 
     # The settings the lifecycle reads, as plain attributes of the host.
 

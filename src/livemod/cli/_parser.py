@@ -106,9 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "the only live socket in the default folder)")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON for scripts (errors too, on stdout)")
+    parser.add_argument("--service", default=argparse.SUPPRESS, metavar="NAME",
+                        help="every worker of service NAME at once (Host(service=NAME)); "
+                             "changes are all or nothing")
     remote = _Parser(add_help=False)
     remote.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
                         help="the host's control socket")
+    remote.add_argument("--service", default=argparse.SUPPRESS, metavar="NAME",
+                        help="every worker of service NAME at once")
     remote.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
                         help="how long to wait for the host to answer (default 10)")
     data = _Parser(add_help=False)
