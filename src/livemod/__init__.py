@@ -27,6 +27,7 @@ from .errors import (
     ParamError,
     ProtocolError,
     SignatureError,
+    SpecError,
     UpgradeError,
 )
 from .host import Host
@@ -59,6 +60,7 @@ __all__ = [
     "Registration",
     "Requirement",
     "SignatureError",
+    "SpecError",
     "State",
     "Taint",
     "Timer",

@@ -160,6 +160,7 @@ class LoadMixin:
             inst.staged, inst.staged_exports = [], {}
             starts, inst.staged_starts = inst.staged_starts, []
             inst.init_ok = True
+        self._hooks.run_replays()
         self._set_state(inst, State.LIVE)
         self._taint_if_untrusted(inst)
         for start in starts:

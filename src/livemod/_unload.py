@@ -109,6 +109,7 @@ class UnloadMixin:
                     self._hooks.publish_unlocked(removed)
                     inst.state = State.LIVE
                     inst.state_since = time.monotonic()
+                self._hooks.run_replays()
                 self._notify(inst, State.GOING, State.LIVE)
                 self._event("unload-refused", inst.name,
                             f"unload rolled back: busy ({'; '.join(pending)})")

@@ -206,6 +206,7 @@ def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
             host._pending.append(old)
             new.replaced = [old]
             old.replaced = []  # only the newest knows its predecessor: no chain of records
+    host._hooks.run_replays()
     for old, new in pairs:
         host._notify(old, State.LIVE, State.GOING)
         host._notify(new, State.COMING, State.LIVE)

@@ -32,7 +32,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade
 from ._aio import LoopBridge
@@ -64,6 +64,8 @@ from .errors import (
 __all__ = ["Host"]
 
 _log = logging.getLogger("livemod")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 _host_ids = itertools.count(1)
@@ -465,6 +467,31 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         """The hook point ``name``, created on first use. ``errors`` applies at creation."""
         return self._hooks.get(name, errors)
 
+    def spec(self, name: str, *, firstresult: bool = False) -> Callable[[_F], _F]:
+        """Declare hook ``name``'s signature (a decorator; pluggy's hookspec).
+
+        The decorated function's signature is the hook's and its docstring documents it.
+        ``add()`` then checks each implementation against it; an implementation may take
+        fewer of its parameters (it is called by name with those). With ``firstresult``,
+        a call returns the first result that is not None instead of the list.
+
+        Raises:
+            SpecError: the spec has ``*args``/``**kwargs`` or a reserved name, the hook has
+                another spec, or a live implementation does not fit it.
+        """
+        def declare(fn: _F) -> _F:
+            self._hooks.declare(name, fn, firstresult)
+            return fn
+
+        return declare
+
+    def hooks(self) -> list[dict[str, Any]]:
+        """Every hook with a spec or an implementation: its spec and implementations in call
+        order (what ``livemod hooks`` prints), sorted by name."""
+        with self._lock:
+            hooks = sorted(self._hooks.hooks.items())
+        return [h.describe() for _, h in hooks if len(h) or h.spec is not None]
+
     def hold(self, name: str) -> Hold:
         """Take a hold on a LIVE module; release it (or leave the ``with`` block) when done.
 
@@ -593,10 +620,11 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     # --------------------------------------------------------- private: registrations
 
     def _register(
-        self, inst: Instance, hook: str, fn: Callable[..., Any], priority: int
+        self, inst: Instance, hook: str, fn: Callable[..., Any], priority: int,
+        wrapper: bool = False,
     ) -> Registration:
         impl = Impl(fn, owner=inst.id, owner_name=inst.name, priority=priority,
-                    seq=self._hooks.next_seq())
+                    seq=self._hooks.next_seq(), wrapper=wrapper)
         entry = (hook, impl)
 
         def remove() -> None:
@@ -608,10 +636,12 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
 
         with self._lock:
             self._check_can_register_unlocked(inst, f"register on hook {hook!r}")
+            self._hooks.check_unlocked(hook, impl)
             if inst.state is State.COMING:
                 inst.staged.append(entry)
             else:
                 self._hooks.publish_unlocked([entry])
+        self._hooks.run_replays()
         token = inst.undo.push(f"hook {hook!r} <- {impl.describe()}", remove)
 
         def unregister() -> None:
