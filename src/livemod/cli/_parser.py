@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--limit", type=int, metavar="N", help="only the last N events")
     command("leaks", "unloaded modules whose objects are still alive, and why", remote, data)
     command("status", "the host's name, pid, uptime, taints and counts", remote, data)
+    command("hooks", "each hook: its spec and its implementations in call order", remote, data)
     p = command("keygen", "make an Ed25519 key pair for signing modules (KEY, KEY.pub)")
     p.add_argument("key", metavar="KEY", help="where to write the private key (mode 0600)")
     p = command("sign", "sign a module file or package folder (writes MODULE.sig)")
