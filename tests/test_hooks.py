@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import livemod
-from livemod._hooks import HookTable, Impl
+from livemod._hooks import Impl
+from livemod._hooktable import HookTable
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -274,6 +275,7 @@ def test_describe_names_module_and_function() -> None:
     assert impl.is_async is False
 
 
+@pytest.mark.race
 def test_concurrent_callers_see_all_or_nothing_of_a_module(
     host: livemod.Host, wait_for: Callable[..., Any]
 ) -> None:

@@ -19,15 +19,12 @@ import traceback
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
 from ._hooks import Impl
-from ._manifest import ModuleInfo
+from ._metadata import ModuleInfo
 from ._params import Params
 from ._state import State
-
-if TYPE_CHECKING:
-    from ._context import ModuleContext
 
 __all__ = ["Instance", "Module", "ModuleIdentity", "ModuleStatus", "Undo", "frozen_mapping"]
 
@@ -103,17 +100,21 @@ class Instance:
     dict operations (atomic) and never under a lock.
     """
 
+    #: Written only by the journal (``_journal.Journal.move_unlocked``); born LOADING.
+    state: State = State.LOADING
+
     def __init__(self, info: ModuleInfo, params: Params) -> None:
         self.id = next(_ids)
         self.info = info
         self.name = info.name
         self.params = params
-        self.state = State.LOADING
         self.private_name = ""
         self.module: types.ModuleType | None = None
         self.namespace_ids: frozenset[int] = frozenset()
         self.files: frozenset[str] = frozenset()  # absolute paths of its .py files
-        self.context: ModuleContext | None = None
+        # The module's ModuleContext (a ModuleIdentity), typed by its base class here so
+        # that this record does not depend on the context.
+        self.context: ModuleIdentity | None = None
         self.undo = Undo(info.name)
         self.staged: list[tuple[str, Impl]] = []
         self.staged_exports: dict[str, object] = {}

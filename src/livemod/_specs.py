@@ -17,12 +17,9 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, Protocol, final
 
 from .errors import SpecError
-
-if TYPE_CHECKING:
-    from ._hooks import Hook, Impl
 
 __all__ = ["Spec", "arun_wrapped", "run_wrapped", "uniform_shape"]
 
@@ -204,6 +201,15 @@ def _describe(fn: Callable[..., Any]) -> str:
 # ------------------------------------------------------------------------------ wrappers
 
 _Gen = Generator[None, Any, Any]
+
+
+class Hook(Protocol):  # what the wrappers' messages need (no import of _hooks: a leaf)
+    @property
+    def name(self) -> str: ...
+
+
+class Impl(Protocol):
+    def describe(self) -> str: ...
 
 
 def run_wrapped(hook: Hook, wraps: tuple[Impl, ...], gens: tuple[_Gen, ...],

@@ -1,81 +1,64 @@
-"""The host: the module table, its locks, and the orchestration of every lifecycle step.
+"""The host: the public face of one live module host, a facade over the parts that do the work.
 
-This is the file where everything joins up; the mechanisms live elsewhere (dispatch in
-``_hooks``, finding running code in ``_quiesce``, namespaces in ``_loader``, managed
-resources in ``_context``, the leak check in ``_leaks``).
+``Host`` builds its collaborators and delegates to them; it keeps no state of its own
+beyond its identity and settings:
 
-Locks:
-
-``_op_lock`` (an RLock) serialises module operations -- insmod, modprobe, rmmod, close --
-and is held while a module's body, ``init`` and ``exit`` run. It is reentrant so that an
-``init`` may ``modprobe`` another module (a nested, complete operation).
-
-``_lock`` (a Lock) protects: 1) ``_table`` (name -> Instance) and ``_aliases``; 2) each
-instance's ``state``, ``holds``, ``uses``, ``exports`` and staged lists; 3) every hook
-snapshot swap (``_hooks``); 4) ``_subscribers``, ``_taints``, ``_watches``. It is never
-held while user code runs, and pin callbacks (which run inside garbage collection on any
-thread) never take it.
+- ``_table`` (``_table.ModuleTable``): the instances by name, alias and private name, and
+  the lock over them (its docstring lists what the lock protects);
+- ``_journal`` (``_journal.Journal``): the only writer of a module's state, subscribers, the
+  event log, taints and counts;
+- ``_hooks`` (``_hooks.HookTable``): hook points and their lock-free dispatch;
+- ``_registrar`` (``_registrar.Registrar``): what module code may ask of the host (handed to
+  ``ModuleContext`` and the import views instead of the host);
+- ``_life`` (``_lifecycle.Lifecycle``): load, unload, replace, the modprobe chain and close,
+  serialised by its operation lock.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import gc
-import inspect
 import itertools
 import logging
 import os
 import sys
-import threading
 import time
-import traceback
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade
+from . import _leaks, _loader, _manifest, _quiesce
 from ._aio import LoopBridge
-from ._async_api import AsyncHostMixin
-from ._context import Registration
 from ._depmod import DepmodReport
-from ._hooks import ErrorPolicy, Hook, HookTable, Impl
-from ._instance import Instance, Module, ModuleStatus, frozen_mapping
+from ._hooks import ErrorPolicy, Hook
+from ._hooktable import HookTable
+from ._instance import Module, ModuleStatus
+from ._journal import Journal, Subscriber
 from ._leaks import Leak
-from ._load import LoadMixin
-from ._manifest import ModuleInfo
+from ._lifecycle import Lifecycle
+from ._metadata import ModuleInfo
 from ._modpath import ModPath
-from ._records import Event, Hold, HostStatistics, Taint, brief
-from ._signing import Policy, Verifier, make_verifier
+from ._records import Event, Hold, HostStatistics, Taint
+from ._registrar import Registrar
+from ._settings import Settings
+from ._signing import Policy, make_verifier
 from ._state import State
-from ._tamper import Baseline
-from ._unload import BASELINE, UnloadMixin
+from ._table import ModuleTable
 from .config import Config
-from .errors import (
-    DependencyError,
-    LivemodError,
-    ModuleBusy,
-    ModuleExists,
-    ModuleGoing,
-    ModuleNotFound,
-    ParamError,
-)
+from .errors import LivemodError, ModuleNotFound
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from ._hooktable import _Fn
 
 __all__ = ["Host"]
 
 _log = logging.getLogger("livemod")
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
 _host_ids = itertools.count(1)
-_tokens = itertools.count(1)
-
-Subscriber = Callable[[str, "State | None", State], object]
 
 
-
-class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
+class Host:
     """A live module host: load, call, unload and inspect modules in this process.
 
     Args:
@@ -118,46 +101,70 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
-        self.modpath = [os.path.abspath(os.fspath(p)) for p in modpath]
-        self.timeout = timeout
-        self.leak_check = leak_check
-        self.exit_timeout = exit_timeout
         self._id = next(_host_ids)
         self.name = name or f"host-{os.getpid()}-{self._id}"
-        self._counts = {"load": 0, "unload": 0, "load-failed": 0, "unload-refused": 0}
         self._tag = f"_h{self._id}"
-        self._op_lock = threading.RLock()
-        self._lock = threading.Lock()
-        self._table: dict[str, Instance] = {}
-        self._aliases: dict[str, Instance] = {}  # alias -> instance; follows _table
-        self._incoming: dict[str, Instance] = {}  # new versions brought up by an upgrade
-        self._by_private: dict[str, Instance] = {}  # private module name -> instance
-        self._param_lock = threading.Lock()  # one parameter change (and its callbacks) at once
-        self._hooks = HookTable(self._lock, errors, self._hook_error)
-        self._subscribers: list[Subscriber] = []
-        self._listeners: list[Callable[[Event], object]] = []
-        self._taints: list[Taint] = []
-        self._watches: list[_leaks.LeakWatch] = []
-        self._events: deque[Event] = deque(maxlen=1000)
-        self._pending: list[Instance] = []  # old versions still draining after an upgrade
-        self._modpath = ModPath(self.modpath)
-        self._builtins = _loader.builtins_for(self._import_hook)
-        self._verifier: Verifier = make_verifier(
-            signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
-        )
-        self.allow_outside_modpath = (
-            signatures != "enforce" if allow_outside_modpath is None else allow_outside_modpath
+        self._settings = Settings(
+            modpath=[os.path.abspath(os.fspath(p)) for p in modpath], timeout=timeout,
+            leak_check=leak_check, exit_timeout=exit_timeout,
+            allow_outside_modpath=(signatures != "enforce" if allow_outside_modpath is None
+                                   else allow_outside_modpath),
         )
         self.config = config
-        self._detach_state: Callable[[], None] | None = None
-        self._bridge = LoopBridge()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._closed = False
         self.started_at = time.time()
+        self._table = ModuleTable(self._tag)
+        self._journal = Journal(self._table.lock)
+        self._hooks = HookTable(self._table.lock, errors, self._table.count_hook_error)
+        self._bridge = LoopBridge()
+        self._modpath = ModPath(self.modpath)
+        self._registrar = Registrar(self._table, self._hooks, self._journal, self._bridge,
+                                    self._id)
+        verifier = make_verifier(
+            signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
+        )
+        self._life = Lifecycle(self._table, self._hooks, self._journal, self._bridge, verifier,
+                               self._settings, self._registrar, self._modpath)
+        self._detach_state: Callable[[], None] | None = None
         _loader.install_finder()
-        if not BASELINE:  # before any module could have touched livemod
-            BASELINE.append(Baseline())
         _leaks.watch_collections()
+
+    # The settings the lifecycle reads, as plain attributes of the host.
+
+    @property
+    def modpath(self) -> list[str]:
+        return self._settings.modpath
+
+    @property
+    def timeout(self) -> float:
+        return self._settings.timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._settings.timeout = value
+
+    @property
+    def leak_check(self) -> bool:
+        return self._settings.leak_check
+
+    @leak_check.setter
+    def leak_check(self, value: bool) -> None:
+        self._settings.leak_check = value
+
+    @property
+    def exit_timeout(self) -> float | None:
+        return self._settings.exit_timeout
+
+    @exit_timeout.setter
+    def exit_timeout(self, value: float | None) -> None:
+        self._settings.exit_timeout = value
+
+    @property
+    def allow_outside_modpath(self) -> bool:
+        return self._settings.allow_outside_modpath
+
+    @allow_outside_modpath.setter
+    def allow_outside_modpath(self, value: bool) -> None:
+        self._settings.allow_outside_modpath = value
 
     # ---------------------------------------------------------------- public: loading
 
@@ -172,9 +179,13 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ModuleNotFound, ManifestError, ParamError, DependencyError, ModuleExists,
             InitError (the load was rolled back; nothing it registered was ever visible).
         """
-        with self._op_lock:
-            self._check_open()
-            return self._load(path, params)
+        self._life.check_open()
+        # Read, signature-check and parse before taking the operation lock: what that costs
+        # is the file's to decide, and other module operations need not wait for it.
+        source = self._life.read(path)
+        with self._life.op_lock:
+            self._life.check_open()
+            return self._life.load(path, params, source)
 
     @classmethod
     def from_config(cls, config: Config, *, restore: bool = True) -> Host:
@@ -197,12 +208,12 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                                failure.error)
             host._detach_state = state.attach(host)
         for plan in config.load_plan():
-            if host._find_loaded(plan.name) is not None:
+            if host._table.find(plan.name) is not None:
                 continue  # restored with the params it had; options apply to new loads
             try:
                 host.modprobe(plan.requested)
             except LivemodError as exc:
-                host._event("load-failed", plan.name, f"start-up load failed: {exc}")
+                host._journal.event("load-failed", plan.name, f"start-up load failed: {exc}")
         return host
 
     def modprobe(self, name: str, **params: object) -> Module:
@@ -212,54 +223,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         If any module of the chain fails, the ones this call loaded are unloaded again.
         With a ``config``, its aliases, blacklist, options and soft dependencies apply.
         """
-        if self.config is not None:
-            plan = self.config.modprobe_plan(name, params)
-            loaded = self._find_loaded(plan.name)
-            found = loaded.info if loaded is not None else self._find_on_modpath(plan.name)
-            if found is not None and found.name != plan.name:
-                # An alias from the module's own manifest: the config speaks of real names.
-                plan = self.config.modprobe_plan(found.name, params)
-            with self._op_lock:
-                for soft in plan.pre:
-                    self._modprobe_soft(soft, plan.name, "pre")
-                module = self._modprobe(plan.name, plan.params)
-                for soft in plan.post:
-                    self._modprobe_soft(soft, plan.name, "post")
-                return module
-        return self._modprobe(name, params)
-
-    def _modprobe_soft(self, soft: str, owner: str, when: str) -> None:
-        try:
-            self.modprobe(soft)
-        except LivemodError as exc:
-            self._event("load-failed", soft, f"soft dependency ({when}) of {owner!r} "
-                        f"not loaded: {exc}")
-
-    def _modprobe(self, name: str, params: Mapping[str, object]) -> Module:
-        with self._op_lock:
-            self._check_open()
-            loaded = self._find_loaded(name)
-            if loaded is not None:
-                if params:
-                    raise ModuleExists(
-                        f"module {loaded.name!r} is already loaded; rmmod it first to load it "
-                        f"with other parameters", module=loaded.name,
-                    )
-                return Module(loaded)
-            versions = {n: i.info.version for n, i in self._table.items()}
-            order = _deps.resolve_load_order(name, self._find_on_modpath, versions)
-            done: list[Module] = []
-            try:
-                for info in order:
-                    root = info is order[-1]
-                    done.append(self._load(info.path, params if root else {}))
-                    done[-1]._inst.auto = not root
-            except BaseException:
-                for module in reversed(done):
-                    self._unload(self._table[module.name], wait=False, timeout=self.timeout,
-                                 force=False)
-                raise
-            return done[-1]
+        return self._life.modprobe(name, params, self.config)
 
     # -------------------------------------------------------------- public: unloading
 
@@ -288,27 +252,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Raises:
             ModuleNotFound, ModuleBusy (with ``.holders``), ModuleGoing.
         """
-        with self._op_lock:
-            inst = self._get_loaded(name)
-            limit = self.timeout if timeout is None else timeout
-            users = self._used_by(inst)
-            if users and not cascade:
-                holders = tuple(f"module {u!r}" for u in users)
-                raise ModuleBusy(
-                    f"cannot remove {inst.name!r}: used by {', '.join(map(repr, users))} "
-                    f"(rmmod {users[0]} first, or use cascade=True)",
-                    module=inst.name, holders=holders,
-                )
-            if users:
-                closure = self._dependents_closure(inst.name)
-                if not (wait or force):  # refuse before removing anything, the module too
-                    for dep in (*closure, inst.name):
-                        self._refuse_if_held(self._table[dep])
-                for dep in closure:
-                    self._unload(self._table[dep], wait=wait, timeout=limit, force=force,
-                                 progress=progress)
-            self._unload(inst, wait=wait, timeout=limit, force=force,
-                                 progress=progress)
+        self._life.rmmod(name, wait=wait, timeout=timeout, force=force, cascade=cascade,
+                         progress=progress)
 
     def replace(
         self,
@@ -326,11 +271,11 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         If the old version defines ``handover(mod)``, its return value is given to the new
         one's init as ``mod.handover_state`` (init may refuse it by raising). It is called
         after the new version's body ran, before its init; since that init may still fail
-        and leave the old version running, ``handover`` should give state, not tear down. Parameters
-        carry over; ``params`` override them. Returns the new Module once the old version is
-        GONE -- or, if it could not drain within ``timeout``, at once with the old version
-        left GOING ("removal pending", see lsmod and ``Module.removal_pending``) to be
-        removed when its last user is done.
+        and leave the old version running, ``handover`` should give state, not tear down.
+        Parameters carry over; ``params`` override them. Returns the new Module once the old
+        version is GONE -- or, if it could not drain within ``timeout``, at once with the old
+        version left GOING ("removal pending", see lsmod and ``Module.removal_pending``) to
+        be removed when its last user is done.
 
         Raises:
             UpgradeError: a downgrade without ``downgrade=True``, another module name, or
@@ -338,10 +283,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ManifestError, ParamError, DependencyError, InitError: the new version failed;
                 the old one is untouched and keeps serving.
         """
-        with self._op_lock:
-            self._check_open()
-            return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                    downgrade=downgrade, params=params)
+        return self._life.replace(name, path, timeout=timeout, cascade=cascade,
+                                  downgrade=downgrade, params=params)
 
     def modprobe_remove(
         self, name: str, *, wait: bool = False, timeout: float | None = None
@@ -352,23 +295,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         A dependency that cannot be removed (held, busy) is left loaded; the module itself
         must be removable or this raises as ``rmmod`` does.
         """
-        with self._op_lock:
-            inst = self._get_loaded(name)
-            removed = [inst.name]
-            candidates = sorted(inst.uses)
-            self.rmmod(inst.name, wait=wait, timeout=timeout)
-            while candidates:
-                dep = self._find_loaded(candidates.pop(0))
-                if dep is None or not dep.auto or self._used_by(dep):
-                    continue
-                try:
-                    self.rmmod(dep.name, wait=wait, timeout=timeout)
-                except (ModuleBusy, ModuleGoing) as exc:
-                    self._event("unload-refused", dep.name, f"modprobe -r left it: {exc}")
-                    continue
-                removed.append(dep.name)
-                candidates.extend(sorted(dep.uses))
-            return removed
+        return self._life.remove(name, wait=wait, timeout=timeout)
 
     def close(self, *, timeout: float | None = None) -> None:
         """Unload every module, dependents first; the host stays queryable afterwards.
@@ -376,33 +303,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Each module gets ``timeout`` seconds to go quiet (holds and pins included); one that
         does not is forced (which taints the host), so ``close`` always finishes.
         """
-        with self._op_lock:
-            if self._closed:
-                return
-            self._refuse_from_inside()
-            self._closed = True
-            if self._detach_state is not None:
-                self._detach_state()  # a clean shutdown keeps the saved set for next start
-            limit = self.timeout if timeout is None else timeout
-            used_by = {n: self._used_by(i) for n, i in self._table.items()}
-            # Newest first among modules that do not depend on each other, as rmmod by hand.
-            for name in _deps.dependents_order(list(reversed(self._table)), used_by):
-                inst = self._table.get(name)
-                if inst is None or inst.state is not State.LIVE:
-                    continue
-                busy = False
-                try:
-                    self._unload(inst, wait=True, timeout=limit, force=False)
-                except ModuleBusy:
-                    busy = True  # force outside the handler: its traceback holds the module
-                if busy:
-                    self._unload(inst, wait=False, timeout=limit, force=True)
-            for old in list(self._pending):  # old versions still draining after an upgrade
-                if self._wait_quiet(old, time.monotonic() + limit, holds=True):
-                    self._taint("forced-unload", old.name, "closed while still in use")
-                self._finish(old)
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+        self._life.close(timeout, self._detach_state)
 
     def __enter__(self) -> Host:
         return self
@@ -412,29 +313,63 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     ) -> None:
         self.close()
 
+    # ----------------------------------------------------------- public: asyncio forms
+    # Each runs the synchronous operation in a worker thread (``asyncio.to_thread``) after
+    # noting the running loop, so the loop keeps serving -- including the calls an unload
+    # waits for -- while async init/exit and the module's tasks run on the loop (``_aio``).
+    # Cancelling the awaiting task does not cancel the operation: it completes in its thread.
+
+    async def ainsmod(self, path: str | os.PathLike[str], **params: object) -> Module:
+        """``insmod`` from a running event loop: the operation runs in a worker thread, so
+        the loop keeps serving; an async ``init`` runs on the loop."""
+        self._bridge.attach()
+        return await asyncio.to_thread(self.insmod, path, **params)
+
+    async def amodprobe(self, name: str, **params: object) -> Module:
+        """``modprobe`` from a running event loop (see ``ainsmod``)."""
+        self._bridge.attach()
+        return await asyncio.to_thread(self.modprobe, name, **params)
+
+    async def armmod(self, name: str, *, wait: bool = False, timeout: float | None = None,
+                     force: bool = False, cascade: bool = False) -> None:
+        """``rmmod`` from a running event loop: tasks in flight keep running while it waits;
+        the module's own tasks are cancelled and awaited; an async ``exit`` runs on the loop."""
+        self._bridge.attach()
+        await asyncio.to_thread(
+            self.rmmod, name, wait=wait, timeout=timeout, force=force, cascade=cascade
+        )
+
+    async def areplace(self, name: str, path: str | os.PathLike[str] | None = None, *,
+                       timeout: float | None = None, cascade: bool = False,
+                       downgrade: bool = False, **params: object) -> Module:
+        """``replace`` from a running event loop: the old version's calls in flight keep
+        running on the loop while it drains; async handover/init/exit run on the loop."""
+        self._bridge.attach()
+        return await asyncio.to_thread(
+            self.replace, name, path, timeout=timeout, cascade=cascade, downgrade=downgrade,
+            **params,
+        )
+
+    async def aclose(self, *, timeout: float | None = None) -> None:
+        """``close`` from a running event loop."""
+        self._bridge.attach()
+        await asyncio.to_thread(self.close, timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        self._bridge.attach()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
     # ------------------------------------------------------------- public: inspection
 
     def lsmod(self) -> list[ModuleStatus]:
         """One frozen row per module in the table, in load order."""
-        with self._lock:
-            rows = []
-            everyone = (*self._table.values(), *self._pending)
-            users: dict[str, set[str]] = {}
-            for inst in everyone:  # one pass, not one scan per row
-                for used in inst.uses:
-                    if used != inst.name:
-                        users.setdefault(used, set()).add(inst.name)
-            for inst in everyone:
-                rows.append(ModuleStatus(
-                    name=inst.name, version=inst.info.version, state=inst.state,
-                    holds=len(inst.holds), pins=len(inst.pins),
-                    used_by=tuple(sorted(users.get(inst.name, ()))),
-                    uses=tuple(sorted(inst.uses)),
-                    path=inst.info.path, params=inst.params.as_dict(), errors=inst.errors,
-                    since=inst.state_since,
-                    taints=tuple(sorted({t.flag for t in self._taints if t.module == inst.name})),
-                ))
-            return rows
+        with self._table.lock:
+            return self._table.statuses_unlocked(self._journal.taints_unlocked())
 
     def modinfo(self, path_or_name: str | os.PathLike[str]) -> ModuleInfo:
         """Static metadata of a module file, package, loaded module or modpath name.
@@ -444,10 +379,10 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         text = os.fspath(path_or_name)
         if os.sep in text or text.endswith(".py") or os.path.exists(text):
             return _manifest.read_manifest(text)
-        inst = self._find_loaded(text)
+        inst = self._table.find(text)
         if inst is not None:
             return inst.info
-        info = self._find_on_modpath(text)
+        info = self._modpath.find(text)
         if info is None:
             raise ModuleNotFound(
                 f"no module {text!r} is loaded or on the modpath {self.modpath} "
@@ -467,30 +402,14 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         """The hook point ``name``, created on first use. ``errors`` applies at creation."""
         return self._hooks.get(name, errors)
 
-    def spec(self, name: str, *, firstresult: bool = False) -> Callable[[_F], _F]:
-        """Declare hook ``name``'s signature (a decorator; pluggy's hookspec).
-
-        The decorated function's signature is the hook's and its docstring documents it.
-        ``add()`` then checks each implementation against it; an implementation may take
-        fewer of its parameters (it is called by name with those). With ``firstresult``,
-        a call returns the first result that is not None instead of the list.
-
-        Raises:
-            SpecError: the spec has ``*args``/``**kwargs`` or a reserved name, the hook has
-                another spec, or a live implementation does not fit it.
-        """
-        def declare(fn: _F) -> _F:
-            self._hooks.declare(name, fn, firstresult)
-            return fn
-
-        return declare
+    def spec(self, name: str, *, firstresult: bool = False) -> Callable[[_Fn], _Fn]:
+        """Declare hook ``name``'s signature and docs, as a decorator (pluggy's hookspec;
+        see ``HookTable.spec``: checked at ``add()``, ``firstresult``, SpecError)."""
+        return self._hooks.spec(name, firstresult)
 
     def hooks(self) -> list[dict[str, Any]]:
-        """Every hook with a spec or an implementation: its spec and implementations in call
-        order (what ``livemod hooks`` prints), sorted by name."""
-        with self._lock:
-            hooks = sorted(self._hooks.hooks.items())
-        return [h.describe() for _, h in hooks if len(h) or h.spec is not None]
+        """Each hook with a spec or implementations, by name (what ``livemod hooks`` shows)."""
+        return self._hooks.describe()
 
     def hold(self, name: str) -> Hold:
         """Take a hold on a LIVE module; release it (or leave the ``with`` block) when done.
@@ -502,30 +421,19 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         caller = sys._getframe(1)
         where = _quiesce.describe_frame(caller)
         del caller
-        with self._lock:
-            inst = self._resolve_unlocked(name)
-            if inst is None or inst.state in (State.LOADING, State.COMING):
-                raise ModuleNotFound(f"module {name!r} is not loaded (live)", module=name)
-            if inst.state is not State.LIVE:
-                raise ModuleGoing(
-                    f"module {inst.name!r} is being unloaded; no new holds", module=inst.name
-                )
-            token = next(_tokens)
-            inst.holds[token] = (
-                f"hold taken at {where} by thread {threading.current_thread().name!r}"
-            )
-        return Hold(inst, token, inst.wakeups.put)
+        return self._table.hold(name, where)
 
     def leaks(self) -> list[Leak]:
         """Unloaded modules whose objects are still alive, with who holds them.
 
         Collects garbage first; an entry is dropped once its objects are finally collected.
+        On free-threaded 3.13, where no verdict is possible (unloaded code is immortal there),
+        it returns ``[]`` and warns (``RuntimeWarning``) that the check cannot be verified;
+        ``statistics().leak_check`` says the same.
         """
+        _leaks.warn_if_unverifiable(self.leak_check, stacklevel=3)
         gc.collect()
-        with self._lock:
-            self._watches = [w for w in self._watches if w.survivors()]
-            watches = list(self._watches)
-        return [w.to_leak() for w in watches]
+        return [w.to_leak() for w in self._journal.leak_watches()]
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(name, old_state, new_state)`` on every transition.
@@ -534,7 +442,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         to COMING vetoes the load (it fails cleanly); raising elsewhere is logged.
         Returns a function that unsubscribes.
         """
-        return self._listen(self._subscribers, callback)
+        return self._journal.subscribe(callback)
 
     def on_event(self, listener: Callable[[Event], object]) -> Callable[[], None]:
         """Call ``listener(event)`` for every new entry of the event log (see ``events``).
@@ -542,18 +450,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Called synchronously in the thread that caused the event; a failing listener is
         logged. Returns a function that unsubscribes.
         """
-        return self._listen(self._listeners, listener)
-
-    def _listen(self, callbacks: list[Any], callback: Any) -> Callable[[], None]:
-        with self._lock:
-            callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in callbacks:
-                    callbacks.remove(callback)
-
-        return unsubscribe
+        return self._journal.on_event(listener)
 
     def set_param(self, name: str, key: str, value: object) -> object:
         """Set a writable parameter of a LIVE module; returns the converted value.
@@ -566,326 +463,35 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ModuleNotFound, ModuleGoing, ParamError (unknown, not writable, bad value,
             refused by the module).
         """
-        # Not under the operation lock: an rmmod waiting for holds must not hold up a
-        # parameter change. A module going down meanwhile is running its own callback,
-        # which the unload sees as code in flight and waits for.
-        with self._param_lock:
-            inst = self._get_loaded(name)
-            old = inst.params.as_dict().get(key)
-            new = inst.params._set(key, value)
-            for callback in list(inst.param_callbacks):
-                try:
-                    callback(key, new)
-                except Exception as exc:
-                    inst.params._set(key, old)
-                    raise ParamError(
-                        f"module {inst.name!r} refused {key}={new!r}: {brief(exc)} "
-                        f"(the old value {old!r} is kept)", module=inst.name,
-                    ) from exc
-            self._event("param", inst.name, f"param {key}={new!r} (was {old!r})",
-                        key=key, value=new)
-            return new
+        return self._life.set_param(name, key, value)
 
     def statistics(self) -> HostStatistics:
         """A frozen snapshot: identity, uptime, module counts, load/unload totals, taints."""
-        with self._lock:
+        journal, table = self._journal, self._table
+        with table.lock:
+            counts = journal.counts_unlocked()
             return HostStatistics(
                 name=self.name, pid=os.getpid(), started_at=self.started_at,
-                uptime=time.time() - self.started_at, modules=len(self._table),
-                live=sum(i.state is State.LIVE for i in self._table.values()),
-                hooks=len(self._hooks.hooks), loads=self._counts["load"],
-                unloads=self._counts["unload"], failed_loads=self._counts["load-failed"],
-                refused_unloads=self._counts["unload-refused"], leaked=len(self._watches),
-                taints=tuple(self._taints),
+                uptime=time.time() - self.started_at, modules=len(table.names),
+                live=sum(i.state is State.LIVE for i in table.names.values()),
+                hooks=len(self._hooks.hooks), loads=counts["load"],
+                unloads=counts["unload"], failed_loads=counts["load-failed"],
+                refused_unloads=counts["unload-refused"], leaked=journal.leak_count_unlocked(),
+                taints=tuple(journal.taints_unlocked()), leak_check=_leaks.state(self.leak_check),
             )
 
     @property
     def tainted(self) -> tuple[Taint, ...]:
         """Every taint this host has taken, oldest first (empty if clean)."""
-        with self._lock:
-            return tuple(self._taints)
+        return self._journal.taints()
 
     def events(self) -> list[Event]:
         """The recent event log, oldest first (bounded)."""
-        with self._lock:
-            return list(self._events)
+        return self._journal.events()
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._life.closed
 
     def __repr__(self) -> str:
-        return f"<livemod.Host #{self._id} {len(self._table)} modules>"
-
-    # --------------------------------------------------------- private: registrations
-
-    def _register(
-        self, inst: Instance, hook: str, fn: Callable[..., Any], priority: int,
-        wrapper: bool = False,
-    ) -> Registration:
-        impl = Impl(fn, owner=inst.id, owner_name=inst.name, priority=priority,
-                    seq=self._hooks.next_seq(), wrapper=wrapper)
-        entry = (hook, impl)
-
-        def remove() -> None:
-            with self._lock:
-                if entry in inst.staged:
-                    inst.staged.remove(entry)
-                else:
-                    self._hooks.remove_unlocked(hook, impl)
-
-        with self._lock:
-            self._check_can_register_unlocked(inst, f"register on hook {hook!r}")
-            self._hooks.check_unlocked(hook, impl)
-            if inst.state is State.COMING:
-                inst.staged.append(entry)
-            else:
-                self._hooks.publish_unlocked([entry])
-        self._hooks.run_replays()
-        token = inst.undo.push(f"hook {hook!r} <- {impl.describe()}", remove)
-
-        def unregister() -> None:
-            if inst.undo.discard(token) is not None:
-                remove()
-
-        return Registration(hook, impl, unregister)
-
-    def _export(self, inst: Instance, name: str, obj: object) -> None:
-        with self._lock:
-            self._check_can_register_unlocked(inst, f"export {name!r}")
-            if name in inst.staged_exports or name in inst.exports:
-                raise ValueError(f"module {inst.name!r} already exports {name!r}")
-            if inst.state is State.COMING:
-                inst.staged_exports[name] = obj
-            else:
-                inst.exports = frozen_mapping({**inst.exports, name: obj})
-
-        def unexport() -> None:
-            with self._lock:
-                inst.staged_exports.pop(name, None)
-                inst.exports = frozen_mapping({k: v for k, v in inst.exports.items() if k != name})
-
-        inst.undo.push(f"export {name!r}", unexport)
-
-    def _start_when_live(self, inst: Instance, start: Callable[[], None]) -> None:
-        with self._lock:
-            self._check_can_register_unlocked(inst, "start a thread")
-            if inst.state is State.COMING:
-                inst.staged_starts.append(start)
-                return
-        start()
-
-    def _check_can_register_unlocked(self, inst: Instance, action: str) -> None:
-        if inst.state not in (State.COMING, State.LIVE):
-            raise ModuleGoing(
-                f"module {inst.name!r} is {inst.state.name}; it cannot {action} now",
-                module=inst.name,
-            )
-
-    def _complete(self, result: object, what: str) -> object:
-        """Finish what a module function returned: an awaitable is run on the loop."""
-        if inspect.isawaitable(result):
-            return self._bridge.run(result, what)
-        return result
-
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix=f"livemod-{self._id}-work"
-                )
-            return self._pool
-
-    def _hook_error(self, hook: str, impl: Impl, exc: BaseException) -> None:
-        with self._lock:
-            inst = self._table.get(impl.owner_name)
-            if inst is not None and inst.id == impl.owner:
-                inst.errors += 1
-        _log.error("hook %r: %s raised (isolated):\n%s", hook, impl.describe(),
-                   "".join(traceback.format_exception(exc)))
-
-    # ------------------------------------------------------------ private: the table
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LivemodError("this host is closed; create a new Host to load modules")
-
-    def _check_free_unlocked(self, info: ModuleInfo) -> None:
-        for word in (info.name, *info.aliases):
-            other = self._resolve_unlocked(word)
-            if other is not None:
-                raise ModuleExists(
-                    f"cannot load {info.path}: {word!r} is already taken by module "
-                    f"{other.name!r} {other.info.version} ({other.state.name}, from "
-                    f"{other.info.path}); rmmod it first",
-                    module=info.name,
-                )
-
-    def _check_depends_unlocked(self, info: ModuleInfo) -> set[str]:
-        names = set()
-        for req in info.depends:
-            dep = self._usable_unlocked(req.name)
-            if dep is None:
-                raise DependencyError(
-                    f"cannot load {info.name!r}: it depends on {str(req)!r}, which is not "
-                    f"loaded (use modprobe {info.name}, or load {req.name} first)",
-                    module=info.name, chain=(info.name, req.name),
-                )
-            if not req.satisfied_by(dep.info.version):
-                raise DependencyError(
-                    f"cannot load {info.name!r}: it needs {req}, but {dep.name} "
-                    f"{dep.info.version} is loaded (upgrade {dep.name} or relax the constraint)",
-                    module=info.name, chain=(info.name, dep.name),
-                )
-            names.add(dep.name)
-        return names
-
-    def _private_name_unlocked(self, name: str) -> str:
-        base = f"{_loader.PREFIX}{self._tag}.{name}"
-        if base not in sys.modules:
-            return base
-        return f"{base}__{next(_tokens)}"
-
-    def _put_unlocked(self, inst: Instance) -> None:
-        self._table[inst.name] = inst
-        for alias in inst.info.aliases:
-            self._aliases[alias] = inst
-
-    def _drop_unlocked(self, inst: Instance) -> None:
-        del self._table[inst.name]
-        for alias in inst.info.aliases:
-            if self._aliases.get(alias) is inst:
-                del self._aliases[alias]
-
-    def _usable_unlocked(self, name: str) -> Instance | None:
-        """What a new module may depend on or import: a LIVE module, or -- during an
-        upgrade -- the incoming version its dependents are being reloaded against."""
-        incoming = self._incoming.get(name)
-        if incoming is not None:
-            return incoming
-        inst = self._resolve_unlocked(name)
-        return inst if inst is not None and inst.state is State.LIVE else None
-
-    def _resolve_unlocked(self, name: str) -> Instance | None:
-        return self._table.get(name) or self._aliases.get(name)
-
-    def _find_loaded(self, name: str) -> Instance | None:
-        with self._lock:
-            return self._resolve_unlocked(name)
-
-    def _get_loaded(self, name: str) -> Instance:
-        inst = self._find_loaded(name)
-        if inst is None:
-            raise ModuleNotFound(
-                f"module {name!r} is not loaded (see lsmod for what is)", module=name
-            )
-        if inst.state is State.GOING:
-            raise ModuleGoing(f"module {inst.name!r} is already being unloaded", module=name)
-        if inst.state is not State.LIVE:
-            raise ModuleBusy(
-                f"module {inst.name!r} is still {inst.state.name}; try again when it is LIVE",
-                module=inst.name, holders=(f"its load ({inst.state.name})",),
-            )
-        return inst
-
-    def _find_on_modpath(self, name: str) -> ModuleInfo | None:
-        return self._modpath.find(name)
-
-    def _used_by(self, inst: Instance) -> list[str]:
-        with self._lock:
-            return self._used_by_unlocked(inst)
-
-    def _used_by_unlocked(self, inst: Instance) -> list[str]:
-        # An old version still draining after an upgrade still uses what it used.
-        users = (*self._table.values(), *self._pending)
-        return sorted({o.name for o in users if o.name != inst.name and inst.name in o.uses})
-
-    def _uses_closure_unlocked(self, inst: Instance) -> set[str]:
-        seen: set[str] = set()
-        stack = list(inst.uses)
-        while stack:
-            name = stack.pop()
-            if name not in seen:
-                seen.add(name)
-                other = self._table.get(name)
-                stack.extend(other.uses if other else ())
-        return seen
-
-    def _dependents_closure(self, name: str) -> list[str]:
-        """Every module that uses ``name``, directly or not, dependents first."""
-        with self._lock:
-            used_by = {n: self._used_by_unlocked(i) for n, i in self._table.items()}
-        found: set[str] = set()
-        stack = list(used_by.get(name, ()))
-        while stack:
-            n = stack.pop()
-            if n not in found:
-                found.add(n)
-                stack.extend(used_by.get(n, ()))
-        return _deps.dependents_order(sorted(found), used_by)
-
-    def _refuse_from_inside(self) -> None:
-        """close() from a module's own code would wait for itself: refuse, change nothing."""
-        for inst in (*self._table.values(), *self._pending):
-            inside = _quiesce.current_thread_in(inst.namespace_ids)
-            if inside is not None or threading.get_ident() in inst.own_thread_idents():
-                raise ModuleBusy(
-                    f"cannot close the host from inside module {inst.name!r} "
-                    f"({inside or 'its own thread'}): it would wait for itself "
-                    f"(close it from the thread that owns the host)",
-                    module=inst.name, holders=(f"the calling thread, at {inside}",),
-                )
-
-    def _refuse_if_held(self, inst: Instance) -> None:
-        with self._lock:
-            self._refuse_if_held_unlocked(inst)
-
-    def _refuse_if_held_unlocked(self, inst: Instance) -> None:
-        holders = inst.holders()
-        if holders:
-            raise ModuleBusy(
-                f"cannot remove {inst.name!r}: {'; '.join(holders)} "
-                f"(release it, use wait=True to wait for it, or force=True)",
-                module=inst.name, holders=tuple(holders),
-            )
-
-    def _modules_of(self, inst: Instance) -> list[Any]:
-        return _loader.namespaces_of(inst.private_name)
-
-    # ------------------------------------------------------------ private: reporting
-
-    def _set_state(self, inst: Instance, new: State, *, veto: bool = False) -> None:
-        with self._lock:
-            old, inst.state = inst.state, new
-            inst.state_since = time.monotonic()
-        self._notify(inst, old, new, veto=veto)
-
-    def _notify(self, inst: Instance, old: State | None, new: State, *, veto: bool = False) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(inst.name, old, new)
-            except Exception:
-                if veto:
-                    raise
-                _log.exception("livemod subscriber %r failed on %s -> %s", callback, old, new)
-
-    def _taint(self, flag: str, module: str, reason: str) -> None:
-        with self._lock:
-            self._taints.append(Taint(flag, module, time.time(), reason))
-        self._event("taint", module, f"tainted {flag}: {reason}", flag=flag)
-
-    def _event(self, kind: str, module: str, message: str, **data: object) -> None:
-        event = Event(time.time(), kind, module, message, MappingProxyType(data))
-        with self._lock:
-            self._events.append(event)
-            if kind in self._counts:
-                self._counts[kind] += 1
-            listeners = list(self._listeners)
-        _log.info("%s: %s", module, message)
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:
-                _log.exception("livemod event listener %r failed", listener)
+        return f"<livemod.Host #{self._id} {len(self._table.names)} modules>"
