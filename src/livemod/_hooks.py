@@ -134,15 +134,29 @@ class _Snapshot:
         """
         self.impls = self.plain = self.wraps = ()
         self.owners = frozenset()
-        code = getattr(self.call, "__code__", None)
-        cells = getattr(self.call, "__closure__", None) or ()
-        if code is None:
-            return
-        for name, cell in zip(code.co_freevars, cells, strict=True):
+        for name, cell in _cells(self):
             if name == "_lm_fns":
                 cell.cell_contents = [()]
             elif name.startswith(("_lm_f", "_lm_w")) and name[5:].isdigit():
                 cell.cell_contents = None
+
+
+def _cells(snap: _Snapshot) -> list[tuple[str, Any]]:
+    """The closure cells of ``snap``'s dispatchers, by name.
+
+    The three dispatchers share their factory's cells, but each references only some of
+    them (a sync ``call`` that refuses coroutine implementations holds none of the
+    implementations; ``acall`` does), so all three are looked at.
+    """
+    out: dict[str, Any] = {}
+    for fn in (snap.call, snap.dunder, snap.acall):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            continue
+        for name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or (),
+                              strict=True):
+            out.setdefault(name, cell)
+    return list(out.items())
 
 
 def _empty_list(*args: Any, **kwargs: Any) -> list[Any]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, final
 
 from . import _specs
-from ._hooks import ErrorPolicy, ErrorSink, Hook, Impl, _Historic, _Snapshot
+from ._hooks import ErrorPolicy, ErrorSink, Hook, Impl, _cells, _Historic, _Snapshot
 from ._specs import Spec
 from .errors import SpecError
 
@@ -34,7 +34,8 @@ class HookTable:
     call path) needs no lock.
     """
 
-    __slots__ = ("_lock", "_policy", "_replays", "_seq", "_sink", "hooks", "loops", "retired")
+    __slots__ = ("_lock", "_policy", "_replays", "_seq", "_sink", "_waiters", "hooks", "loops",
+                 "retired")
 
     def __init__(self, lock: threading.Lock, policy: ErrorPolicy, sink: ErrorSink) -> None:
         self._lock = lock
@@ -45,6 +46,19 @@ class HookTable:
         self.loops: weakref.WeakSet[Any] = weakref.WeakSet()  # loops that awaited a hook
         self.retired: list[tuple[Hook, _Snapshot]] = []
         self._replays: list[tuple[Hook, Impl, list[_Historic]]] = []
+        # Queues of unloads waiting for retired snapshots to drain (changed under the lock;
+        # read by late readers without it, as a copy).
+        self._waiters: list[Any] = []
+
+    def add_waiter(self, wakeups: Any) -> None:
+        """Put ``None`` on ``wakeups`` whenever a retired snapshot's last reader leaves."""
+        with self._lock:
+            self._waiters.append(wakeups)
+
+    def remove_waiter(self, wakeups: Any) -> None:
+        with self._lock:
+            if wakeups in self._waiters:
+                self._waiters.remove(wakeups)
 
     def get(self, name: str, policy: ErrorPolicy | None = None) -> Hook:
         hook = self.hooks.get(name)
@@ -207,6 +221,7 @@ class HookTable:
         self._prune_unlocked()
         if snap.impls and snap.readers:
             self.retired.append((hook, snap))
+            _arm_wakeup(snap, self._waiters)
         else:
             snap.scrub()
 
@@ -218,6 +233,28 @@ class HookTable:
             else:
                 snap.scrub()
         self.retired = kept
+
+
+def _arm_wakeup(snap: _Snapshot, waiters: list[Any]) -> None:
+    """Make the last reader of the retired ``snap`` wake the waiting unloads.
+
+    The dispatchers read their ``_lm_leave`` cell when they leave, so swapping the cell makes
+    every reader that leaves from now on run this: only late readers of a retired snapshot
+    pay, never the hot path. A reader that had already fetched the old ``list.pop`` leaves
+    without waking anyone; the unload's bounded poll covers that.
+    """
+    readers = snap.readers
+    pop = readers.pop
+
+    def leave() -> None:
+        pop()
+        if not readers:
+            for wakeups in tuple(waiters):
+                wakeups.put(None)
+
+    for name, cell in _cells(snap):
+        if name == "_lm_leave":
+            cell.cell_contents = leave
 
 
 def _by_hook(additions: Iterable[tuple[str, Impl]]) -> dict[str, list[Impl]]:
