@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import errors
 from ._context import HookHandle, ModuleContext, Registration, Timer
 from ._hooks import Hook
+from ._imports import ModuleView
 from ._instance import Module, ModuleStatus
 from ._leaks import Leak
 from ._metadata import ModuleInfo, ParamSpec
@@ -26,6 +27,7 @@ from .errors import (
     ModuleExists,
     ModuleGoing,
     ModuleNotFound,
+    NotInstalled,
     ParamError,
     ProtocolError,
     SignatureError,
@@ -55,6 +57,8 @@ __all__ = [
     "ModuleInfo",
     "ModuleNotFound",
     "ModuleStatus",
+    "ModuleView",
+    "NotInstalled",
     "ParamError",
     "ParamSpec",
     "Params",

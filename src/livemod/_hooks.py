@@ -55,7 +55,7 @@ import functools
 import inspect
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, Final, Literal, final
 
@@ -117,7 +117,7 @@ class _Snapshot:
         self.readers: list[None] = []
         self.call: Callable[..., Any] = _empty_list
         self.dunder: Callable[..., Any] = _empty_dunder
-        self.acall: Callable[..., Awaitable[Any]] = _empty_acall
+        self.acall: Callable[..., Coroutine[Any, Any, Any]] = _empty_acall
 
     def refusal(self, hook: str) -> TypeError:
         owners = ", ".join(sorted({i.owner_name for i in self.impls if i.is_async}))
@@ -273,7 +273,7 @@ class Hook:
     name: str
     _snap: _Snapshot
     call: Callable[..., Any]
-    acall: Callable[..., Awaitable[Any]]
+    acall: Callable[..., Coroutine[Any, Any, Any]]
 
     def __new__(
         cls, name: str, *, policy: ErrorPolicy, sink: ErrorSink,

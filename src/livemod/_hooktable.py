@@ -97,7 +97,7 @@ class HookTable:
             self._retire_unlocked(hook, hook._install_unlocked(hook._snap.impls))
         return spec
 
-    def spec(self, name: str, firstresult: bool) -> Callable[[_Fn], _Fn]:
+    def spec(self, name: str, *, firstresult: bool = False) -> Callable[[_Fn], _Fn]:
         """``host.spec``: a decorator declaring the decorated function hook ``name``'s spec.
 
         Its signature is the hook's and its docstring documents it. ``add()`` then checks

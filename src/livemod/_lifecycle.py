@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from . import _deps, _loader, _params, _quiesce, _upgrade
+from . import _deps, _loader, _params, _quiesce, _upgrade, _wire
 from ._aio import LoopBridge
 from ._context import ModuleContext
 from ._drain import Progress, wait_quiet
@@ -66,6 +66,7 @@ from .config import Config
 from .errors import (
     InitError,
     LivemodError,
+    ManifestError,
     ModuleBusy,
     ModuleExists,
     ModuleGoing,
@@ -101,7 +102,6 @@ class Lifecycle:
         self.registrar = registrar
         self.modpath = modpath
         self.teardown = Teardown(table, journal, bridge, settings)
-        self.builtins = _loader.builtins_for(registrar.import_hook)
         self.closed = False
 
     def check_open(self) -> None:
@@ -114,7 +114,12 @@ class Lifecycle:
              source: ModuleSource | None = None) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``op_lock``.
         ``source``: the module already read (outside the lock, by ``insmod``)."""
-        source = self.read(path) if source is None else source
+        try:
+            source = self.read(path) if source is None else source
+        except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
+            self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
+                               f"load refused: {exc}")
+            raise
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self.verify(source)  # SignatureError here: nothing has changed yet
@@ -158,12 +163,8 @@ class Lifecycle:
         self.table.by_private[inst.private_name] = inst
         return inst
 
-    def bring_up(
-        self,
-        inst: Instance,
-        source: ModuleSource,
-        handover: Callable[[], object] | None = None,
-    ) -> None:
+    def bring_up(self, inst: Instance, source: ModuleSource,
+                 handover: Callable[[], object] | None = None) -> None:
         """Run the body (LOADING) and init (COMING); on failure discard it and raise.
 
         ``handover`` (an upgrade) is asked for the old version's state after the body ran
@@ -175,7 +176,8 @@ class Lifecycle:
             module = _loader.exec_module(
                 inst.private_name, source.code, source_file=info.source_file,
                 package_dir=info.path if info.is_package else None,
-                builtins=self.builtins, files=source.by_path,
+                builtins=_wire.wire(self.table, self.registrar, self.journal, inst),
+                files=source.by_path,
             )
             inst.module = module
             inst.namespace_ids = frozenset(
@@ -241,6 +243,13 @@ class Lifecycle:
             for soft in plan.post:
                 self._modprobe_soft(soft, plan.name, "post", config)
             return module
+
+    def plan(self, name: str, include_loaded: bool, config: Config | None) -> list[ModuleInfo]:
+        """``Host.modprobe_plan``: the modprobe chain, resolved and checked, not loaded."""
+        if config is not None:
+            name = config.modprobe_plan(name).name
+        versions = {} if include_loaded else self.table.versions()
+        return _deps.resolve_load_order(name, self.modpath.find, versions)
 
     def _modprobe_soft(self, soft: str, owner: str, when: str, config: Config) -> None:
         try:
@@ -437,8 +446,14 @@ class Lifecycle:
         """``Host.replace`` (the steps are in ``_upgrade``)."""
         with self.op_lock, quick_switching():
             self.check_open()
-            return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                    downgrade=downgrade, params=params)
+            try:
+                return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
+                                        downgrade=downgrade, params=params)
+            except InitError:
+                raise  # the failed load of the new version is in the log already
+            except LivemodError as exc:
+                self.journal.event("upgrade-refused", name, f"upgrade refused: {exc}")
+                raise
 
     def close(self, timeout: float | None, detach: Callable[[], None] | None) -> bool:
         """Unload everything, dependents first; False if it was closed already."""

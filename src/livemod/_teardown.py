@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from . import _leaks, _loader
+from . import _leaks, _loader, _wire
 from ._aio import LoopBridge
 from ._instance import Instance, ModuleIdentity
 from ._journal import Journal
@@ -94,6 +94,7 @@ class Teardown:
             interrupted = self.failed(inst, "exit and managed undo", exc)
             del exc
         try:
+            _wire.unwire(inst, self._journal.event)
             _loader.remove_modules(inst.private_name)
         except BaseException as exc:
             interrupted = self.failed(inst, "taking it out of sys.modules", exc) or interrupted

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import logging
 import os
 import sys
 import time
@@ -27,11 +26,12 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _leaks, _loader, _manifest, _quiesce
+from . import _leaks, _loader, _manifest, _quiesce, _request, _serve, _size, _startup, _wire
 from ._aio import LoopBridge
 from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook
 from ._hooktable import HookTable
+from ._imports import ModuleView
 from ._instance import Module, ModuleStatus
 from ._journal import Journal, Subscriber
 from ._leaks import Leak
@@ -45,16 +45,13 @@ from ._signing import Policy, make_verifier
 from ._state import State
 from ._table import ModuleTable
 from .config import Config
-from .errors import LivemodError, ModuleNotFound
+from .errors import ModuleNotFound
 
 if TYPE_CHECKING:
     from typing import Self
 
-    from ._hooktable import _Fn
-
 __all__ = ["Host"]
 
-_log = logging.getLogger("livemod")
 _host_ids = itertools.count(1)
 
 
@@ -83,6 +80,9 @@ class Host:
         trusted_keys: a folder of ``*.pub`` Ed25519 public keys (``livemod keygen``).
         allow_outside_modpath: whether insmod may load a path outside the modpath under
             ``enforce`` (default: no; always yes under the other policies).
+        control: serve the control socket: ``True`` (default path) or a path (``close()``
+            stops it; ``host.control`` is the server).
+        autoload: ``mod.require`` of a module on the modpath loads it (else DependencyError).
     """
 
     def __init__(
@@ -98,12 +98,14 @@ class Host:
         signatures: Policy = "off",
         trusted_keys: str | os.PathLike[str] | None = None,
         allow_outside_modpath: bool | None = None,
+        control: bool | str | os.PathLike[str] = False,
+        autoload: bool = True,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
         self._id = next(_host_ids)
         self.name = name or f"host-{os.getpid()}-{self._id}"
-        self._tag = f"_h{self._id}"
+        self._tag = _wire.host_tag(name, self._id)
         self._settings = Settings(
             modpath=[os.path.abspath(os.fspath(p)) for p in modpath], timeout=timeout,
             leak_check=leak_check, exit_timeout=exit_timeout,
@@ -127,6 +129,8 @@ class Host:
         self._detach_state: Callable[[], None] | None = None
         _loader.install_finder()
         _leaks.watch_collections()
+        self._registrar.autoload = self.modprobe if autoload else None
+        self.control: Any = _serve.serve_control(self, control)  # a ControlServer, or None
 
     # The settings the lifecycle reads, as plain attributes of the host.
 
@@ -195,25 +199,8 @@ class Host:
         From then on every change is saved to the state file. A module of the ``load`` list
         (or of the state file) that fails is logged in the event log; the rest still load.
         """
-        from ._statefile import StateFile
-
         host = cls(**config.host.host_kwargs(), config=config)
-        state_file = config.host.state_file
-        if state_file is not None:
-            state = StateFile(state_file)
-            if restore:
-                report = state.restore(host)
-                for failure in report.failed:
-                    _log.error("restoring %r from %s failed: %s", failure.name, state_file,
-                               failure.error)
-            host._detach_state = state.attach(host)
-        for plan in config.load_plan():
-            if host._table.find(plan.name) is not None:
-                continue  # restored with the params it had; options apply to new loads
-            try:
-                host.modprobe(plan.requested)
-            except LivemodError as exc:
-                host._journal.event("load-failed", plan.name, f"start-up load failed: {exc}")
+        _startup.restore_and_load(host, config, restore=restore)
         return host
 
     def modprobe(self, name: str, **params: object) -> Module:
@@ -225,18 +212,20 @@ class Host:
         """
         return self._life.modprobe(name, params, self.config)
 
+    def request(self, key: str, **params: object) -> Module:
+        """Load on demand: modprobe ``key``'s module (name, alias, best pattern; _request)."""
+        name = _request.resolve(key, self.config, self._table, self._modpath)
+        return self.modprobe(name, **params)
+
+    def modprobe_plan(self, name: str, *, include_loaded: bool = False) -> list[ModuleInfo]:
+        """What modprobe would load, in order, loading nothing (``-n``; ``--show-depends``)."""
+        return self._life.plan(name, include_loaded, self.config)
+
     # -------------------------------------------------------------- public: unloading
 
-    def rmmod(
-        self,
-        name: str,
-        *,
-        wait: bool = False,
-        timeout: float | None = None,
-        force: bool = False,
-        cascade: bool = False,
-        progress: Callable[[str, list[str]], object] | None = None,
-    ) -> None:
+    def rmmod(self, name: str, *, wait: bool = False, timeout: float | None = None,
+              force: bool = False, cascade: bool = False,
+              progress: Callable[[str, list[str]], object] | None = None) -> None:
         """Unload a module: unpublish, wait until quiet, run exit and managed undo, free.
 
         Args:
@@ -303,6 +292,7 @@ class Host:
         Each module gets ``timeout`` seconds to go quiet (holds and pins included); one that
         does not is forced (which taints the host), so ``close`` always finishes.
         """
+        _serve.stop(self.control)  # stop taking requests before anything is unloaded
         self._life.close(timeout, self._detach_state)
 
     def __enter__(self) -> Host:
@@ -369,7 +359,9 @@ class Host:
     def lsmod(self) -> list[ModuleStatus]:
         """One frozen row per module in the table, in load order."""
         with self._table.lock:
-            return self._table.statuses_unlocked(self._journal.taints_unlocked())
+            rows = self._table.statuses_unlocked(self._journal.taints_unlocked())
+            everyone = self._table.everyone_unlocked()
+        return _size.sized(rows, everyone)  # measured outside the lock: queries never wait
 
     def modinfo(self, path_or_name: str | os.PathLike[str]) -> ModuleInfo:
         """Static metadata of a module file, package, loaded module or modpath name.
@@ -398,18 +390,25 @@ class Host:
         """
         return self._modpath.depmod(full=full)
 
+    def namespace(self, name: str) -> ModuleView:
+        """A view of loaded module ``name``'s namespace, for the program that loaded it.
+
+        ``host.namespace("rich").console.Console`` reaches the module's objects without
+        hunting ``sys.modules`` for its private name. The view looks the module up on each
+        access (it follows an upgrade) and does not keep it alive.
+
+        Raises (on each access, not here):
+            ModuleNotFound: the module is not loaded.
+            ModuleGoing: it is being unloaded, or not yet LIVE.
+        """
+        return ModuleView(self._table, name)
+
     def hook(self, name: str, *, errors: ErrorPolicy | None = None) -> Hook:
         """The hook point ``name``, created on first use. ``errors`` applies at creation."""
         return self._hooks.get(name, errors)
 
-    def spec(self, name: str, *, firstresult: bool = False) -> Callable[[_Fn], _Fn]:
-        """Declare hook ``name``'s signature and docs, as a decorator (pluggy's hookspec;
-        see ``HookTable.spec``: checked at ``add()``, ``firstresult``, SpecError)."""
-        return self._hooks.spec(name, firstresult)
-
-    def hooks(self) -> list[dict[str, Any]]:
-        """Each hook with a spec or implementations, by name (what ``livemod hooks`` shows)."""
-        return self._hooks.describe()
+    spec = property(lambda self: self._hooks.spec, doc=HookTable.spec.__doc__)
+    hooks = property(lambda self: self._hooks.describe, doc=HookTable.describe.__doc__)
 
     def hold(self, name: str) -> Hold:
         """Take a hold on a LIVE module; release it (or leave the ``with`` block) when done.
@@ -460,8 +459,9 @@ class Host:
         the old value is put back and ``ParamError`` says why.
 
         Raises:
-            ModuleNotFound, ModuleGoing, ParamError (unknown, not writable, bad value,
-            refused by the module).
+            ModuleNotFound: no such module is loaded.
+            ModuleGoing: it is being unloaded.
+            ParamError: unknown, not writable, a bad value, or refused by the module.
         """
         return self._life.set_param(name, key, value)
 
