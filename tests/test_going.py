@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import livemod
-from livemod import State, _hooks, _leaks, _loader, _quiesce
+from livemod import State, _hooktable, _leaks, _loader, _quiesce
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -77,7 +77,7 @@ def test_rmmod_of_a_module_left_going_finishes_the_job(
     host.insmod(BASIC)
     # The unload fails, and so does putting the module back: it is left GOING.
     monkeypatch.setattr(_quiesce, "running_in", boom)
-    monkeypatch.setattr(_hooks.HookTable, "publish_unlocked", boom)
+    monkeypatch.setattr(_hooktable.HookTable, "publish_unlocked", boom)
     with pytest.raises(RuntimeError):
         host.rmmod("basic")
     assert [(r.name, r.state) for r in host.lsmod()] == [("basic", State.GOING)]

@@ -34,6 +34,7 @@ from .errors import (
     ParamError,
     ProtocolError,
     SignatureError,
+    SpecError,
     TransactionAborted,
     UpgradeError,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "Registration",
     "Requirement",
     "SignatureError",
+    "SpecError",
     "State",
     "Taint",
     "Timer",

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from ._deps import dependents_order
-from ._hooks import HookTable
+from ._hooktable import HookTable
 from ._instance import Instance, Module, frozen_mapping
 from ._journal import Journal, Notice
 from ._metadata import ModuleInfo
@@ -284,6 +284,7 @@ def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> None:
             host.table.pending.append(old)
             new.replaced = [old]
             old.replaced = []  # only the newest knows its predecessor: no chain of records
+    host.hooks.run_replays()
     for notice in notices:
         host.journal.notify(notice)
     for _, new in pairs:

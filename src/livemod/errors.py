@@ -23,6 +23,7 @@ __all__ = [
     "ParamError",
     "ProtocolError",
     "SignatureError",
+    "SpecError",
     "TransactionAborted",
     "UpgradeError",
 ]
@@ -224,6 +225,23 @@ class DesiredSetError(LivemodError, ValueError):
     ) -> None:
         super().__init__(message, module=module)
         self.path = path
+
+class SpecError(LivemodError, TypeError):
+    """An implementation (or a second spec) does not fit a hook's spec.
+
+    Raised by ``add()`` (so the module's init fails cleanly and nothing is published) and by
+    ``host.spec()``; the message names the hook, the parameter and what to change. Unlike
+    :class:`ParamError` it is about a hook's call signature, not a module parameter.
+    ``hook`` is the hook's name.
+    """
+
+    code = "spec-error"
+
+    def __init__(
+        self, message: str, *, module: str | None = None, hook: str | None = None
+    ) -> None:
+        super().__init__(message, module=module)
+        self.hook = hook
 
 
 class ProtocolError(LivemodError, ValueError):

@@ -35,6 +35,7 @@ Exit codes (one per error class, so scripts can tell failures apart without pars
 19    HostForked -- the host was inherited across fork(); build a new one in the child
 20    TransactionAborted -- a ``--service`` change was aborted in every worker
 21    DesiredSetError -- a service's desired-set file is corrupt or from a newer livemod
+22    SpecError -- an implementation does not fit its hook's spec
 130   interrupted (Ctrl-C) while waiting
 ====  ===================================================================================
 """
@@ -75,6 +76,7 @@ EXIT_CODES: Final[dict[type[errors.LivemodError], int]] = {
     errors.HostForked: 19,
     errors.TransactionAborted: 20,
     errors.DesiredSetError: 21,
+    errors.SpecError: 22,
     errors.LivemodError: 1,
 }
 #: Exit code after Ctrl-C (128 + SIGINT), as shells report it.

@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
             "chains of referrers that keep them.")
     command("status", "the host's name, pid, uptime, taints and counts", remote,
             description="Show the host's name, pid, socket, uptime, counts and taints.")
+    command("hooks", "each hook: its spec and its implementations in call order", remote,
+            description="List each hook with a spec or implementations: its signature, "
+            "firstresult, first doc line, and its implementations in call order.")
     p = command("keygen", "make an Ed25519 key pair for signing modules (KEY, KEY.pub)",
                 description="Make an Ed25519 key pair: KEY (mode 0600) signs modules, "
                 "KEY.pub goes into a host's trusted_keys folder. Needs the sign extra.")

@@ -25,6 +25,7 @@ param      name, key=null, value=null                  no key: {key: {type, defa
 log        follow=false, limit=null                    [event]; follow: events, no reply
 leaks      --                                          [leak]
 status     --                                          statistics + socket, protocol, livemod
+hooks      --                                          [{name, spec, implementations}], by name
 =========  ==========================================  =====================================
 
 A module row has name, version, state (the State's name), holds, pins, used_by, uses,
@@ -234,6 +235,10 @@ def _leaks(call: Call) -> object:
     return [leak_to_dict(leak) for leak in call.host.leaks()]
 
 
+def _hooks(call: Call) -> object:
+    return to_jsonable(call.host.hooks())
+
+
 def _status_op(call: Call) -> object:
     record = statistics_to_dict(call.host.statistics())
     record.update(socket=call.socket_path, protocol=VERSION, livemod=livemod.__version__,
@@ -268,6 +273,7 @@ OPS: Final[Mapping[str, tuple[Handler, ArgSpec, bool]]] = {
     "leaks": (_leaks, {}, False),
     "status": (_status_op, {}, False),
     **service_ops(_REQUIRED),  # txn-prepare, txn-commit, txn-abort, service
+    "hooks": (_hooks, {}, False),
 }
 
 
