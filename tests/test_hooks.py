@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import livemod
-from livemod._hooks import HookTable, Impl
+from livemod._hooks import Impl
+from livemod._hooktable import HookTable
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -304,3 +305,57 @@ def test_concurrent_callers_see_all_or_nothing_of_a_module(
         for t in threads:
             t.join(5)
     assert bad == []
+
+
+def test_a_drained_async_snapshot_lets_go_of_its_implementations() -> None:
+    # The sync dispatcher of a hook with coroutine implementations refuses and holds none of
+    # them; acall does. Scrubbing must empty acall's cells too, or the leak check reports
+    # a module a drained snapshot still holds.
+    import gc
+    import weakref
+
+    table, _ = _table()
+
+    async def impl() -> str:
+        return "a"
+
+    ref = weakref.ref(impl)
+    table.publish_unlocked([("h", _impl(impl, 1, table))])
+    hook = table.get("h")
+    assert asyncio.run(hook.acall()) == ["a"]
+    kept = hook.acall  # a caller holding the old dispatcher
+    del impl
+    table.unpublish_unlocked(1)
+    gc.collect()
+    assert ref() is None
+    assert asyncio.run(kept()) == []
+
+
+def test_the_last_reader_of_a_retired_snapshot_wakes_the_unload() -> None:
+    import queue
+
+    table, _ = _table()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        entered.set()
+        release.wait(10)
+        return "slow"
+
+    table.publish_unlocked([("h", _impl(slow, 1, table))])
+    hook = table.get("h")
+    t = threading.Thread(target=hook)
+    t.start()
+    wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+    try:
+        assert entered.wait(5)
+        table.add_waiter(wakeups)
+        table.unpublish_unlocked(1)  # retired with a reader inside
+        assert wakeups.empty()
+        release.set()
+        wakeups.get(timeout=5)  # woken by the reader leaving, not by a poll
+    finally:
+        release.set()
+        t.join(5)
+        table.remove_waiter(wakeups)
+    assert table.busy_hooks(1) == []

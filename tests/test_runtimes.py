@@ -149,11 +149,11 @@ def test_status_leaks_lsmod_and_modinfo_say_where_no_verdict_is_possible(
     status, leaks = _cli(env, "status"), _cli(env, "leaks")
     lsmod, modinfo = _cli(env, "lsmod"), _cli(env, "modinfo", "plain")
     if LEAK_UNVERIFIABLE is None:
-        assert "leak check: on\n" in status
+        assert "leaked:   0\n" in status
         assert leaks == "no leaks: every unloaded module's code is gone\n"
         assert "note:" not in lsmod and "note:" not in modinfo
     else:
-        assert f"leak check: {SENTENCE}\n" in status
+        assert f"leaked:   {SENTENCE}\n" in status
         assert leaks == f"no verdict: the leak check {SENTENCE}\n"
         assert lsmod.endswith(f"note: leak check {SENTENCE}\n")
         assert modinfo.endswith(f"note:        leak check {SENTENCE}\n")
@@ -208,5 +208,6 @@ def test_a_missing_signing_extra_gives_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
-        "module signatures need the cryptography package: pip install 'livemod[sign]'")
+    message = done.stdout.strip()
+    assert "cryptography" in message and message.endswith("pip install 'livemod[sign]'"), (
+        message)

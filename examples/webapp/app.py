@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 import livemod
+from livemod.integrations import close_worker_host, current_host, worker_host
 
 __all__ = ["MODULES", "MODULES_DIR", "app", "create_app"]
 
@@ -42,6 +43,8 @@ MODULES_DIR = Path(__file__).parent / "modules"
 MODULES = ("guard.py", "headers.py", "hello_v1.py")
 #: Set it to a socket path, or to "off" to run without a control socket.
 SOCKET_ENV = "LIVEMOD_WEBAPP_SOCKET"
+#: Set it to a service name to run as one worker of that service (several processes).
+SERVICE_ENV = "LIVEMOD_WEBAPP_SERVICE"
 
 BEFORE, ROUTE, AFTER = "http.request", "http.route", "http.response"
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -88,6 +91,27 @@ def _control(socket: str | None) -> bool | str:
     return socket or True
 
 
+@contextlib.asynccontextmanager
+async def _worker(app: Starlette, service: str, folder: Path,
+                  modules: Sequence[str | os.PathLike[str]]) -> AsyncIterator[None]:
+    """One worker of a service (uvicorn --workers, gunicorn): the host gunicorn's
+    post_fork hook built, else one built here, in this worker process."""
+    import asyncio
+
+    host = current_host()
+    built = host is None
+    if host is None:
+        host = await asyncio.to_thread(worker_host, service, modpath=[folder],
+                                       insmod=[folder / m for m in modules], timeout=10.0)
+    app.state.host = host
+    app.state.hooks = (host.hook(BEFORE), host.hook(ROUTE), host.hook(AFTER))
+    try:
+        yield
+    finally:
+        if built:
+            await asyncio.to_thread(close_worker_host)
+
+
 def create_app(
     *,
     modules: Sequence[str | os.PathLike[str]] = MODULES,
@@ -102,6 +126,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service = os.environ.get(SERVICE_ENV)
+        if service or current_host() is not None:
+            async with _worker(app, service or "web", folder, modules):
+                yield
+            return
         # control: the host serves its control socket, so `livemod lsmod` and `livemod
         # upgrade` reach it; host.aclose() stops serving before anything is unloaded.
         host = livemod.Host(modpath=[folder], name=name, timeout=10.0,

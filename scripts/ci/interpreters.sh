@@ -10,12 +10,15 @@
 
 # Seconds each stress race runs: the default elsewhere, longer where the GIL is off.
 : "${LIVEMOD_CI_FT_STRESS_SECONDS:=20}"
+# Extra pytest arguments for every interpreter's run, e.g. a few files when trying the CI
+# machinery locally (word-split on spaces). CI leaves it empty: the whole suite.
+read -r -a CI_PYTEST_ARGS <<<"${LIVEMOD_CI_PYTEST_ARGS:-}"
 
 # step_suite X.Y: the whole suite on pyenv's CPython X.Y.
 step_suite() {
     local py
     py=$(ci_venv "py$1" "$(ci_python "$1")" '.[test]')
-    ci_pytest "py$1" "$py" -q -p no:cacheprovider
+    ci_pytest "py$1" "$py" -q -p no:cacheprovider "${CI_PYTEST_ARGS[@]}"
 }
 
 # step_suite_ft: wait for the 3.13t build (started in the background), then the suite on it.
@@ -28,5 +31,5 @@ step_suite_ft() {
     # the signing extra is left out (its tests skip, saying so).
     py=$(ci_venv py3.13t "$ft" '.[test-ft]' --only-binary :all:)
     PYTHON_GIL=0 LIVEMOD_STRESS_SECONDS=$LIVEMOD_CI_FT_STRESS_SECONDS \
-        ci_pytest py3.13t "$py" -q -p no:cacheprovider
+        ci_pytest py3.13t "$py" -q -p no:cacheprovider "${CI_PYTEST_ARGS[@]}"
 }

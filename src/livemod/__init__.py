@@ -13,6 +13,7 @@ from ._imports import ModuleView
 from ._instance import Module, ModuleStatus
 from ._leaks import Leak
 from ._metadata import ModuleInfo, ParamSpec
+from ._ownership import guard
 from ._params import Params
 from ._records import Event, Hold, HostStatistics, Taint
 from ._state import State
@@ -20,6 +21,8 @@ from ._version import Requirement
 from .errors import (
     ConfigError,
     DependencyError,
+    DesiredSetError,
+    HostForked,
     InitError,
     LivemodError,
     ManifestError,
@@ -31,18 +34,25 @@ from .errors import (
     ParamError,
     ProtocolError,
     SignatureError,
+    SpecError,
+    TransactionAborted,
     UpgradeError,
 )
 from .host import Host
 
+# Every change refuses in a process the host does not belong to (queries still answer).
+guard(Host, ("insmod", "modprobe", "rmmod", "replace", "modprobe_remove", "set_param", "close"))
+
 __all__ = [
     "ConfigError",
     "DependencyError",
+    "DesiredSetError",
     "Event",
     "Hold",
     "Hook",
     "HookHandle",
     "Host",
+    "HostForked",
     "HostStatistics",
     "InitError",
     "Leak",
@@ -65,9 +75,11 @@ __all__ = [
     "Registration",
     "Requirement",
     "SignatureError",
+    "SpecError",
     "State",
     "Taint",
     "Timer",
+    "TransactionAborted",
     "UpgradeError",
 ]
 

@@ -75,22 +75,33 @@ class HookHandle:
         self._ctx = ctx
         self.name = name
 
-    def add(self, fn: Callable[..., Any], *, priority: int = 0) -> Registration:
+    def add(
+        self, fn: Callable[..., Any], *, priority: int = 0, wrapper: bool = False
+    ) -> Registration:
         """Register ``fn`` on this hook (managed: undone automatically).
 
         Args:
             fn: any callable; a coroutine function makes the hook async-only.
             priority: higher runs earlier; equal priorities run in load order.
+            wrapper: ``fn`` is a generator wrapped around the other implementations: its
+                code before ``result = yield`` runs first, the yield gives it the result (or
+                raises their exception), and what it returns is the hook's result.
+
+        Raises:
+            SpecError: ``fn`` does not fit the hook's spec (a parameter the spec does not
+                have), or a wrapper is not a generator function.
         """
         if not callable(fn):
             raise TypeError(f"hook {self.name!r}: {fn!r} is not callable")
-        impl, remove = self._ctx._registrar.register(self._ctx._inst, self.name, fn, priority)
+        impl, remove = self._ctx._registrar.register(
+            self._ctx._inst, self.name, fn, priority, wrapper
+        )
         return Registration(self.name, impl, remove)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> list[Any]:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._ctx._registrar.hook(self.name)(*args, **kwargs)
 
-    async def acall(self, *args: Any, **kwargs: Any) -> list[Any]:
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
         return await self._ctx._registrar.hook(self.name).acall(*args, **kwargs)
 
 

@@ -1,8 +1,10 @@
 """Waiting for a module to go quiet: no call in flight, no code running, (optionally) no
 hold or pin left.
 
-Calls in flight are polled with a bounded back-off: a wake-up there would cost every call
-(design.md, "Hazards"). Holds and pins wake the waiter through ``Instance.wakeups`` when the
+Calls in flight: the last reader of a retired snapshot wakes the waiter (``HookTable``
+swaps the retired snapshot's leave for one that does, so the hot path pays nothing); a
+bounded back-off poll covers a reader that left through the plain leave it had fetched
+before the swap. Holds and pins wake the waiter through ``Instance.wakeups`` when the
 last one is released. Stacks are costly to read, so they are read only once the cheap
 per-hook counters say quiet (and on the last round, so a timeout names everything still
 busy).
@@ -19,13 +21,13 @@ from typing import Final
 
 from . import _quiesce
 from ._aio import LoopBridge, on_loop
-from ._hooks import HookTable
+from ._hooktable import HookTable
 from ._instance import Instance
 
 __all__ = ["Progress", "wait_quiet"]
 
 #: Back-off bounds (seconds) while waiting for calls in flight.
-_POLL_MIN: Final = 0.0002
+_POLL_MIN: Final = 0.001
 _POLL_MAX: Final = 0.01
 #: How often (seconds) ``rmmod(progress=...)`` is told what the unload still waits for.
 _PROGRESS_EVERY: Final = 0.5
@@ -46,6 +48,15 @@ def wait_quiet(
 
     Returns what is still pending at the deadline (empty: quiet).
     """
+    hooks.add_waiter(inst.wakeups)
+    try:
+        return _wait(inst, hooks, bridge, deadline, holds=holds, progress=progress)
+    finally:
+        hooks.remove_waiter(inst.wakeups)
+
+
+def _wait(inst: Instance, hooks: HookTable, bridge: LoopBridge, deadline: float, *,
+          holds: bool, progress: Progress | None) -> list[str]:
     delay = _POLL_MIN
     me = threading.get_ident()
     told = time.monotonic()

@@ -28,14 +28,20 @@ begun; the GIL would hide that on 3.11 only by luck of where threads switch.
 
 A retired snapshot once seen with no readers can never again run an implementation (any late
 arrival fails the re-check), so it is forgotten; snapshots retired with readers are kept in
-``HookTable.retired`` until they drain. A module is quiescent for dispatch when no retained
-snapshot that includes it has readers. That is conservative: a long call to *another* module
-on the same old snapshot also delays the unload, which is the price of a call path with no
-per-implementation bookkeeping.
+``HookTable.retired`` (``_hooktable``) until they drain. A module is quiescent for dispatch
+when no retained snapshot that includes it has readers. That is conservative: a long call to
+*another* module on the same old snapshot also delays the unload, which is the price of a
+call path with no per-implementation bookkeeping.
 
-The dispatcher is installed as ``__call__`` of a class private to each hook, so ``hook(x)``
-is one Python frame, not two. Publishing sets ``hook._snap`` before the class attribute; a
-caller holding either the old or the new dispatcher is handled by the re-check.
+Each snapshot gets generated dispatchers (``_dispatch`` says why and how): ``hook.call``, a
+plain function with the hook's real signature when it is known; the same code as
+``__call__`` of a class private to each hook, so ``hook(x)`` is one Python frame, not two;
+and ``hook.acall``. Publishing sets ``hook._snap`` before the attributes; a caller holding
+an old dispatcher is handled by the re-check, and then forwards to the current one *after*
+leaving the old snapshot (so a kept ``hook.call`` never holds up an unload).
+
+Specs, ``firstresult``, wrappers and historic calls (``_specs``) change only the generated
+code of the hooks that use them: an undeclared hook's call path is what it was.
 
 Atomicity is per hook (one swap each). A caller that reads two hooks while a module is being
 published may see the first updated and not the second; all are published before ``insmod``
@@ -47,36 +53,47 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import itertools
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, Final, Literal, final
 
-__all__ = ["ErrorPolicy", "Hook", "HookTable", "Impl", "dispatching_into"]
+from . import _specs
+from ._dispatch import GENERIC_PARAMS, UNROLL, Plan, compile_maker
+from ._specs import Spec
+
+__all__ = ["ErrorPolicy", "ErrorSink", "Hook", "Impl", "dispatching_into"]
 
 ErrorPolicy = Literal["raise", "isolate"]
 
 #: Called as on_error(hook_name, impl, exc) when an isolated implementation raises.
 ErrorSink = Callable[[str, "Impl", BaseException], None]
 
+#: One remembered ``call_historic``: (args, kwargs, result_callback).
+_Historic = tuple[tuple[Any, ...], dict[str, Any], "Callable[[Any], object] | None"]
+
 
 @final
 class Impl:
     """One implementation registered on a hook by one module instance."""
 
-    __slots__ = ("fn", "is_async", "owner", "owner_name", "priority", "seq")
+    __slots__ = ("args", "fn", "hist", "is_async", "owner", "owner_name", "priority", "seq",
+                 "wrapper")
 
     def __init__(
-        self, fn: Callable[..., Any], *, owner: int, owner_name: str, priority: int, seq: int
+        self, fn: Callable[..., Any], *, owner: int, owner_name: str, priority: int, seq: int,
+        wrapper: bool = False,
     ) -> None:
         self.fn = fn
         self.owner = owner  # instance id, never the instance: snapshots must not keep it alive
         self.owner_name = owner_name
         self.priority = priority
         self.seq = seq
+        self.wrapper = wrapper
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.args: str | None = None  # how a spec'd hook calls it (source); None: as given
+        self.hist = 0  # remembered historic calls already given (or claimed for) it
 
     def sort_key(self) -> tuple[int, int]:
         # Higher priority first; equal priority in registration order (load order).
@@ -88,13 +105,24 @@ class Impl:
 
 @final
 class _Snapshot:
-    __slots__ = ("call", "impls", "owners", "readers")
+    """One immutable generation of a hook: its implementations and their dispatchers."""
+
+    __slots__ = ("acall", "call", "dunder", "impls", "owners", "plain", "readers", "wraps")
 
     def __init__(self, impls: tuple[Impl, ...]) -> None:
         self.impls = impls
+        self.plain = tuple(i for i in impls if not i.wrapper)
+        self.wraps = tuple(i for i in impls if i.wrapper)
         self.owners = frozenset(i.owner for i in impls)
         self.readers: list[None] = []
-        self.call: Callable[..., list[Any]] = _empty_dispatch
+        self.call: Callable[..., Any] = _empty_list
+        self.dunder: Callable[..., Any] = _empty_dunder
+        self.acall: Callable[..., Coroutine[Any, Any, Any]] = _empty_acall
+
+    def refusal(self, hook: str) -> TypeError:
+        owners = ", ".join(sorted({i.owner_name for i in self.impls if i.is_async}))
+        return TypeError(f"hook {hook!r} has coroutine implementations (from {owners}); "
+                         f"call it with 'await hook.acall(...)'")
 
     def scrub(self) -> None:
         """Drop the references to the implementations (and so to their modules).
@@ -104,69 +132,98 @@ class _Snapshot:
         reads these again. Without this, a thread paused in a stale dispatcher keeps an
         unloaded module alive and the leak check reports it.
         """
-        self.impls = ()
+        self.impls = self.plain = self.wraps = ()
         self.owners = frozenset()
-        held = getattr(self.call, "_livemod_fns", None)
-        if held is not None:  # the loop form keeps its implementations in one list
-            held[0] = ()
-            return
-        cells = getattr(self.call, "__closure__", None) or ()
-        for name, cell in zip(self.call.__code__.co_freevars, cells, strict=True):
-            if name.startswith("_f") and name != "_fail":
+        for name, cell in _cells(self):
+            if name == "_lm_fns":
+                cell.cell_contents = [()]
+            elif name.startswith(("_lm_f", "_lm_w")) and name[5:].isdigit():
                 cell.cell_contents = None
 
 
-def _empty_dispatch(self: Hook, *args: Any, **kwargs: Any) -> list[Any]:
+def _cells(snap: _Snapshot) -> list[tuple[str, Any]]:
+    """The closure cells of ``snap``'s dispatchers, by name.
+
+    The three dispatchers share their factory's cells, but each references only some of
+    them (a sync ``call`` that refuses coroutine implementations holds none of the
+    implementations; ``acall`` does), so all three are looked at.
+    """
+    out: dict[str, Any] = {}
+    for fn in (snap.call, snap.dunder, snap.acall):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            continue
+        for name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or (),
+                              strict=True):
+            out.setdefault(name, cell)
+    return list(out.items())
+
+
+def _empty_list(*args: Any, **kwargs: Any) -> list[Any]:
     return []
 
 
-_TEMPLATE: Final = """\
-def make(snap, _enter, _leave, _fail, {params}):
-    def dispatch(self, *a, **k):
-        _enter(None)
-        try:
-            if self._snap is not snap:
-                return self._snap.call(self, *a, **k)
-{body}
-        finally:
-            _leave()
-    return dispatch
-"""
+def _empty_dunder(self: Hook, *args: Any, **kwargs: Any) -> list[Any]:
+    return []
 
 
-def _generate(hook: Hook, snap: _Snapshot, policy: ErrorPolicy, sink: ErrorSink) -> None:
-    """Build the dispatcher for ``snap`` and store it on ``snap.call``."""
-    impls = snap.impls
-    if not impls:
-        snap.call = _empty_dispatch
-        return
-    if any(i.is_async for i in impls):
-        owners = ", ".join(sorted({i.owner_name for i in impls if i.is_async}))
-        message = (
-            f"hook {hook.name!r} has coroutine implementations (from {owners}); "
-            f"call it with 'await hook.acall(...)'"
-        )
+async def _empty_acall(*args: Any, **kwargs: Any) -> list[Any]:
+    return []
 
-        def refuse(self: Hook, *args: Any, **kwargs: Any) -> list[Any]:
-            raise TypeError(message)
 
-        snap.call = refuse
-        return
-    # Unrolled calls pay off for the usual handful of implementations; past that, the
-    # compile cost per shape and the code size outweigh a loop's few nanoseconds.
-    make = _maker(len(impls), policy) if len(impls) <= _UNROLL else _loop_maker(policy)
+def _plan(hook: Hook, snap: _Snapshot) -> tuple[Plan, tuple[Any, ...]]:
+    """The code shape of ``snap``'s dispatchers, and the defaults they bind."""
+    spec = hook._spec
+    plain, wraps = snap.plain, snap.wraps
+    defaults: tuple[Any, ...] = ()
+    if spec is not None:
+        params, forward, defaults = spec.params, spec.forward, spec.defaults
+        calls = tuple(i.args if i.args is not None else forward for i in plain)
+        wrap_args = tuple(i.args if i.args is not None else forward for i in wraps)
+    else:
+        shape = _specs.uniform_shape([i.fn for i in snap.impls])
+        params, forward = shape if shape is not None else (GENERIC_PARAMS, GENERIC_PARAMS)
+        calls = (forward,) * len(plain)
+        wrap_args = (forward,) * len(wraps)
+    # A comprehension needs one argument list for all; spec'd implementations taking
+    # different subsets stay unrolled (rare, and compiled once per shape).
+    loop = len(plain) > UNROLL and len(set(calls)) == 1
+    plan = Plan(
+        params=params, forward=forward, ndefaults=len(defaults),
+        calls=calls[:1] if loop else calls, wrappers=wrap_args,
+        is_async=() if loop else tuple(i.is_async for i in plain), loop=loop,
+        policy=hook._policy, firstresult=spec is not None and spec.firstresult,
+        sync_ok=not any(i.is_async for i in snap.impls),
+    )
+    return plan, defaults
+
+
+def _generate(hook: Hook, snap: _Snapshot) -> None:
+    """Build the dispatchers for ``snap`` (``call``, ``__call__``, ``acall``)."""
+    plan, defaults = _plan(hook, snap)
+    make = compile_maker(plan)
+    sink = hook._sink
 
     def fail(index: int, exc: BaseException) -> None:
         # Through ``snap``, not a captured tuple, so scrub() frees the implementations.
-        sink(hook.name, snap.impls[index], exc)
+        sink(hook.name, snap.plain[index], exc)
 
-    snap.call = make(snap, snap.readers.append, snap.readers.pop, fail, *(i.fn for i in impls))
+    fns = [i.fn for i in snap.plain]
+    call, dunder, acall = make(
+        hook, snap, snap.readers.append, snap.readers.pop, fail, _specs.run_wrapped,
+        _specs.arun_wrapped, _acall_concurrent, [tuple(fns)] if plan.loop else None,
+        *defaults, *([] if plan.loop else fns), *(i.fn for i in snap.wraps),
+    )
+    # Even with no implementations: a kept ``hook.call`` must forward once there are some,
+    # and ``acall`` tells unload which loop awaits.
+    snap.call, snap.dunder, snap.acall = call, dunder, acall
 
 
-_UNROLL: Final = 16
-
-#: The file name the generated dispatchers are compiled under (how their frames are known).
+#: The file name the generated dispatchers are compiled under (how their frames are known;
+#: ``_dispatch`` names them so).
 _DISPATCH_FILE: Final = "<livemod hook dispatch"
+#: Functions of this file whose frames are read-side sections (``snap`` among their locals).
+_DISPATCHERS: Final = frozenset({"_acall_concurrent", "_gather", "_replay"})
 
 
 def dispatching_into(frame: FrameType, owner: int) -> str | None:
@@ -183,92 +240,44 @@ def dispatching_into(frame: FrameType, owner: int) -> str | None:
     if not generated and not (code.co_filename == __file__ and code.co_name in _DISPATCHERS):
         return None
     local = frame.f_locals
-    snap = local.get("snap")
+    # Generated dispatchers hold them as free variables named _lm_*.
+    snap = local.get("_lm_snap", local.get("snap"))
     if not isinstance(snap, _Snapshot) or owner not in snap.owners:
         return None
-    hook = local.get("self", local.get("hook"))
+    hook = local.get("_lm_hook", local.get("self", local.get("hook")))
     return hook.name if isinstance(hook, Hook) else "?"
-
-
-def _loop_maker(policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]]]:
-    def make(
-        snap: _Snapshot, enter: Callable[[None], None], leave: Callable[[], object],
-        fail: Callable[[int, BaseException], None], *fns: Callable[..., Any],
-    ) -> Callable[..., list[Any]]:
-        holder = [fns]  # a cell scrub() can empty, like the unrolled _fN ones
-
-        def dispatch(self: Hook, *a: Any, **k: Any) -> list[Any]:
-            enter(None)
-            try:
-                if self._snap is not snap:
-                    return self._snap.call(self, *a, **k)
-                if policy == "raise":
-                    return [f(*a, **k) for f in holder[0]]
-                out = []
-                for i, f in enumerate(holder[0]):
-                    try:
-                        out.append(f(*a, **k))
-                    except Exception as e:
-                        fail(i, e)
-                return out
-            finally:
-                leave()
-
-        dispatch._livemod_fns = holder  # type: ignore[attr-defined]
-        return dispatch
-
-    return make
-
-
-#: Functions of this file whose frames are dispatches (``snap`` among their locals).
-_DISPATCHERS: Final = frozenset({"dispatch", "_acall_snapshot"})
-
-
-@functools.lru_cache(maxsize=64)
-def _maker(n: int, policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]]]:
-    """Compile (once per shape) a factory of dispatchers for ``n`` implementations."""
-    names = [f"_f{i}" for i in range(n)]
-    pad = " " * 12
-    if policy == "raise":
-        positional = ", ".join(f"{f}(*a)" for f in names)
-        keyword = ", ".join(f"{f}(*a, **k)" for f in names)
-        # Calls with keywords are rarer; the positional form skips building a dict per call.
-        body = f"{pad}if k:\n{pad}    return [{keyword}]\n{pad}return [{positional}]"
-    else:
-        lines = [f"{pad}r = []"]
-        for i, f in enumerate(names):
-            lines += [
-                f"{pad}try:",
-                f"{pad}    r.append({f}(*a, **k))",
-                f"{pad}except Exception as e:",
-                f"{pad}    _fail({i}, e)",
-            ]
-        lines.append(f"{pad}return r")
-        body = "\n".join(lines)
-    source = _TEMPLATE.format(params=", ".join(names), body=body)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, f"{_DISPATCH_FILE} ({n})>", "exec"), namespace)
-    maker: Callable[..., Callable[..., list[Any]]] = namespace["make"]
-    return maker
 
 
 class Hook:
     """A named hook point. Calling it calls every live implementation, in order.
 
-    ``hook(*args, **kwargs)`` returns the list of results. It takes no lock. With the error
-    policy ``"raise"`` (the default) the first implementation that raises stops the call and
-    the exception propagates; with ``"isolate"`` a failing implementation is reported to the
-    host (logged, counted against its module) and left out of the results.
+    ``hook(*args, **kwargs)`` returns the list of results (for a spec with
+    ``firstresult=True``: the first result that is not None). It takes no lock. With the
+    error policy ``"raise"`` (the default) the first implementation that raises stops the call
+    and the exception propagates; with ``"isolate"`` a failing implementation is reported to
+    the host (logged, counted against its module) and left out of the results.
+
+    Attributes:
+        call: the current dispatcher as a plain function (``hook.call(x)`` is ``hook(x)``,
+            cheaper on CPython 3.12+). A caller may keep it: once the hook changes, a kept
+            one forwards to the current dispatcher.
+        acall: ``await hook.acall(*args, concurrent=False, **kwargs)`` calls every
+            implementation, awaiting coroutine ones; sequential by default, ``concurrent``
+            awaits them together (results stay in hook order). The call is in flight, for
+            unload, until every awaitable is done, even while the task is suspended.
     """
 
-    __slots__ = ("__weakref__", "_loops", "_policy", "_sink", "_snap", "name")
+    __slots__ = ("__weakref__", "_history", "_last_loop", "_lock", "_loops", "_policy",
+                 "_sink", "_snap", "_spec", "acall", "call", "name")
 
     name: str
     _snap: _Snapshot
+    call: Callable[..., Any]
+    acall: Callable[..., Coroutine[Any, Any, Any]]
 
     def __new__(
         cls, name: str, *, policy: ErrorPolicy, sink: ErrorSink,
-        loops: weakref.WeakSet[Any] | None = None,
+        loops: weakref.WeakSet[Any] | None = None, lock: threading.Lock | None = None,
     ) -> Hook:
         # A class of its own per hook, so its dispatcher can be ``__call__`` itself.
         own = type("Hook", (cls,), {"__slots__": (), "__module__": cls.__module__})
@@ -276,39 +285,66 @@ class Hook:
 
     def __init__(
         self, name: str, *, policy: ErrorPolicy, sink: ErrorSink,
-        loops: weakref.WeakSet[Any] | None = None,
+        loops: weakref.WeakSet[Any] | None = None, lock: threading.Lock | None = None,
     ) -> None:
         self.name = name
         # Event loops this hook was awaited from: unload looks at their tasks too.
         self._loops: weakref.WeakSet[Any] = loops if loops is not None else weakref.WeakSet()
+        self._last_loop: object = None  # the loop last added to _loops (skips the WeakSet)
+        self._lock = lock if lock is not None else threading.Lock()
         self._policy: ErrorPolicy = policy
         self._sink = sink
+        self._spec: Spec | None = None
+        self._history: list[_Historic] = []
         self._snap = _Snapshot(())
+        self._install_unlocked(())
 
-    def __call__(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return self._snap.call(self, *args, **kwargs)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # replaced per snapshot
+        return self.call(*args, **kwargs)
 
-    async def acall(self, *args: Any, concurrent: bool = False, **kwargs: Any) -> list[Any]:
-        """Call every implementation, awaiting coroutine ones; returns the list of results.
+    @property
+    def spec(self) -> Spec | None:
+        """The hook's spec (``host.spec``), or None for an undeclared hook."""
+        return self._spec
 
-        Sequential by default; ``concurrent=True`` awaits them together (results stay in
-        hook order). The call is in flight, for unload, until every awaitable is done, even
-        while the task is suspended.
+    def call_historic(
+        self, *args: Any, result_callback: Callable[[Any], object] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Call every implementation now, and remember the call for those published later.
+
+        Each ordinary implementation (not a wrapper) gets each remembered call exactly once:
+        the ones live now here, the ones published later when they are published (their
+        failures there are reported as under ``errors="isolate"``: their loader has already
+        returned). ``result_callback`` receives each result that is not None.
         """
-        self._loops.add(asyncio.get_running_loop())
-        while True:
-            snap = self._snap
-            snap.readers.append(None)
-            try:
-                if self._snap is not snap:
-                    continue
-                return await _acall_snapshot(self, snap, concurrent, args, kwargs)
-            finally:
-                snap.readers.pop()
+        entry: _Historic = (args, kwargs, result_callback)
+        with self._lock:
+            self._history.append(entry)
+            targets = self._snap.plain
+            for impl in targets:
+                impl.hist = len(self._history)
+        for impl in targets:
+            self._replay(impl, [entry], isolate=self._policy == "isolate")
 
     def implementations(self) -> tuple[str, ...]:
         """``"module:function"`` for each live implementation, in call order."""
         return tuple(i.describe() for i in self._snap.impls)
+
+    def describe(self) -> dict[str, Any]:
+        """The hook's spec and implementations, for ``livemod hooks`` (JSON-friendly)."""
+        spec = self._spec
+        return {
+            "name": self.name,
+            "spec": None if spec is None else {
+                "signature": spec.signature, "firstresult": spec.firstresult, "doc": spec.doc,
+            },
+            "implementations": [
+                {"impl": i.describe(), "priority": i.priority, "wrapper": i.wrapper,
+                 "async": i.is_async} for i in self._snap.impls
+            ],
+            "historic": len(self._history),
+        }
 
     def __len__(self) -> int:
         return len(self._snap.impls)
@@ -316,182 +352,118 @@ class Hook:
     def __repr__(self) -> str:
         return f"<livemod.Hook {self.name!r} ({len(self)} implementations)>"
 
+    def _see_loop(self, loop: object) -> None:
+        self._loops.add(loop)
+        self._last_loop = loop
+
     def _install_unlocked(self, impls: tuple[Impl, ...]) -> _Snapshot:
         """Swap in a snapshot of ``impls``; return the retired one. Caller holds the lock."""
         old = self._snap
         new = _Snapshot(impls)
-        _generate(self, new, self._policy, self._sink)
+        _generate(self, new)
+        # ``_snap`` first: a caller that fetched an old dispatcher fails its re-check.
         self._snap = new
-        type(self).__call__ = new.call  # type: ignore[method-assign]
+        self.call = new.call
+        self.acall = new.acall
+        type(self).__call__ = new.dunder  # type: ignore[method-assign]
         return old
 
-
-async def _acall_snapshot(
-    hook: Hook, snap: _Snapshot, concurrent: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> list[Any]:
-    isolate = hook._policy == "isolate"
-    if concurrent and snap.impls:
-        async def one(impl: Impl) -> Any:
-            result = impl.fn(*args, **kwargs)
-            return await result if inspect.isawaitable(result) else result
-
-        # Every implementation settles before acall returns or raises: leaving the read-side
-        # section while a sibling still runs inside its module would let it be unloaded.
-        # Under "raise", the first failure cancels the others (and waits for them).
-        tasks = [asyncio.ensure_future(one(i)) for i in snap.impls]
-        try:
-            if not isolate:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-                for task in tasks:
-                    task.cancel()
-            await asyncio.wait(tasks)
-        finally:
-            for task in tasks:  # acall itself cancelled: take the implementations down too
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        out: list[Any] = []
-        for impl, task in zip(snap.impls, tasks, strict=True):
-            if task.cancelled():
-                continue
-            error = task.exception()
-            if error is None:
-                out.append(task.result())
-            elif isolate and isinstance(error, Exception):
-                hook._sink(hook.name, impl, error)
-            else:
-                raise error
-        return out
-    results: list[Any] = []
-    for impl in snap.impls:
-        try:
-            value = impl.fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception as exc:
-            if not isolate:
-                raise
-            hook._sink(hook.name, impl, exc)
-            continue
-        results.append(value)
-    return results
+    def _replay(self, impl: Impl, entries: list[_Historic], *, isolate: bool) -> None:
+        """Give ``impl`` the remembered calls ``entries``, inside a read-side section."""
+        while True:
+            snap = self._snap
+            snap.readers.append(None)
+            try:
+                if self._snap is not snap:
+                    continue
+                if impl not in snap.plain:
+                    return  # unpublished meanwhile: its module is going
+                for args, kwargs, callback in entries:
+                    try:
+                        if impl.is_async:
+                            raise TypeError(f"hook {self.name!r}: call_historic cannot await "
+                                            f"the coroutine implementation {impl.describe()}")
+                        result = _call_impl(self, impl, args, kwargs)
+                    except Exception as exc:
+                        if not isolate:
+                            raise
+                        self._sink(self.name, impl, exc)
+                        continue
+                    if callback is not None and result is not None:
+                        callback(result)
+                return
+            finally:
+                snap.readers.pop()
 
 
-@final
-class HookTable:
-    """Every hook of one host, and the retired snapshots that may still have readers.
-
-    Lock protects (the host's ``_lock``, passed in): 1) ``hooks``; 2) every hook's snapshot
-    swap; 3) ``retired``. Reading a hook's snapshot (the call path) needs no lock.
-    """
-
-    __slots__ = ("_lock", "_policy", "_seq", "_sink", "hooks", "loops", "retired")
-
-    def __init__(self, lock: threading.Lock, policy: ErrorPolicy, sink: ErrorSink) -> None:
-        self._lock = lock
-        self._policy: ErrorPolicy = policy
-        self._sink = sink
-        self._seq = itertools.count()
-        self.hooks: dict[str, Hook] = {}
-        self.loops: weakref.WeakSet[Any] = weakref.WeakSet()  # loops that awaited a hook
-        self.retired: list[tuple[Hook, _Snapshot]] = []
-
-    def get(self, name: str, policy: ErrorPolicy | None = None) -> Hook:
-        hook = self.hooks.get(name)
-        if hook is None:
-            with self._lock:
-                hook = self.hooks.get(name)
-                if hook is None:
-                    hook = Hook(name, policy=policy or self._policy, sink=self._sink,
-                                loops=self.loops)
-                    self.hooks[name] = hook
-        return hook
-
-    def next_seq(self) -> int:
-        return next(self._seq)
-
-    def publish_unlocked(self, additions: Iterable[tuple[str, Impl]]) -> None:
-        """Add implementations, one snapshot swap per affected hook. Caller holds the lock."""
-        by_hook: dict[str, list[Impl]] = {}
-        for name, impl in additions:
-            by_hook.setdefault(name, []).append(impl)
-        for name, impls in by_hook.items():
-            hook = self.hooks.get(name)
-            if hook is None:  # not ``or``: an empty Hook is falsy (it has a __len__)
-                hook = self._create_unlocked(name)
-            merged = tuple(sorted((*hook._snap.impls, *impls), key=Impl.sort_key))
-            self._retire_unlocked(hook, hook._install_unlocked(merged))
-
-    def unpublish_unlocked(self, owner: int) -> list[tuple[str, Impl]]:
-        """Remove every implementation of ``owner``; return them for a possible republish."""
-        removed: list[tuple[str, Impl]] = []
-        for hook in self.hooks.values():
-            snap = hook._snap
-            if owner not in snap.owners:
-                continue
-            removed += [(hook.name, i) for i in snap.impls if i.owner == owner]
-            kept = tuple(i for i in snap.impls if i.owner != owner)
-            self._retire_unlocked(hook, hook._install_unlocked(kept))
-        return removed
-
-    def switch_unlocked(self, old: int, additions: Iterable[tuple[str, Impl]]) -> None:
-        """Replace every implementation of ``old`` by ``additions`` (an upgrade).
-
-        One swap per hook, so a call on that hook sees the old version's implementations or
-        the new one's, never both or neither. On each hook the new implementations take the
-        old ones' places (their sequence numbers), in order; extra ones go last.
-        """
-        by_hook: dict[str, list[Impl]] = {}
-        for name, impl in additions:
-            by_hook.setdefault(name, []).append(impl)
-        names = {h.name for h in self.hooks.values() if old in h._snap.owners} | set(by_hook)
-        for name in sorted(names):
-            hook = self.hooks.get(name)
-            if hook is None:
-                hook = self._create_unlocked(name)
-            current = hook._snap.impls
-            places = [i.seq for i in current if i.owner == old]
-            new = by_hook.get(name, [])
-            for impl, seq in zip(new, places, strict=False):
-                impl.seq = seq
-            kept = tuple(i for i in current if i.owner != old)
-            merged = tuple(sorted((*kept, *new), key=Impl.sort_key))
-            self._retire_unlocked(hook, hook._install_unlocked(merged))
-
-    def remove_unlocked(self, hook_name: str, impl: Impl) -> None:
-        """Remove one implementation (a registration undone by its module)."""
-        hook = self.hooks.get(hook_name)
-        if hook is None or impl not in hook._snap.impls:
-            return
-        kept = tuple(i for i in hook._snap.impls if i is not impl)
-        self._retire_unlocked(hook, hook._install_unlocked(kept))
-
-    def busy_hooks(self, owner: int) -> list[str]:
-        """Names of hooks with a call in flight on a snapshot that includes ``owner``.
-
-        Empty means dispatch is quiescent for ``owner``. Drained snapshots are forgotten here.
-        """
-        with self._lock:
-            self._prune_unlocked()
-            return sorted({h.name for h, s in self.retired if owner in s.owners})
-
-    def _create_unlocked(self, name: str) -> Hook:
-        hook = Hook(name, policy=self._policy, sink=self._sink, loops=self.loops)
-        self.hooks[name] = hook
-        return hook
-
-    def _retire_unlocked(self, hook: Hook, snap: _Snapshot) -> None:
-        # Called after the swap: a snapshot with no readers now can never call again.
-        self._prune_unlocked()
-        if snap.impls and snap.readers:
-            self.retired.append((hook, snap))
+def _call_impl(hook: Hook, impl: Impl, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call one implementation the slow way (historic and concurrent calls)."""
+    spec = hook._spec
+    if spec is None or impl.args is None:
+        return impl.fn(*args, **kwargs)
+    bound = spec.bind(args, kwargs)
+    pos, kw = [], {}
+    for item in filter(None, impl.args.split(", ")):
+        name, _, value = item.partition("=")
+        if value:
+            kw[name] = bound[value]
         else:
-            snap.scrub()
+            pos.append(bound[name])
+    return impl.fn(*pos, **kw)
 
-    def _prune_unlocked(self) -> None:
-        kept = []
-        for hook, snap in self.retired:
-            if snap.readers:
-                kept.append((hook, snap))
-            else:
-                snap.scrub()
-        self.retired = kept
+
+async def _acall_concurrent(hook: Hook, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``acall(..., concurrent=True)``: every implementation awaited together."""
+    while True:
+        snap = hook._snap
+        snap.readers.append(None)
+        try:
+            if hook._snap is not snap:
+                continue
+            if not snap.wraps:
+                return await _gather(hook, snap, args, kwargs)
+            gens = tuple(_call_impl(hook, w, args, kwargs) for w in snap.wraps)
+            inner = functools.partial(_gather, hook, snap, args, kwargs)
+            return await _specs.arun_wrapped(hook, snap.wraps, gens, inner)
+        finally:
+            snap.readers.pop()
+
+
+async def _gather(hook: Hook, snap: _Snapshot, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+    isolate = hook._policy == "isolate"
+    first = hook._spec is not None and hook._spec.firstresult
+
+    async def one(impl: Impl) -> Any:
+        result = _call_impl(hook, impl, args, kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    # Every implementation settles before acall returns or raises: leaving the read-side
+    # section while a sibling still runs inside its module would let it be unloaded.
+    # Under "raise", the first failure cancels the others (and waits for them).
+    tasks = [asyncio.ensure_future(one(i)) for i in snap.plain]
+    try:
+        if tasks and not isolate:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in tasks:
+                task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+    finally:
+        for task in tasks:  # acall itself cancelled: take the implementations down too
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    out: list[Any] = []
+    for impl, task in zip(snap.plain, tasks, strict=True):
+        if task.cancelled():
+            continue
+        error = task.exception()
+        if error is None:
+            out.append(task.result())
+        elif isolate and isinstance(error, Exception):
+            hook._sink(hook.name, impl, error)
+        else:
+            raise error
+    if first:
+        return next((r for r in out if r is not None), None)
+    return out

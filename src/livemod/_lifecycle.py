@@ -47,7 +47,8 @@ from . import _deps, _loader, _params, _quiesce, _upgrade, _wire
 from ._aio import LoopBridge
 from ._context import ModuleContext
 from ._drain import Progress, wait_quiet
-from ._hooks import HookTable, Impl
+from ._hooks import Impl
+from ._hooktable import HookTable
 from ._instance import Instance, Module, frozen_mapping
 from ._journal import Journal
 from ._metadata import ModuleInfo
@@ -162,12 +163,8 @@ class Lifecycle:
         self.table.by_private[inst.private_name] = inst
         return inst
 
-    def bring_up(
-        self,
-        inst: Instance,
-        source: ModuleSource,
-        handover: Callable[[], object] | None = None,
-    ) -> None:
+    def bring_up(self, inst: Instance, source: ModuleSource,
+                 handover: Callable[[], object] | None = None) -> None:
         """Run the body (LOADING) and init (COMING); on failure discard it and raise.
 
         ``handover`` (an upgrade) is asked for the old version's state after the body ran
@@ -218,6 +215,7 @@ class Lifecycle:
             starts, inst.staged_starts = inst.staged_starts, []
             inst.init_ok = True
             notice = self.journal.move_unlocked(inst, State.LIVE)
+        self.hooks.run_replays()
         self.journal.notify(notice)
         self.taint_if_untrusted(inst)
         for start in starts:
@@ -392,6 +390,7 @@ class Lifecycle:
         with self.table.lock:
             self.hooks.publish_unlocked(removed)
             notice = self.journal.move_unlocked(inst, State.LIVE)
+        self.hooks.run_replays()
         self.journal.notify(notice)
         self.journal.event("unload-refused", inst.name, why)
 

@@ -98,7 +98,7 @@ def package_files(folder: str) -> tuple[list[tuple[str, str]], list[tuple[str, i
         subfolders = []
         for item in items:
             rel = os.path.normpath(os.path.join(rel_dir, item.name))
-            if item.is_dir():
+            if _is_folder(item):
                 if not item.is_symlink() and item.name != "__pycache__":
                     subfolders.append(rel)
                 continue
@@ -112,3 +112,12 @@ def package_files(folder: str) -> tuple[list[tuple[str, str]], list[tuple[str, i
                 )
         pending[0:0] = subfolders  # depth first, in name order
     return files, folders
+
+
+def _is_folder(item: os.DirEntry[str]) -> bool:
+    # As os.walk decides: what cannot be examined (a link loop) is not a folder. It is then
+    # taken for a file, and reading it fails with a message that names it.
+    try:
+        return item.is_dir()
+    except OSError:
+        return False

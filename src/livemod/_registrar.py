@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, final
 
 from ._aio import LoopBridge
-from ._hooks import Hook, HookTable, Impl
+from ._hooks import Hook, Impl
+from ._hooktable import HookTable
 from ._imports import Exports, Namespace, watched_atexit
 from ._instance import Instance, frozen_mapping
 from ._journal import Journal
@@ -53,12 +54,17 @@ class Registrar:
         return self._hooks.get(name, None)
 
     def register(
-        self, inst: Instance, hook: str, fn: Callable[..., Any], priority: int
+        self, inst: Instance, hook: str, fn: Callable[..., Any], priority: int,
+        wrapper: bool = False,
     ) -> tuple[Impl, Callable[[], None]]:
         """Put ``fn`` on ``hook`` for ``inst`` (staged while COMING); return the
-        implementation and its early removal."""
+        implementation and its early removal.
+
+        Raises:
+            SpecError: ``fn`` does not fit the hook's spec, or a wrapper is no generator.
+        """
         impl = Impl(fn, owner=inst.id, owner_name=inst.name, priority=priority,
-                    seq=self._hooks.next_seq())
+                    seq=self._hooks.next_seq(), wrapper=wrapper)
         entry = (hook, impl)
         lock = self._table.lock
 
@@ -71,10 +77,12 @@ class Registrar:
 
         with lock:
             _check_can_register_unlocked(inst, f"register on hook {hook!r}")
+            self._hooks.check_unlocked(hook, impl)
             if inst.state is State.COMING:
                 inst.staged.append(entry)
             else:
                 self._hooks.publish_unlocked([entry])
+        self._hooks.run_replays()
         token = inst.undo.push(f"hook {hook!r} <- {impl.describe()}", remove)
 
         def unregister() -> None:

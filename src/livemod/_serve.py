@@ -14,9 +14,13 @@ from typing import Any
 __all__ = ["serve_control", "stop"]
 
 
-def serve_control(host: object, control: bool | str | os.PathLike[str]) -> Any:
+def serve_control(host: object, control: bool | str | os.PathLike[str],
+                  service: str | None = None) -> Any:
     """For ``Host(control=...)``: None when ``control`` is false, else a started
-    ``livemod.control.ControlServer`` on the default path (``True``) or the path given."""
+    ``livemod.control.ControlServer`` on the default path (``True``) or the path given.
+    With ``service``, the worker's socket of that service (``livemod.service.attach``)."""
+    if service is not None:
+        return importlib.import_module("livemod.service").attach(host, service)
     if not control:
         return None
     server = importlib.import_module("livemod.control.server").ControlServer

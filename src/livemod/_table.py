@@ -28,6 +28,7 @@ from ._hooks import Impl
 from ._instance import Instance, ModuleStatus
 from ._metadata import ModuleInfo
 from ._names import canonical
+from ._ownership import Ownership
 from ._records import Hold, Taint
 from ._state import State
 from .errors import DependencyError, ModuleBusy, ModuleExists, ModuleGoing, ModuleNotFound
@@ -42,11 +43,13 @@ _tokens = itertools.count(1)
 class ModuleTable:
     """The instances of one host, by name, alias and private module name."""
 
-    __slots__ = ("aliases", "by_private", "incoming", "lock", "names", "pending", "tag")
+    __slots__ = ("aliases", "by_private", "incoming", "lock", "names", "owner", "pending",
+                 "tag")
 
     def __init__(self, tag: str) -> None:
         self.tag = tag  # qualifies private module names per host (design.md, "Hazards")
         self.lock = threading.Lock()
+        self.owner = Ownership(self.lock)  # which process the table (the host) belongs to
         self.names: dict[str, Instance] = {}
         self.aliases: dict[str, Instance] = {}
         self.incoming: dict[str, Instance] = {}

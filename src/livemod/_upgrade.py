@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from ._deps import dependents_order
-from ._hooks import HookTable
+from ._hooktable import HookTable
 from ._instance import Instance, Module, frozen_mapping
 from ._journal import Journal, Notice
 from ._metadata import ModuleInfo
@@ -79,7 +79,7 @@ class Steps(Protocol):
     @property
     def op_lock(self) -> threading.RLock: ...
 
-__all__ = ["replace"]
+__all__ = ["abort", "commit", "replace", "stage"]
 
 _log = logging.getLogger("livemod")
 
@@ -95,6 +95,26 @@ def replace(
     params: Mapping[str, object],
 ) -> Module:
     """See ``Host.replace``. Caller holds ``host.op_lock``."""
+    brought = stage(host, name, path, cascade=cascade, downgrade=downgrade, params=params)
+    return commit(host, brought, timeout=timeout)
+
+
+Brought = list[tuple[Instance, Instance]]
+
+
+def stage(
+    host: Steps,
+    name: str,
+    path: str | os.PathLike[str] | None,
+    *,
+    cascade: bool,
+    downgrade: bool,
+    params: Mapping[str, object],
+) -> Brought:
+    """The fallible half of an upgrade: every new version loaded and initialised beside
+    the old one, handover taken, nothing switched. Returns the (old, new) pairs for
+    ``commit`` or ``abort``; the caller holds ``host.op_lock`` until one of them ran (a
+    service-wide upgrade prepares with this and commits when every worker agreed)."""
     old = host.table.get_live(name)
     source = host.read(path if path is not None else old.info.path)
     info = source.info
@@ -121,6 +141,17 @@ def replace(
     finally:
         with host.table.lock:
             host.table.incoming.clear()
+    return brought
+
+
+def abort(host: Steps, brought: Brought) -> None:
+    """Discard staged new versions: the old ones never stopped serving."""
+    for _, new in reversed(brought):
+        host.teardown.discard(new)
+
+
+def commit(host: Steps, brought: Brought, *, timeout: float | None) -> Module:
+    """The switch (which cannot fail), then the old versions drain and go."""
     _switch(host, brought)
     limit = host.settings.timeout if timeout is None else timeout
     # Dependents first: the old dependents hold the old module's objects until they go.
@@ -253,6 +284,7 @@ def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> None:
             host.table.pending.append(old)
             new.replaced = [old]
             old.replaced = []  # only the newest knows its predecessor: no chain of records
+    host.hooks.run_replays()
     for notice in notices:
         host.journal.notify(notice)
     for _, new in pairs:

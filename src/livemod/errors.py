@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DependencyError",
+    "DesiredSetError",
+    "HostForked",
     "InitError",
     "LivemodError",
     "ManifestError",
@@ -21,6 +23,8 @@ __all__ = [
     "ParamError",
     "ProtocolError",
     "SignatureError",
+    "SpecError",
+    "TransactionAborted",
     "UpgradeError",
 ]
 
@@ -174,6 +178,70 @@ class UpgradeError(LivemodError):
     objects directly (without ``cascade=True``). The running version keeps serving."""
 
     code = "upgrade-error"
+
+
+class HostForked(LivemodError, RuntimeError):
+    """This ``Host`` (or control server) was inherited across ``fork()``: it belongs to the
+    parent process, whose threads, sockets and module state the child does not have.
+
+    Every change (insmod, modprobe, rmmod, replace, set_param) is refused in the child;
+    queries (lsmod, hooks, status) still answer. Unlike :class:`ModuleBusy` this never
+    goes away: build a new host in the child. ``owner_pid`` is the parent's pid.
+    """
+
+    code = "host-forked"
+
+    def __init__(
+        self, message: str, *, module: str | None = None, owner_pid: int | None = None
+    ) -> None:
+        super().__init__(message, module=module)
+        self.owner_pid = owner_pid
+
+
+class TransactionAborted(LivemodError):
+    """A service-wide change (``livemod --service NAME ...``) was aborted everywhere: a
+    worker said no, did not answer in time, or the decision said abort. Every worker kept
+    the set it had. ``votes`` maps each worker (``pid N``) to its answer or why it has none.
+    """
+
+    code = "transaction-aborted"
+
+    def __init__(
+        self, message: str, *, module: str | None = None,
+        votes: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, module=module)
+        self.votes = votes
+
+
+class DesiredSetError(LivemodError, ValueError):
+    """A service's desired-set file is unusable: not JSON, the wrong shape, or written by
+    a newer livemod. Nothing was changed; ``path`` names the file."""
+
+    code = "desired-set-error"
+
+    def __init__(
+        self, message: str, *, module: str | None = None, path: str | None = None
+    ) -> None:
+        super().__init__(message, module=module)
+        self.path = path
+
+class SpecError(LivemodError, TypeError):
+    """An implementation (or a second spec) does not fit a hook's spec.
+
+    Raised by ``add()`` (so the module's init fails cleanly and nothing is published) and by
+    ``host.spec()``; the message names the hook, the parameter and what to change. Unlike
+    :class:`ParamError` it is about a hook's call signature, not a module parameter.
+    ``hook`` is the hook's name.
+    """
+
+    code = "spec-error"
+
+    def __init__(
+        self, message: str, *, module: str | None = None, hook: str | None = None
+    ) -> None:
+        super().__init__(message, module=module)
+        self.hook = hook
 
 
 class ProtocolError(LivemodError, ValueError):

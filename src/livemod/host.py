@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from . import _leaks, _loader, _manifest, _quiesce, _request, _serve, _size, _startup, _wire
 from ._aio import LoopBridge
 from ._depmod import DepmodReport
-from ._hooks import ErrorPolicy, Hook, HookTable
+from ._hooks import ErrorPolicy, Hook
+from ._hooktable import HookTable
 from ._imports import ModuleView
 from ._instance import Module, ModuleStatus
 from ._journal import Journal, Subscriber
@@ -80,7 +81,7 @@ class Host:
         allow_outside_modpath: whether insmod may load a path outside the modpath under
             ``enforce`` (default: no; always yes under the other policies).
         control: serve the control socket: ``True`` (default path) or a path (``close()``
-            stops it; ``host.control`` is the server).
+            stops it; ``host.control`` is the server); ``service="web"``: a worker's one.
         autoload: ``mod.require`` of a module on the modpath loads it (else DependencyError).
     """
 
@@ -98,7 +99,7 @@ class Host:
         trusted_keys: str | os.PathLike[str] | None = None,
         allow_outside_modpath: bool | None = None,
         control: bool | str | os.PathLike[str] = False,
-        autoload: bool = True,
+        autoload: bool = True, service: str | None = None,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
@@ -129,7 +130,7 @@ class Host:
         _loader.install_finder()
         _leaks.watch_collections()
         self._registrar.autoload = self.modprobe if autoload else None
-        self.control: Any = _serve.serve_control(self, control)  # a ControlServer, or None
+        self.control: Any = _serve.serve_control(self, control, service)  # or None
 
     # The settings the lifecycle reads, as plain attributes of the host.
 
@@ -222,16 +223,9 @@ class Host:
 
     # -------------------------------------------------------------- public: unloading
 
-    def rmmod(
-        self,
-        name: str,
-        *,
-        wait: bool = False,
-        timeout: float | None = None,
-        force: bool = False,
-        cascade: bool = False,
-        progress: Callable[[str, list[str]], object] | None = None,
-    ) -> None:
+    def rmmod(self, name: str, *, wait: bool = False, timeout: float | None = None,
+              force: bool = False, cascade: bool = False,
+              progress: Callable[[str, list[str]], object] | None = None) -> None:
         """Unload a module: unpublish, wait until quiet, run exit and managed undo, free.
 
         Args:
@@ -412,6 +406,9 @@ class Host:
     def hook(self, name: str, *, errors: ErrorPolicy | None = None) -> Hook:
         """The hook point ``name``, created on first use. ``errors`` applies at creation."""
         return self._hooks.get(name, errors)
+
+    spec = property(lambda self: self._hooks.spec, doc=HookTable.spec.__doc__)
+    hooks = property(lambda self: self._hooks.describe, doc=HookTable.describe.__doc__)
 
     def hold(self, name: str) -> Hold:
         """Take a hold on a LIVE module; release it (or leave the ``with`` block) when done.

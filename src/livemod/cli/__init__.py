@@ -32,6 +32,10 @@ Exit codes (one per error class, so scripts can tell failures apart without pars
 16    TooManyClients -- the host serves its maximum of clients; retry
 17    UpgradeError -- a hot upgrade was refused
 18    ConfigError -- the configuration file (``livemod host --config``) is unusable
+19    HostForked -- the host was inherited across fork(); build a new one in the child
+20    TransactionAborted -- a ``--service`` change was aborted in every worker
+21    DesiredSetError -- a service's desired-set file is corrupt or from a newer livemod
+22    SpecError -- an implementation does not fit its hook's spec
 130   interrupted (Ctrl-C) while waiting
 ====  ===================================================================================
 """
@@ -69,6 +73,10 @@ EXIT_CODES: Final[dict[type[errors.LivemodError], int]] = {
     control_errors.TooManyClients: 16,
     errors.UpgradeError: 17,
     errors.ConfigError: 18,
+    errors.HostForked: 19,
+    errors.TransactionAborted: 20,
+    errors.DesiredSetError: 21,
+    errors.SpecError: 22,
     errors.LivemodError: 1,
 }
 #: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
@@ -102,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     try:
+        if getattr(args, "service", None):
+            from ._service import command_for
+
+            args.run = command_for(args.command)
         code: int = args.run(args)
         sys.stdout.flush()
         return code
@@ -112,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"livemod {args.command}: {cli_message(str(exc))}", file=sys.stderr)
         for holder in getattr(exc, "holders", ()):
             print(f"  held by: {holder}", file=sys.stderr)
+        for vote in getattr(exc, "votes", ()):
+            print(f"  {vote}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         return INTERRUPTED

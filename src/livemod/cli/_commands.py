@@ -27,6 +27,7 @@ __all__ = [
     "check",
     "demo",
     "depmod",
+    "hooks",
     "insmod",
     "keygen",
     "leaks",
@@ -387,6 +388,11 @@ def leaks(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     """``livemod status``: host name, pid, uptime, taints and counts."""
     return _query(args, "status", _render.status)
+
+
+def hooks(args: argparse.Namespace) -> int:
+    """``livemod hooks``: each hook, its spec, and its implementations in call order."""
+    return _query(args, "hooks", _render.hooks)
 
 
 def demo(args: argparse.Namespace) -> int:

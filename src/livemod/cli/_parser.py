@@ -106,9 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "the only live socket in the default folder)")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON for scripts (errors too, on stdout)")
+    parser.add_argument("--service", default=argparse.SUPPRESS, metavar="NAME",
+                        help="every worker of service NAME at once (Host(service=NAME)); "
+                             "changes are all or nothing")
     remote = _Parser(add_help=False)
     remote.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
                         help="the host's control socket")
+    remote.add_argument("--service", default=argparse.SUPPRESS, metavar="NAME",
+                        help="every worker of service NAME at once")
     remote.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
                         help="how long to wait for the host to answer (default 10)")
     data = _Parser(add_help=False)
@@ -241,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
             "chains of referrers that keep them.")
     command("status", "the host's name, pid, uptime, taints and counts", remote,
             description="Show the host's name, pid, socket, uptime, counts and taints.")
+    command("hooks", "each hook: its spec and its implementations in call order", remote,
+            description="List each hook with a spec or implementations: its signature, "
+            "firstresult, first doc line, and its implementations in call order.")
     p = command("keygen", "make an Ed25519 key pair for signing modules (KEY, KEY.pub)",
                 description="Make an Ed25519 key pair: KEY (mode 0600) signs modules, "
                 "KEY.pub goes into a host's trusted_keys folder. Needs the sign extra.")

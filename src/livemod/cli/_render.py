@@ -7,8 +7,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["config", "depmod", "dump_json", "event_line", "leaks", "lsmod", "modinfo", "params",
-           "status", "table"]
+__all__ = ["config", "depmod", "dump_json", "event_line", "hooks", "leaks", "lsmod", "modinfo",
+           "params", "status", "table"]
 
 
 def dump_json(value: Any, out: TextIO, *, lines: bool = False) -> None:
@@ -143,14 +143,22 @@ def status(st: Mapping[str, Any], out: TextIO) -> None:
         ("modules", f"{st['modules']} ({st['live']} live), {st['hooks']} hook(s)"),
         ("loads", f"{st['loads']} ({st['failed_loads']} failed)"),
         ("unloads", f"{st['unloads']} ({st['refused_unloads']} refused)"),
-        ("leaked", str(st["leaked"])),
-        ("leak check", st.get("leak_check", "on")),
+        ("leaked", _leaked(st)),
         ("tainted", "no" if not st["taints"] else f"yes, {len(st['taints'])} taint(s)"),
     ]
     for key, value in lines:
-        out.write(f"{key + ':':<12}{value}\n")
+        out.write(f"{key + ':':<10}{value}\n")
     for t in st["taints"]:
         out.write(f"  {t['flag']} ({t['module']}): {t['reason']}\n")
+
+
+def _leaked(st: Mapping[str, Any]) -> str:
+    """The leak count, or why there is none to trust: the check is off, or it cannot give a
+    verdict on the host's interpreter (free-threaded 3.13)."""
+    check = st.get("leak_check", "on")
+    if check == "on":
+        return str(st["leaked"])
+    return f"{st['leaked']} (leak check off)" if check == "off" else str(check)
 
 
 def leaks(found: Sequence[Mapping[str, Any]], out: TextIO, *, leak_check: str = "on") -> None:
@@ -168,3 +176,26 @@ def leaks(found: Sequence[Mapping[str, Any]], out: TextIO, *, leak_check: str = 
                   f"{len(leak['survivors'])} object(s) still alive\n")
         for chain in leak["chains"] or leak["survivors"]:
             out.write(f"  {chain}\n")
+
+
+def hooks(found: Sequence[Mapping[str, Any]], out: TextIO) -> None:
+    """Each hook: its spec (signature, firstresult, first doc line), then its implementations
+    in call order (wrappers marked)."""
+    if not found:
+        out.write("no hooks with a spec or an implementation\n")
+    for hook in found:
+        spec = hook["spec"]
+        if spec is None:
+            out.write(f"{hook['name']}  (no spec)\n")
+        else:
+            first = "  firstresult" if spec["firstresult"] else ""
+            out.write(f"{hook['name']}{spec['signature']}{first}\n")
+            if spec["doc"]:
+                out.write(f"    {spec['doc'].splitlines()[0]}\n")
+        if hook.get("historic"):
+            out.write(f"    {hook['historic']} remembered historic call(s)\n")
+        for i, impl in enumerate(hook["implementations"], 1):
+            marks = [m for m, on in (("wrapper", impl["wrapper"]), ("async", impl["async"]))
+                     if on]
+            extra = f" [{', '.join(marks)}]" if marks else ""
+            out.write(f"  {i}. {impl['impl']} (priority {impl['priority']}){extra}\n")

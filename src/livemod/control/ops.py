@@ -25,6 +25,7 @@ param      name, key=null, value=null                  no key: {key: {type, defa
 log        follow=false, limit=null                    [event]; follow: events, no reply
 leaks      --                                          [leak]
 status     --                                          statistics + socket, protocol, livemod
+hooks      --                                          [{name, spec, implementations}], by name
 =========  ==========================================  =====================================
 
 A module row has name, version, state (the State's name), holds, pins, used_by, uses,
@@ -55,6 +56,7 @@ from .records import (
     status_to_dict,
     to_jsonable,
 )
+from .service_ops import service_ops
 
 __all__ = ["OPS", "STREAMING", "Call", "check_args", "is_mutation"]
 
@@ -79,6 +81,7 @@ class Call:
     emit: Callable[[Mapping[str, Any]], bool]
     on_close: Callable[[Callable[[], None]], None]
     socket_path: str
+    service: Any = None  # the service member of a worker (livemod.service), else None
 
 
 Handler = Callable[[Call], object]
@@ -232,10 +235,16 @@ def _leaks(call: Call) -> object:
     return [leak_to_dict(leak) for leak in call.host.leaks()]
 
 
+def _hooks(call: Call) -> object:
+    return to_jsonable(call.host.hooks())
+
+
 def _status_op(call: Call) -> object:
     record = statistics_to_dict(call.host.statistics())
     record.update(socket=call.socket_path, protocol=VERSION, livemod=livemod.__version__,
                   server_pid=os.getpid())
+    if call.service is not None:
+        record["service"] = call.service.status()
     return record
 
 
@@ -263,6 +272,8 @@ OPS: Final[Mapping[str, tuple[Handler, ArgSpec, bool]]] = {
     "log": (_log, {"follow": ((bool,), False), "limit": ((int, type(None)), None)}, False),
     "leaks": (_leaks, {}, False),
     "status": (_status_op, {}, False),
+    **service_ops(_REQUIRED),  # txn-prepare, txn-commit, txn-abort, service
+    "hooks": (_hooks, {}, False),
 }
 
 

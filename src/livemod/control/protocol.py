@@ -56,7 +56,7 @@ MAX_REPLY: Final = 16 * 1024 * 1024
 #: Longest string id accepted (ids are echoed back, so they must stay small).
 _MAX_ID_LEN: Final = 128
 #: Error attributes carried on the wire besides code and message, when a class has them.
-_EXTRAS: Final = ("holders", "chain", "path", "line", "field", "key")
+_EXTRAS: Final = ("holders", "chain", "path", "line", "field", "key", "owner_pid", "votes")
 
 RequestId = int | str | None
 Kind = Literal["request", "reply", "any"]

@@ -29,6 +29,7 @@ import selectors
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final
@@ -77,6 +78,11 @@ class ControlServer:
         idle_timeout: seconds a connection with nothing in flight may stay silent.
         message_timeout: seconds a client has to finish a message it started.
         workers: threads per pool (one pool for queries, one for changes).
+        service: a worker's ``livemod.service.Member``, which the service operations
+            (``txn-prepare``, ...) act on; None for a host that is no worker.
+
+    Inherited across ``fork()``, a server closes its copies of its sockets in the child
+    and never unlinks the parent's socket file; ``start`` there raises ``HostForked``.
     """
 
     def __init__(
@@ -92,8 +98,10 @@ class ControlServer:
         idle_timeout: float = 600.0,
         message_timeout: float = 10.0,
         workers: int = 4,
+        service: Any = None,
     ) -> None:
         self.host = host
+        self.service = service
         self.path = os.path.abspath(os.fspath(path)) if path else default_socket_path(host.name)
         self._default_folder = path is None
         self._policy = PeerPolicy(allow_users, allow_groups)
@@ -110,6 +118,8 @@ class ControlServer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
+        self._owner_pid: int | None = None  # the process that bound the socket
+        self._forked = False  # inherited across fork(): the socket is the parent's
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,10 +130,17 @@ class ControlServer:
             LivemodError: the path is taken by a live host or by something not a socket,
                 its folder is not ours, or it is too long for a Unix socket.
         """
+        if self._forked:
+            raise livemod.HostForked(
+                f"this control server belongs to pid {self._owner_pid}; build a new one in "
+                f"the child (pid {os.getpid()})", owner_pid=self._owner_pid)
         if self._thread is not None:
             return self
         self._listener, self._identity = bind_private(
             self.path, private_folder=self._default_folder)
+        self._owner_pid = os.getpid()
+        with _tracked_lock:
+            _tracked.add(self)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._listener, self._wake_r, self._wake_w):
@@ -143,8 +160,8 @@ class ControlServer:
 
         Requests already running in the host finish there; their replies are dropped.
         """
-        if self._thread is None or self._stopping.is_set():
-            return
+        if self._thread is None or self._stopping.is_set() or self._forked:
+            return  # forked: the child's copies are closed already, the file is the parent's
         self._stopping.set()
         self._wake()
         self._thread.join(5.0)
@@ -153,7 +170,8 @@ class ControlServer:
         self._sel.close()
         for s in (self._listener, self._wake_r, self._wake_w):
             s.close()
-        unlink_if_same(self.path, self._identity)
+        if os.getpid() == self._owner_pid:  # never a socket path another process bound
+            unlink_if_same(self.path, self._identity)
         self._queries.shutdown(wait=False, cancel_futures=True)
         self._changes.shutdown(wait=False, cancel_futures=True)
 
@@ -164,6 +182,28 @@ class ControlServer:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    @property
+    def owner_pid(self) -> int | None:
+        """The pid of the process that bound the socket (None before ``start``)."""
+        return self._owner_pid
+
+    def _at_fork_child(self) -> None:
+        # The child has no selector thread: close our copies of every descriptor, so the
+        # child never accepts the parent's clients nor keeps a dead parent's socket
+        # answering. Closing a copy unlinks nothing and sends nothing (the parent still
+        # holds the same sockets), and no epoll_ctl runs on the shared epoll instance.
+        self._forked = True
+        if self._thread is None:
+            return
+        for conn in list(self._conns.values()):
+            with contextlib.suppress(OSError):
+                conn.sock.close()
+        for s in (self._listener, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+        with contextlib.suppress(OSError):
+            self._sel.close()
 
     # ------------------------------------------------------------ selector thread
 
@@ -398,7 +438,7 @@ class ControlServer:
         call = Call(
             host=self.host, args=args, socket_path=self.path,
             emit=lambda event: self._send(conn, event_message(rid, event)),
-            on_close=conn.on_close,
+            on_close=conn.on_close, service=self.service,
         )
         streaming = False
         try:
@@ -418,3 +458,16 @@ class ControlServer:
     def __repr__(self) -> str:
         state = "serving" if self._thread and not self._stopping.is_set() else "stopped"
         return f"<livemod.control.ControlServer {self.path} {state}>"
+
+
+# Every started server, told in a forked child that it was inherited (see _at_fork_child).
+_tracked: weakref.WeakSet[ControlServer] = weakref.WeakSet()
+_tracked_lock = threading.Lock()  # protects: _tracked (adds, and the child's iteration)
+
+
+def _after_fork_in_child() -> None:
+    for server in list(_tracked):
+        server._at_fork_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
