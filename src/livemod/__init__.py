@@ -13,6 +13,7 @@ from ._leaks import Leak
 from ._manifest import ModuleInfo, ParamSpec, Requirement
 from ._params import Params
 from ._records import Event, Hold, HostStatistics, Taint
+from ._scrub import Scrub
 from ._state import State
 from .errors import (
     ConfigError,
@@ -58,6 +59,7 @@ __all__ = [
     "ProtocolError",
     "Registration",
     "Requirement",
+    "Scrub",
     "SignatureError",
     "State",
     "Taint",

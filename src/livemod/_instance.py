@@ -130,6 +130,8 @@ class Instance:
         self.replaced: list[Instance] = []  # the versions an upgrade replaced with this one
         self.untrusted: str | None = None  # why its signature did not check (policy warn)
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
+        self.scrub_before: dict[str, object] = {}  # registry slots before its body ran
+        self.native: list[str] = []  # private names of its extension modules, once loaded
         self.stopping = threading.Event()
         # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.
         self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()

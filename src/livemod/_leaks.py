@@ -26,9 +26,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, final
 
+from ._owned import among, class_module, class_qualname, mro, safe_vars
 from ._quiesce import Frame, thread_stacks
 
-__all__ = ["Leak", "LeakWatch", "other_thread_collecting", "watch", "watch_collections"]
+_log = logging.getLogger("livemod")
+
+__all__ = [
+    "Leak", "LeakWatch", "other_thread_collecting", "safe_watch", "watch", "watch_collections",
+]
 
 _MAX_REFS: Final = 2000
 _MAX_DEPTH: Final = 8
@@ -89,7 +94,17 @@ class LeakWatch:
         return [desc for desc, ref in self.refs if ref() is not None]
 
     def explain(self, budget: float = 0.5) -> None:
-        """Compute referrer chains for the survivors (once, within ``budget`` seconds)."""
+        """Compute referrer chains for the survivors (once, within ``budget`` seconds).
+
+        Never raises: a report that fails says so in its chains (the unload that asked for
+        it has completed either way)."""
+        try:
+            self._explain(budget)
+        except Exception as exc:
+            _log.exception("module %r: the leak report failed", self.name)
+            self.chains = (f"(the leak report failed: {type(exc).__name__}; see the log)",)
+
+    def _explain(self, budget: float) -> None:
         deadline = time.monotonic() + budget
         chains: list[str] = []
         seen_roots: set[str] = set()
@@ -105,7 +120,7 @@ class LeakWatch:
             chain = _Walk(self.names, self.files, deadline).chain(obj, desc.rsplit(" (", 1)[0])
             if chain.endswith(_NO_ROOT):
                 # atexit keeps its callbacks where the garbage collector cannot see them.
-                qualname = getattr(obj, "__qualname__", None)
+                qualname = obj.__qualname__ if type(obj) is types.FunctionType else None
                 for noted, where in self.atexit_notes:
                     if noted == qualname:
                         chain = (f"{desc.rsplit(' (', 1)[0]} <- atexit callback registered "
@@ -144,13 +159,33 @@ def other_thread_collecting() -> bool:
     return bool(_collecting - {threading.get_ident()})
 
 
+def safe_watch(
+    name: str, version: str, modules: Iterable[types.ModuleType]
+) -> LeakWatch | None:
+    """``watch``, or None (logged) if it fails: a leak check never stops an unload."""
+    try:
+        return watch(name, version, modules)
+    except Exception:
+        _log.exception("module %r: could not set up the leak check; unloading without it",
+                       name)
+        return None
+
+
 def watch(name: str, version: str, modules: Iterable[types.ModuleType]) -> LeakWatch:
-    """Take weak references to the modules and what they define (call before unloading)."""
+    """Take weak references to the modules and what they define (call before unloading).
+
+    Runs none of the module's code: namespaces are read through the builtin types'
+    descriptors, kinds are told by ``type(x)`` and ``__mro__`` (``isinstance`` would read a
+    ``__class__`` property), and class attributes are read from the class's own dict
+    (``getattr`` would run a six-style lazy descriptor, which imports on access).
+    """
     modules = list(modules)
-    ids = {id(vars(m)) for m in modules}
-    names = {m.__name__ for m in modules}
+    namespaces = [ns for ns in (safe_vars(m) for m in modules) if type(ns) is dict]
+    ids = {id(ns) for ns in namespaces}
+    names = {n for n in (dict.get(ns, "__name__") for ns in namespaces) if type(n) is str}
     refs: list[tuple[str, weakref.ref[Any]]] = []
     seen: set[int] = set()
+    first = min(names, key=len) if names else ""
 
     def add(desc: str, obj: Any) -> None:
         if id(obj) in seen or len(refs) >= _MAX_REFS:
@@ -160,24 +195,32 @@ def watch(name: str, version: str, modules: Iterable[types.ModuleType]) -> LeakW
             refs.append((desc, weakref.ref(obj)))
 
     def user_name(private: str) -> str:
-        return name + private[len(modules[0].__name__):] if modules else private
+        return name + private[len(first):] if first and private.startswith(first) else private
 
-    for m in modules:
-        short = user_name(m.__name__)
+    def add_function(short: str, fn: types.FunctionType) -> None:
+        if id(fn.__globals__) in ids:
+            add(f"{short}.{fn.__qualname__} (function)", fn)
+            add(f"{short}.{fn.__qualname__} (code)", fn.__code__)
+
+    for m, ns in zip(modules, namespaces, strict=False):
+        short = user_name(str(dict.get(ns, "__name__", "?")))
         add(f"{short} (module)", m)
-        for value in list(vars(m).values()):
-            if isinstance(value, types.FunctionType) and id(value.__globals__) in ids:
-                add(f"{short}.{value.__qualname__} (function)", value)
-                add(f"{short}.{value.__qualname__} (code)", value.__code__)
-            elif isinstance(value, type) and value.__module__ in names:
-                add(f"{short}.{value.__qualname__} (class)", value)
-                for attr in list(vars(value).values()):
-                    fn = getattr(attr, "__func__", attr)
-                    if isinstance(fn, types.FunctionType) and id(fn.__globals__) in ids:
-                        add(f"{short}.{fn.__qualname__} (function)", fn)
-    watch = LeakWatch(name, version, refs, {m.__name__: user_name(m.__name__) for m in modules})
-    paths = (getattr(m, "__file__", None) for m in modules)
-    watch.files = frozenset(p for p in paths if isinstance(p, str))
+        for value in list(ns.values()):
+            t = type(value)
+            if t is types.FunctionType:
+                add_function(short, value)
+            elif among(type, mro(t)) and class_module(value) in names:
+                add(f"{short}.{class_qualname(value)} (class)", value)
+                for attr in list((safe_vars(value) or {}).values()):
+                    ta = type(attr)
+                    if ta is staticmethod or ta is classmethod:
+                        attr = attr.__func__  # the builtin descriptors' own field
+                        ta = type(attr)
+                    if ta is types.FunctionType:
+                        add_function(short, attr)
+    watch = LeakWatch(name, version, refs, {n: user_name(n) for n in names})
+    files = (dict.get(ns, "__file__") for ns in namespaces)
+    watch.files = frozenset(p for p in files if type(p) is str)
     return watch
 
 
@@ -188,52 +231,81 @@ def _where(frame: types.FrameType | None) -> str:
     return f"{os.path.basename(code.co_filename)}:{frame.f_lineno} {code.co_name}"
 
 
+def _is(obj: object, cls: Any) -> bool:
+    """``isinstance`` by the real type only: never reads ``obj.__class__`` (a property of a
+    module's class would run)."""
+    bases = mro(type(obj))
+    return any(among(c, bases) for c in getattr(cls, "__args__", (cls,)))
+
+
+def _key(key: object) -> str:
+    """A dict key in words; only plain keys are repr'd (a module's ``__repr__`` would run)."""
+    t = type(key)
+    plain = t is str or t is int or t is float or t is bool or t is bytes
+    return repr(key) if plain else _short(key)
+
+
+def _module_name(module: Any) -> str:
+    ns = safe_vars(module)
+    name = dict.get(ns, "__name__") if type(ns) is dict else None
+    return name if type(name) is str else "?"
+
+
+def _attrs(obj: object) -> dict[str, Any]:
+    try:
+        found = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        return {}
+    return found if type(found) is dict else {}
+
+
 def _short(obj: Any) -> str:
-    if isinstance(obj, types.FunctionType):
+    if _is(obj, types.FunctionType):
         return f"function {obj.__qualname__}"
-    if isinstance(obj, types.ModuleType):
-        return f"module {obj.__name__}"
-    if isinstance(obj, type):
-        return f"class {obj.__qualname__}"
-    if isinstance(obj, BaseException):
-        return f"{type(obj).__name__} exception"
-    if isinstance(obj, types.CoroutineType):
+    if _is(obj, types.ModuleType):
+        return f"module {_module_name(obj)}"
+    if _is(obj, type):
+        return f"class {class_qualname(obj)}"
+    if _is(obj, BaseException):
+        return f"{class_qualname(type(obj))} exception"
+    if _is(obj, types.CoroutineType):
         return f"coroutine {obj.__qualname__} (at {_where(obj.cr_frame)})"
-    if isinstance(obj, threading.local):
+    if _is(obj, threading.local):
         return "threading.local object"
-    return f"{type(obj).__qualname__} object"
+    return f"{class_qualname(type(obj))} object"
 
 
 def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
     """How ``parent`` refers to ``child``, in words."""
-    if isinstance(parent, dict):
-        owner = parent.get("__name__")
-        if isinstance(owner, str) and owner in names and parent.get("__builtins__") is not None:
-            key = next((k for k, v in parent.items() if v is child), "?")
-            return f"global {key!r} of unloaded {names[owner]}"
-        for key, value in parent.items():
+    if _is(parent, dict):
+        owner = dict.get(parent, "__name__")
+        if _is(owner, str) and owner in names and dict.get(parent, "__builtins__") is not None:
+            key = next((k for k, v in dict.items(parent) if v is child), "?")
+            return f"global {_key(key)} of unloaded {names[owner]}"
+        for key, value in dict.items(parent):
             if value is child:
-                if isinstance(key, weakref.ref):
+                if _is(key, weakref.ref):
                     return "thread-local storage"
-                return f"dict[{key!r}]"
+                return f"dict[{_key(key)}]"
         return "dict key"
-    if isinstance(parent, list | tuple):
+    if type(parent) is list or type(parent) is tuple:  # exact: a subclass __iter__ is module code
         for index, value in enumerate(parent):
             if value is child:
                 return f"{type(parent).__name__}[{index}]"
-    if isinstance(parent, set | frozenset):
-        return f"{type(parent).__name__} member"
-    if isinstance(parent, types.CellType):
+    if _is(parent, set | frozenset):
+        return f"{class_qualname(type(parent))} member"
+    if _is(parent, types.CellType):
         return "closure cell"
-    if isinstance(parent, types.FunctionType):
+    if _is(parent, types.FunctionType):
         if parent.__globals__ is child:
             return f"function {parent.__qualname__} (its globals)"
         return f"function {parent.__qualname__}"
-    if isinstance(parent, types.MethodType):
-        return f"bound method {parent.__func__.__qualname__}"
-    if isinstance(parent, types.FrameType):
+    if _is(parent, types.MethodType):
+        func = parent.__func__
+        return f"bound method {func.__qualname__ if _is(func, types.FunctionType) else '?'}"
+    if _is(parent, types.FrameType):
         return f"frame {_where(parent)}"
-    if isinstance(parent, types.TracebackType):
+    if _is(parent, types.TracebackType):
         return "traceback"
     return _short(parent)
 
@@ -254,17 +326,23 @@ def _root(
     obj: Any, child: Any, stacks: dict[int, list[Frame]], files: frozenset[str]
 ) -> str | None:
     """A description if ``obj`` is something a person recognises as a holder, else None."""
-    if isinstance(obj, threading.Thread):
-        frames = stacks.get(obj.ident or -1)
+    # Attributes are read through the stdlib classes' own descriptors: a module's subclass
+    # may have turned them into properties.
+    if _is(obj, threading.Thread):
+        frames = stacks.get(threading.Thread.ident.fget(obj) or -1)  # type: ignore[attr-defined]
         state = f"stack: {_telling(frames, files)}" if frames else "not running"
-        return f"thread {obj.name!r} ({state})"
-    if isinstance(obj, asyncio.Task):
-        stack = obj.get_stack(limit=1)
+        return f"thread {threading.Thread.name.fget(obj)!r} ({state})"  # type: ignore[attr-defined]
+    if _is(obj, asyncio.Task):
+        task: Any = asyncio.Task
+        stack = task.get_stack(obj, limit=1)
         at = _where(stack[-1]) if stack else "no frame"
-        return f"asyncio task {obj.get_name()!r} ({'done' if obj.done() else 'pending'}, at {at})"
-    if isinstance(obj, logging.Logger | logging.RootLogger):
-        what = "handler" if child is obj.handlers else "filter" if child is obj.filters else "attr"
-        return f"logging {what} on logger {obj.name!r}"
+        done = "done" if task.done(obj) else "pending"
+        return f"asyncio task {task.get_name(obj)!r} ({done}, at {at})"
+    if _is(obj, logging.Logger):
+        attrs = _attrs(obj)
+        what = ("handler" if child is attrs.get("handlers") else
+                "filter" if child is attrs.get("filters") else "attr")
+        return f"logging {what} on logger {attrs.get('name')!r}"
     return None
 
 
@@ -276,7 +354,8 @@ class _Walk:
         self.files = files
         self.deadline = deadline
         self.modules = {
-            id(vars(m)): n for n, m in list(sys.modules.items()) if isinstance(m, types.ModuleType)
+            id(ns): n for n, ns in ((n, safe_vars(m)) for n, m in list(sys.modules.items()))
+            if type(ns) is dict
         }
         # Other threads' stacks come from faulthandler (see _quiesce: walking f_back of a
         # running thread's frames can crash 3.11). A frame met in the walk is placed in a
@@ -349,17 +428,17 @@ class _Walk:
 
     def _is_unloaded_namespace(self, obj: Any) -> bool:
         return (
-            isinstance(obj, dict)
-            and obj.get("__name__") in self.names
-            and "__builtins__" in obj
+            _is(obj, dict)
+            and dict.get(obj, "__name__") in self.names
+            and dict.__contains__(obj, "__builtins__")
         )
 
     def _recognise(self, parent: Any, child: Any) -> str | None:
         pid = id(parent)
         if pid in self.modules and self.modules[pid] not in self.names:
-            key = next((k for k, v in parent.items() if v is child), "?")
-            return f"global {key!r} of module {self.modules[pid]}"
-        if isinstance(parent, types.FrameType):
+            key = next((k for k, v in dict.items(parent) if v is child), "?")
+            return f"global {_key(key)} of module {self.modules[pid]}"
+        if _is(parent, types.FrameType):
             code = parent.f_code
             running = self.thread_of.get((code.co_filename, code.co_name))
             if running is not None:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _loader, _params
+from . import _loader, _params, _scrub
 from ._context import ModuleContext
 from ._hooks import HookTable
 from ._imports import Exports, Namespace, watched_atexit
@@ -52,6 +52,7 @@ class LoadMixin:
         def _taint(self, flag: str, module: str, reason: str) -> None: ...
         def _complete(self, result: object, what: str) -> object: ...
         def _modules_of(self, inst: Instance) -> list[Any]: ...
+        def _scrub(self, inst: Instance) -> None: ...
         def _check_livemod_intact(self, name: str) -> None: ...
         def _check_free_unlocked(self, info: ModuleInfo) -> None: ...
         def _check_depends_unlocked(self, info: ModuleInfo) -> set[str]: ...
@@ -120,6 +121,7 @@ class LoadMixin:
         """
         info = inst.info
         self._notify(inst, None, State.LOADING)
+        inst.scrub_before = _scrub.baseline()
         try:
             module = _loader.exec_module(
                 inst.private_name, source.code, source_file=info.source_file,
@@ -172,6 +174,7 @@ class LoadMixin:
         """Undo a load that failed before LIVE: nothing was ever published."""
         inst.stopping.set()
         inst.undo.unwind(self._complete)
+        self._scrub(inst)
         _loader.remove_modules(inst.private_name)
         old = inst.state
         with self._lock:

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _leaks, _loader, _quiesce
+from . import _leaks, _loader, _quiesce, _scrub
 from ._aio import LoopBridge, on_loop
 from ._context import ModuleContext
 from ._hooks import HookTable
@@ -58,6 +58,7 @@ class UnloadMixin:
         _pending: list[Instance]
         _by_private: dict[str, Instance]
         _watches: list[_leaks.LeakWatch]
+        _scrubbers: list[_scrub.Scrubber]
         leak_check: bool
         exit_timeout: float | None
 
@@ -183,9 +184,11 @@ class UnloadMixin:
         del exit_fn, ctx
         for failure in inst.undo.unwind(self._complete):
             self._event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
+        self._scrub(inst)
         watch = None
         if self.leak_check:
-            watch = _leaks.watch(inst.name, inst.info.version, self._modules_of(inst))
+            watch = _leaks.safe_watch(inst.name, inst.info.version, self._modules_of(inst))
+        if watch is not None:
             watch.atexit_notes = list(inst.direct_atexit)
         del module
         _loader.remove_modules(inst.private_name)
@@ -239,6 +242,17 @@ class UnloadMixin:
         elif failure:
             self._taint("exit-failed", name, f"exit raised {failure[0]}")
         self._check_livemod_intact(name)
+
+    def _scrub(self, inst: Instance) -> None:
+        """Take back what the module's code left in process registries (never raises)."""
+        loops = [self._bridge.loop, *self._hooks.loops]
+        removed, failures = _scrub.scrub_instance(
+            inst, self._modules_of(inst), list(self._scrubbers), loops)
+        if removed:
+            self._event("scrubbed", inst.name, f"took back what it left: {'; '.join(removed)}",
+                        removed=tuple(removed))
+        for failure in failures:
+            self._event("cleanup-failed", inst.name, f"scrub failed: {failure}")
 
     def _check_livemod_intact(self, name: str) -> None:
         """A module may rebind livemod's names or patch its classes: put them back."""

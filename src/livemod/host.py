@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from . import _deps, _leaks, _loader, _manifest, _quiesce, _upgrade
+from . import _deps, _leaks, _loader, _manifest, _provenance, _quiesce, _trampolines, _upgrade
 from ._aio import LoopBridge
 from ._async_api import AsyncHostMixin
 from ._context import Registration
@@ -46,6 +46,7 @@ from ._load import LoadMixin
 from ._manifest import ModuleInfo
 from ._modpath import ModPath
 from ._records import Event, Hold, HostStatistics, Taint, brief
+from ._scrub import Scrubber
 from ._signing import Policy, Verifier, make_verifier
 from ._state import State
 from ._tamper import Baseline
@@ -140,6 +141,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         self._pending: list[Instance] = []  # old versions still draining after an upgrade
         self._modpath = ModPath(self.modpath)
         self._builtins = _loader.builtins_for(self._import_hook)
+        _provenance.mark(self._builtins, _provenance.by_globals(self._by_private))
+        self._scrubbers: list[Scrubber] = []
         self._verifier: Verifier = make_verifier(
             signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
         )
@@ -153,6 +156,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         self._closed = False
         self.started_at = time.time()
         _loader.install_finder()
+        _trampolines.install()
         if not BASELINE:  # before any module could have touched livemod
             BASELINE.append(Baseline())
         _leaks.watch_collections()
@@ -516,6 +520,20 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         logged. Returns a function that unsubscribes.
         """
         return self._listen(self._listeners, listener)
+
+    def scrubber(self, fn: Scrubber) -> Scrubber:
+        """Add a scrubber for a registry livemod does not know (usable as a decorator).
+
+        After each unload (after exit, the managed undo and livemod's own scrub of
+        CPython's registries) ``fn(scrub)`` is called with a :class:`livemod.Scrub` for
+        the module: ``scrub.owns(obj)`` says whether an object is the module's without
+        running its code, and ``scrub.removed(what)`` reports what ``fn`` took out. A
+        scrubber must not keep what it is given; one that raises is logged and the unload
+        completes. Returns ``fn``.
+        """
+        with self._lock:
+            self._scrubbers.append(fn)
+        return fn
 
     def _listen(self, callbacks: list[Any], callback: Any) -> Callable[[], None]:
         with self._lock:
