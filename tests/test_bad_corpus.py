@@ -231,7 +231,8 @@ def snapshot(host: livemod.Host, *, taints: bool = True) -> dict[str, Any]:
     return {
         "lsmod": rows, "private": private_names(host), "hooks": hooks,
         "taints": host.tainted if taints else None,
-        "table": (sorted(host._table), sorted(host._aliases), sorted(host._incoming)),
+        "table": (sorted(host._table.names), sorted(host._table.aliases),
+                  sorted(host._table.incoming)),
         "counts": (stats.modules, stats.live, stats.loads - stats.unloads),
     }
 

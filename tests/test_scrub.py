@@ -55,7 +55,7 @@ def logger_dict_has(prefix: str) -> bool:
 def test_every_registry_is_scrubbed_and_nothing_leaks(host: livemod.Host, slots: None) -> None:
     hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)  # pytest's, maybe
     m = host.insmod(path("scrub_registries"))
-    inst = host._table["scrub_registries"]
+    inst = host._table.names["scrub_registries"]
     private = inst.private_name
     module = sys.modules[private]
     thing = module.Thing
@@ -170,7 +170,7 @@ def test_atexit_registration_is_undone(tmp_path: Path, unload: bool) -> None:
 
 def test_typing_overloads_are_dropped(host: livemod.Host, slots: None) -> None:
     host.insmod(path("scrub_registries"))
-    private = host._table["scrub_registries"].private_name
+    private = host._table.names["scrub_registries"].private_name
     assert private in typing._overload_registry  # type: ignore[attr-defined]
     host.rmmod("scrub_registries")
     assert private not in typing._overload_registry  # type: ignore[attr-defined]

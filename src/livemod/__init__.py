@@ -10,11 +10,12 @@ from ._context import HookHandle, ModuleContext, Registration, Timer
 from ._hooks import Hook
 from ._instance import Module, ModuleStatus
 from ._leaks import Leak
-from ._manifest import ModuleInfo, ParamSpec, Requirement
+from ._metadata import ModuleInfo, ParamSpec
 from ._params import Params
 from ._records import Event, Hold, HostStatistics, Taint
 from ._scrub import Scrub
 from ._state import State
+from ._version import Requirement
 from .errors import (
     ConfigError,
     DependencyError,

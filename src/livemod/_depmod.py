@@ -51,7 +51,8 @@ from ._depmod_entry import (
     reread,
     unchanged,
 )
-from ._manifest import ModuleInfo, read_manifest
+from ._manifest import read_manifest
+from ._metadata import ModuleInfo
 from .errors import ManifestError, ModuleNotFound
 
 __all__ = [

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, final
 
-from ._manifest import MISSING, ModuleInfo, ParamSpec, Requirement, locate, parse_manifest
+from ._locate import locate
+from ._manifest import parse_manifest
+from ._metadata import MISSING, ModuleInfo, ParamSpec
+from ._version import Requirement
 from .errors import LivemodError
 
 __all__ = [

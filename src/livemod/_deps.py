@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from livemod._manifest import ModuleInfo, Requirement
 from livemod.errors import DependencyError, ModuleNotFound
+
+from ._metadata import ModuleInfo
+from ._version import Requirement
 
 __all__ = ["dependents_order", "resolve_load_order"]
 

@@ -21,7 +21,7 @@ from ._trampolines import register_atexit
 from .errors import ModuleGoing
 
 if TYPE_CHECKING:
-    from .host import Host
+    from ._table import ModuleTable
 
 __all__ = ["Exports", "Namespace", "watched_atexit"]
 
@@ -31,14 +31,14 @@ class Exports:
     """``mod.require(name)``: the named module's exports, looked up on each access, so a
     holder always sees the current version (an upgrade rebinds them)."""
 
-    __slots__ = ("_host", "_name")
+    __slots__ = ("_name", "_table")
 
-    def __init__(self, host: Host, name: str) -> None:
-        self._host = host
+    def __init__(self, table: ModuleTable, name: str) -> None:
+        self._table = table
         self._name = name
 
     def __getattr__(self, attr: str) -> Any:
-        inst = self._host._table.get(self._name)
+        inst = self._table.names.get(self._name)
         if inst is None or inst.state is not State.LIVE:
             raise ModuleGoing(f"module {self._name!r} is not live", module=self._name)
         try:
@@ -50,7 +50,7 @@ class Exports:
             ) from None
 
     def __dir__(self) -> list[str]:
-        inst = self._host._table.get(self._name)
+        inst = self._table.names.get(self._name)
         return sorted(inst.exports) if inst else []
 
     def __repr__(self) -> str:

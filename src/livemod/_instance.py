@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 from ._hooks import Impl
-from ._manifest import ModuleInfo
+from ._metadata import ModuleInfo
 from ._params import Params
 from ._state import State
 
@@ -103,12 +103,14 @@ class Instance:
     dict operations (atomic) and never under a lock.
     """
 
+    #: Written only by the journal (``_journal.Journal.move_unlocked``); born LOADING.
+    state: State = State.LOADING
+
     def __init__(self, info: ModuleInfo, params: Params) -> None:
         self.id = next(_ids)
         self.info = info
         self.name = info.name
         self.params = params
-        self.state = State.LOADING
         self.private_name = ""
         self.module: types.ModuleType | None = None
         self.namespace_ids: frozenset[int] = frozenset()

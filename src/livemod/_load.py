@@ -19,11 +19,13 @@ from ._context import ModuleContext
 from ._hooks import HookTable
 from ._imports import Exports, Namespace, watched_atexit
 from ._instance import Instance, Module, frozen_mapping
-from ._manifest import ModuleInfo
+from ._journal import Journal
+from ._metadata import ModuleInfo
 from ._records import brief, where_raised
 from ._signing import Verifier
 from ._source import ModuleSource, read_module
 from ._state import State
+from ._table import ModuleTable
 from .errors import DependencyError, InitError, SignatureError
 
 if TYPE_CHECKING:
@@ -37,30 +39,20 @@ class LoadMixin:
 
     if TYPE_CHECKING:
         _lock: threading.Lock
+        _journal: Journal
         _hooks: HookTable
-        _table: dict[str, Instance]
-        _by_private: dict[str, Instance]
+        _table: ModuleTable
         _builtins: dict[str, Any]
         _verifier: Verifier
         modpath: list[str]
         allow_outside_modpath: bool
 
-        def _notify(self, inst: Instance, old: State | None, new: State, *,
-                    veto: bool = ...) -> None: ...
-        def _set_state(self, inst: Instance, new: State, *, veto: bool = ...) -> None: ...
         def _event(self, kind: str, module: str, message: str, **data: object) -> None: ...
         def _taint(self, flag: str, module: str, reason: str) -> None: ...
         def _complete(self, result: object, what: str) -> object: ...
         def _modules_of(self, inst: Instance) -> list[Any]: ...
         def _scrub(self, inst: Instance) -> None: ...
         def _check_livemod_intact(self, name: str) -> None: ...
-        def _check_free_unlocked(self, info: ModuleInfo) -> None: ...
-        def _check_depends_unlocked(self, info: ModuleInfo) -> set[str]: ...
-        def _private_name_unlocked(self, name: str) -> str: ...
-        def _put_unlocked(self, inst: Instance) -> None: ...
-        def _drop_unlocked(self, inst: Instance) -> None: ...
-        def _usable_unlocked(self, name: str) -> Instance | None: ...
-        def _uses_closure_unlocked(self, inst: Instance) -> set[str]: ...
 
     def _load(self, path: str | os.PathLike[str], params: Mapping[str, object]) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``_op_lock``."""
@@ -70,9 +62,9 @@ class LoadMixin:
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self._verify(source)  # SignatureError here: nothing has changed yet
         with self._lock:
-            self._check_free_unlocked(info)
+            self._table.check_free_unlocked(info)
             inst = self._new_instance_unlocked(info, values)
-            self._put_unlocked(inst)
+            self._table.put_unlocked(inst)
         inst.untrusted = untrusted
         self._bring_up(inst, source)
         self._publish(inst)
@@ -101,11 +93,11 @@ class LoadMixin:
             self._taint("unsigned-module", inst.name, inst.untrusted)
 
     def _new_instance_unlocked(self, info: ModuleInfo, values: Mapping[str, object]) -> Instance:
-        deps = self._check_depends_unlocked(info)
+        deps = self._table.check_depends_unlocked(info)
         inst = Instance(info, _params.Params(info.params, values, module=info.name))
-        inst.private_name = self._private_name_unlocked(info.name)
+        inst.private_name = self._table.private_name_unlocked(info.name)
         inst.uses.update(deps)
-        self._by_private[inst.private_name] = inst
+        self._table.by_private[inst.private_name] = inst
         return inst
 
     def _bring_up(
@@ -120,7 +112,7 @@ class LoadMixin:
         and before init, so a new version that does not even load never takes it.
         """
         info = inst.info
-        self._notify(inst, None, State.LOADING)
+        self._journal.notify((inst, None, State.LOADING))  # it was born LOADING
         inst.scrub_before = _scrub.baseline()
         try:
             module = _loader.exec_module(
@@ -131,7 +123,7 @@ class LoadMixin:
             inst.module = module
             inst.namespace_ids = frozenset(id(vars(m)) for m in self._modules_of(inst))
             inst.files = frozenset(p for p in source.by_path if p.endswith(".py"))
-            self._set_state(inst, State.COMING, veto=True)
+            self._journal.transition(inst, State.COMING, veto=True)
             inst.context = ModuleContext(cast("Host", self), inst)
             inst.context.handover_state = handover() if handover is not None else None
             init = getattr(module, "init", None)
@@ -162,7 +154,7 @@ class LoadMixin:
             inst.staged, inst.staged_exports = [], {}
             starts, inst.staged_starts = inst.staged_starts, []
             inst.init_ok = True
-        self._set_state(inst, State.LIVE)
+        self._journal.transition(inst, State.LIVE)
         self._taint_if_untrusted(inst)
         for start in starts:
             start()
@@ -176,14 +168,13 @@ class LoadMixin:
         inst.undo.unwind(self._complete)
         self._scrub(inst)
         _loader.remove_modules(inst.private_name)
-        old = inst.state
         with self._lock:
-            if self._table.get(inst.name) is inst:  # during an upgrade v1 keeps the name
-                self._drop_unlocked(inst)
-            inst.state = State.GONE
-        self._by_private.pop(inst.private_name, None)
+            if self._table.names.get(inst.name) is inst:  # during an upgrade v1 keeps the name
+                self._table.drop_unlocked(inst)
+            notice = self._journal.move_unlocked(inst, State.GONE)
+        self._table.by_private.pop(inst.private_name, None)
         inst.release_code()
-        self._notify(inst, old, State.GONE)
+        self._journal.notify(notice)
         self._check_livemod_intact(inst.name)
 
     def _import_hook(self, name: str, fromlist: Sequence[str], importing: Any) -> Any:
@@ -191,7 +182,7 @@ class LoadMixin:
         module = importing.get("__name__", "") if isinstance(importing, dict) else ""
         inst = None
         while module and inst is None:  # a submodule's package owns it
-            inst = self._by_private.get(module)
+            inst = self._table.by_private.get(module)
             module = module.rpartition(".")[0]
         if inst is None or inst.state is State.GONE:
             raise ImportError(f"{name}: only modules loaded by this host may import it "
@@ -222,14 +213,14 @@ class LoadMixin:
 
     def _edge(self, inst: Instance, dep: str, how: str) -> Instance:
         with self._lock:
-            target = self._usable_unlocked(dep)
+            target = self._table.usable_unlocked(dep)
             if target is None or target.module is None:
                 raise ModuleNotFoundError(
                     f"module {inst.name!r} cannot {how} {dep!r}: it is not loaded (live) in "
                     f"this host (declare it in depends and load with modprobe)", name=dep,
                 )
             if target is not inst and target.name not in inst.uses:
-                if inst.name in self._uses_closure_unlocked(target):
+                if inst.name in self._table.uses_closure_unlocked(target):
                     raise DependencyError(
                         f"module {inst.name!r} cannot use {target.name!r}: {target.name!r} "
                         f"already uses {inst.name!r} (dependency cycle)",
@@ -245,4 +236,4 @@ class LoadMixin:
             target = self._edge(inst, name, "require")
         except ModuleNotFoundError as exc:
             raise DependencyError(str(exc), module=inst.name, chain=(inst.name, name)) from None
-        return Exports(cast("Host", self), target.name)
+        return Exports(self._table, target.name)

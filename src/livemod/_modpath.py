@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import final
 
 from ._depmod import DepmodReport, Index, open_index
-from ._manifest import ModuleInfo
+from ._metadata import ModuleInfo
 
 __all__ = ["DepmodReport", "ModPath"]
 

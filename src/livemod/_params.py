@@ -17,8 +17,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Final, final
 
-from livemod._manifest import ParamSpec
 from livemod.errors import ParamError
+
+from ._metadata import ParamSpec
 
 __all__ = ["Params", "convert", "resolve"]
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
 
-from ._manifest import ModuleInfo, locate, parse_manifest, parse_module
+from ._locate import locate
+from ._manifest import parse_manifest, parse_module
+from ._metadata import ModuleInfo
 from .errors import ManifestError
 
 __all__ = ["ModuleSource", "read_module"]

@@ -25,8 +25,10 @@ from ._aio import LoopBridge, on_loop
 from ._context import ModuleContext
 from ._hooks import HookTable
 from ._instance import Instance
+from ._journal import Journal
 from ._records import brief
 from ._state import State
+from ._table import ModuleTable
 from ._tamper import Baseline
 from .errors import ModuleBusy
 
@@ -52,24 +54,18 @@ class UnloadMixin:
 
     if TYPE_CHECKING:
         _lock: threading.Lock
+        _journal: Journal
         _hooks: HookTable
         _bridge: LoopBridge
-        _table: dict[str, Instance]
-        _pending: list[Instance]
-        _by_private: dict[str, Instance]
-        _watches: list[_leaks.LeakWatch]
+        _table: ModuleTable
         _scrubbers: list[_scrub.Scrubber]
         leak_check: bool
         exit_timeout: float | None
 
-        def _notify(self, inst: Instance, old: State | None, new: State, *,
-                    veto: bool = ...) -> None: ...
         def _event(self, kind: str, module: str, message: str, **data: object) -> None: ...
         def _taint(self, flag: str, module: str, reason: str) -> None: ...
         def _complete(self, result: object, what: str) -> object: ...
         def _modules_of(self, inst: Instance) -> list[Any]: ...
-        def _refuse_if_held_unlocked(self, inst: Instance) -> None: ...
-        def _drop_unlocked(self, inst: Instance) -> None: ...
 
     def _unload(
         self,
@@ -91,11 +87,10 @@ class UnloadMixin:
             )
         with self._lock:
             if not (wait or force):
-                self._refuse_if_held_unlocked(inst)
-            inst.state = State.GOING
-            inst.state_since = time.monotonic()
+                self._table.refuse_if_held_unlocked(inst)
+            notice = self._journal.move_unlocked(inst, State.GOING)
             removed = self._hooks.unpublish_unlocked(inst.id)
-        self._notify(inst, State.LIVE, State.GOING)
+        self._journal.notify(notice)
         if force:
             self._taint("forced-unload", inst.name, "rmmod --force: did not wait for users")
         else:
@@ -108,9 +103,8 @@ class UnloadMixin:
             if pending:
                 with self._lock:
                     self._hooks.publish_unlocked(removed)
-                    inst.state = State.LIVE
-                    inst.state_since = time.monotonic()
-                self._notify(inst, State.GOING, State.LIVE)
+                    notice = self._journal.move_unlocked(inst, State.LIVE)
+                self._journal.notify(notice)
                 self._event("unload-refused", inst.name,
                             f"unload rolled back: busy ({'; '.join(pending)})")
                 # The traceback of what we raise keeps this frame: it must not keep the
@@ -193,17 +187,16 @@ class UnloadMixin:
         del module
         _loader.remove_modules(inst.private_name)
         with self._lock:
-            if self._table.get(inst.name) is inst:
-                self._drop_unlocked(inst)
-            if inst in self._pending:
-                self._pending.remove(inst)
-            inst.state = State.GONE
-            inst.state_since = time.monotonic()
+            if self._table.names.get(inst.name) is inst:
+                self._table.drop_unlocked(inst)
+            if inst in self._table.pending:
+                self._table.pending.remove(inst)
+            notice = self._journal.move_unlocked(inst, State.GONE)
             inst.holds.clear()
             inst.pins.clear()
-        self._by_private.pop(inst.private_name, None)
+        self._table.by_private.pop(inst.private_name, None)
         inst.release_code()
-        self._notify(inst, State.GOING, State.GONE)
+        self._journal.notify(notice)
         self._event("unload", inst.name, f"unloaded {inst.info.version}", version=inst.info.version)
         if watch is not None:
             gc.collect()
@@ -265,8 +258,7 @@ class UnloadMixin:
         gc.collect()
         if watch.survivors():
             watch.explain()
-            with self._lock:
-                self._watches.append(watch)
+            self._journal.add_leak(watch)
             self._taint("module-leaked", watch.name, "objects still alive after unload")
 
     def _judge_later(self, watch: _leaks.LeakWatch) -> None:

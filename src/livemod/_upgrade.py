@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING
 
 from ._deps import dependents_order
 from ._instance import Instance, Module, frozen_mapping
-from ._manifest import ModuleInfo, parse_version
+from ._journal import Notice
+from ._metadata import ModuleInfo
 from ._params import resolve
 from ._quiesce import current_thread_in
 from ._records import brief
 from ._state import State
+from ._version import parse_version
 from .errors import DependencyError, InitError, ModuleExists, UpgradeError
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ def replace(
     params: Mapping[str, object],
 ) -> Module:
     """See ``Host.replace``. Caller holds ``host._op_lock``."""
-    old = host._get_loaded(name)
+    old = host._table.get_live(name)
     source = host._read(path if path is not None else old.info.path)
     info = source.info
     _check_upgrade(host, old, info, cascade=cascade, downgrade=downgrade)
@@ -61,7 +63,7 @@ def replace(
     # that imported its objects (and theirs), against the incoming versions.
     steps = [(old, source, params)]
     for dependent in _bound_closure(host, old.name):
-        inst = host._get_loaded(dependent)
+        inst = host._table.get_live(dependent)
         steps.append((inst, host._read(inst.info.path), {}))
     brought: list[tuple[Instance, Instance]] = []
     try:
@@ -70,14 +72,14 @@ def replace(
             new.untrusted = host._verify(new_source)  # SignatureError: nothing switched
             host._bring_up(new, new_source,  # InitError: nothing switched
                            handover=functools.partial(_handover, host, current))
-            host._incoming[current.name] = new
+            host._table.incoming[current.name] = new
             brought.append((current, new))
     except BaseException:
         for _, new in reversed(brought):
             host._discard(new)
         raise
     finally:
-        host._incoming.clear()
+        host._table.incoming.clear()
     _switch(host, brought)
     limit = host.timeout if timeout is None else timeout
     # Dependents first: the old dependents hold the old module's objects until they go.
@@ -104,7 +106,7 @@ def _prepare(
     resolved = resolve(info.params, values, module=info.name)
     with host._lock:
         for word in info.aliases:
-            other = host._resolve_unlocked(word)
+            other = host._table.resolve_unlocked(word)
             if other is not None and other is not old:
                 raise ModuleExists(
                     f"cannot upgrade {old.name!r}: its new alias {word!r} is taken by module "
@@ -131,7 +133,7 @@ def _check_upgrade(
             f"a downgrade (pass downgrade=True / --downgrade if you mean it)", module=old.name,
         )
     with host._lock:
-        users = [i for i in host._table.values() if i is not old]
+        users = [i for i in host._table.names.values() if i is not old]
     for user in users:
         for req in user.info.depends:
             if req.name == old.name and not req.satisfied_by(info.version):
@@ -153,8 +155,8 @@ def _check_upgrade(
 def _bound_dependents(host: Host, name: str) -> list[str]:
     """Modules that imported ``name``'s objects directly, dependents last (reload order)."""
     with host._lock:
-        bound = [i.name for i in host._table.values() if name in i.bound]
-        used_by = {n: host._used_by_unlocked(i) for n, i in host._table.items()}
+        bound = [i.name for i in host._table.names.values() if name in i.bound]
+        used_by = {n: host._table.used_by_unlocked(i) for n, i in host._table.names.items()}
     return list(reversed(dependents_order(bound, used_by)))
 
 
@@ -169,7 +171,7 @@ def _bound_closure(host: Host, name: str) -> list[str]:
                 order.append(dependent)
                 frontier.append(dependent)
     with host._lock:
-        used_by = {n: host._used_by_unlocked(i) for n, i in host._table.items()}
+        used_by = {n: host._table.used_by_unlocked(i) for n, i in host._table.names.items()}
     return list(reversed(dependents_order(order, used_by)))
 
 
@@ -190,8 +192,8 @@ def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
     """The one atomic step (per hook): old versions unpublished, new ones published, the
     names moved -- all under one hold of the host lock."""
     starts = []
+    notices: list[Notice] = []
     with host._lock:
-        now = time.monotonic()
         for old, new in pairs:
             host._hooks.switch_unlocked(old.id, new.staged)
             new.exports = frozen_mapping(new.staged_exports)
@@ -199,16 +201,14 @@ def _switch(host: Host, pairs: list[tuple[Instance, Instance]]) -> None:
             starts += new.staged_starts
             new.staged_starts = []
             new.init_ok = True
-            old.state = State.GOING
-            new.state = State.LIVE
-            old.state_since = new.state_since = now
-            host._put_unlocked(new)
-            host._pending.append(old)
+            notices += [host._journal.move_unlocked(old, State.GOING),
+                        host._journal.move_unlocked(new, State.LIVE)]
+            host._table.put_unlocked(new)
+            host._table.pending.append(old)
             new.replaced = [old]
             old.replaced = []  # only the newest knows its predecessor: no chain of records
-    for old, new in pairs:
-        host._notify(old, State.LIVE, State.GOING)
-        host._notify(new, State.COMING, State.LIVE)
+    for notice in notices:
+        host._journal.notify(notice)
     for _, new in pairs:
         host._taint_if_untrusted(new)
     for start in starts:

@@ -10,11 +10,7 @@ Locks:
 and is held while a module's body, ``init`` and ``exit`` run. It is reentrant so that an
 ``init`` may ``modprobe`` another module (a nested, complete operation).
 
-``_lock`` (a Lock) protects: 1) ``_table`` (name -> Instance) and ``_aliases``; 2) each
-instance's ``state``, ``holds``, ``uses``, ``exports`` and staged lists; 3) every hook
-snapshot swap (``_hooks``); 4) ``_subscribers``, ``_taints``, ``_watches``. It is never
-held while user code runs, and pin callbacks (which run inside garbage collection on any
-thread) never take it.
+``_lock`` is the module table's lock (``_table``, which lists what it protects).
 """
 
 from __future__ import annotations
@@ -28,10 +24,8 @@ import os
 import sys
 import threading
 import time
-import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from . import _deps, _leaks, _loader, _manifest, _provenance, _quiesce, _trampolines, _upgrade
@@ -41,19 +35,20 @@ from ._context import Registration
 from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook, HookTable, Impl
 from ._instance import Instance, Module, ModuleStatus, frozen_mapping
+from ._journal import Journal, Subscriber
 from ._leaks import Leak
 from ._load import LoadMixin
-from ._manifest import ModuleInfo
+from ._metadata import ModuleInfo
 from ._modpath import ModPath
 from ._records import Event, Hold, HostStatistics, Taint, brief
 from ._scrub import Scrubber
 from ._signing import Policy, Verifier, make_verifier
 from ._state import State
+from ._table import ModuleTable
 from ._tamper import Baseline
 from ._unload import BASELINE, UnloadMixin
 from .config import Config
 from .errors import (
-    DependencyError,
     LivemodError,
     ModuleBusy,
     ModuleExists,
@@ -70,7 +65,6 @@ _log = logging.getLogger("livemod")
 _host_ids = itertools.count(1)
 _tokens = itertools.count(1)
 
-Subscriber = Callable[[str, "State | None", State], object]
 
 
 
@@ -123,25 +117,16 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         self.exit_timeout = exit_timeout
         self._id = next(_host_ids)
         self.name = name or f"host-{os.getpid()}-{self._id}"
-        self._counts = {"load": 0, "unload": 0, "load-failed": 0, "unload-refused": 0}
         self._tag = f"_h{self._id}"
         self._op_lock = threading.RLock()
-        self._lock = threading.Lock()
-        self._table: dict[str, Instance] = {}
-        self._aliases: dict[str, Instance] = {}  # alias -> instance; follows _table
-        self._incoming: dict[str, Instance] = {}  # new versions brought up by an upgrade
-        self._by_private: dict[str, Instance] = {}  # private module name -> instance
+        self._table = ModuleTable(self._tag)
+        self._lock = self._table.lock
         self._param_lock = threading.Lock()  # one parameter change (and its callbacks) at once
-        self._hooks = HookTable(self._lock, errors, self._hook_error)
-        self._subscribers: list[Subscriber] = []
-        self._listeners: list[Callable[[Event], object]] = []
-        self._taints: list[Taint] = []
-        self._watches: list[_leaks.LeakWatch] = []
-        self._events: deque[Event] = deque(maxlen=1000)
-        self._pending: list[Instance] = []  # old versions still draining after an upgrade
+        self._hooks = HookTable(self._lock, errors, self._table.count_hook_error)
+        self._journal = Journal(self._lock)
         self._modpath = ModPath(self.modpath)
         self._builtins = _loader.builtins_for(self._import_hook)
-        _provenance.mark(self._builtins, _provenance.by_globals(self._by_private))
+        _provenance.mark(self._builtins, _provenance.by_globals(self._table.by_private))
         self._scrubbers: list[Scrubber] = []
         self._verifier: Verifier = make_verifier(
             signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
@@ -199,7 +184,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                                failure.error)
             host._detach_state = state.attach(host)
         for plan in config.load_plan():
-            if host._find_loaded(plan.name) is not None:
+            if host._table.find(plan.name) is not None:
                 continue  # restored with the params it had; options apply to new loads
             try:
                 host.modprobe(plan.requested)
@@ -216,8 +201,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         """
         if self.config is not None:
             plan = self.config.modprobe_plan(name, params)
-            loaded = self._find_loaded(plan.name)
-            found = loaded.info if loaded is not None else self._find_on_modpath(plan.name)
+            loaded = self._table.find(plan.name)
+            found = loaded.info if loaded is not None else self._modpath.find(plan.name)
             if found is not None and found.name != plan.name:
                 # An alias from the module's own manifest: the config speaks of real names.
                 plan = self.config.modprobe_plan(found.name, params)
@@ -240,7 +225,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     def _modprobe(self, name: str, params: Mapping[str, object]) -> Module:
         with self._op_lock:
             self._check_open()
-            loaded = self._find_loaded(name)
+            loaded = self._table.find(name)
             if loaded is not None:
                 if params:
                     raise ModuleExists(
@@ -248,8 +233,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                         f"with other parameters", module=loaded.name,
                     )
                 return Module(loaded)
-            versions = {n: i.info.version for n, i in self._table.items()}
-            order = _deps.resolve_load_order(name, self._find_on_modpath, versions)
+            versions = {n: i.info.version for n, i in self._table.names.items()}
+            order = _deps.resolve_load_order(name, self._modpath.find, versions)
             done: list[Module] = []
             try:
                 for info in order:
@@ -258,7 +243,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                     done[-1]._inst.auto = not root
             except BaseException:
                 for module in reversed(done):
-                    self._unload(self._table[module.name], wait=False, timeout=self.timeout,
+                    self._unload(self._table.names[module.name], wait=False, timeout=self.timeout,
                                  force=False)
                 raise
             return done[-1]
@@ -291,9 +276,9 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ModuleNotFound, ModuleBusy (with ``.holders``), ModuleGoing.
         """
         with self._op_lock:
-            inst = self._get_loaded(name)
+            inst = self._table.get_live(name)
             limit = self.timeout if timeout is None else timeout
-            users = self._used_by(inst)
+            users = self._table.used_by(inst)
             if users and not cascade:
                 holders = tuple(f"module {u!r}" for u in users)
                 raise ModuleBusy(
@@ -302,12 +287,12 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                     module=inst.name, holders=holders,
                 )
             if users:
-                closure = self._dependents_closure(inst.name)
+                closure = self._table.dependents_closure(inst.name)
                 if not (wait or force):  # refuse before removing anything, the module too
                     for dep in (*closure, inst.name):
-                        self._refuse_if_held(self._table[dep])
+                        self._table.refuse_if_held(self._table.names[dep])
                 for dep in closure:
-                    self._unload(self._table[dep], wait=wait, timeout=limit, force=force,
+                    self._unload(self._table.names[dep], wait=wait, timeout=limit, force=force,
                                  progress=progress)
             self._unload(inst, wait=wait, timeout=limit, force=force,
                                  progress=progress)
@@ -355,13 +340,13 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         must be removable or this raises as ``rmmod`` does.
         """
         with self._op_lock:
-            inst = self._get_loaded(name)
+            inst = self._table.get_live(name)
             removed = [inst.name]
             candidates = sorted(inst.uses)
             self.rmmod(inst.name, wait=wait, timeout=timeout)
             while candidates:
-                dep = self._find_loaded(candidates.pop(0))
-                if dep is None or not dep.auto or self._used_by(dep):
+                dep = self._table.find(candidates.pop(0))
+                if dep is None or not dep.auto or self._table.used_by(dep):
                     continue
                 try:
                     self.rmmod(dep.name, wait=wait, timeout=timeout)
@@ -386,10 +371,10 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             if self._detach_state is not None:
                 self._detach_state()  # a clean shutdown keeps the saved set for next start
             limit = self.timeout if timeout is None else timeout
-            used_by = {n: self._used_by(i) for n, i in self._table.items()}
+            used_by = {n: self._table.used_by(i) for n, i in self._table.names.items()}
             # Newest first among modules that do not depend on each other, as rmmod by hand.
-            for name in _deps.dependents_order(list(reversed(self._table)), used_by):
-                inst = self._table.get(name)
+            for name in _deps.dependents_order(list(reversed(self._table.names)), used_by):
+                inst = self._table.names.get(name)
                 if inst is None or inst.state is not State.LIVE:
                     continue
                 busy = False
@@ -399,7 +384,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                     busy = True  # force outside the handler: its traceback holds the module
                 if busy:
                     self._unload(inst, wait=False, timeout=limit, force=True)
-            for old in list(self._pending):  # old versions still draining after an upgrade
+            for old in list(self._table.pending):  # old versions still draining after an upgrade
                 if self._wait_quiet(old, time.monotonic() + limit, holds=True):
                     self._taint("forced-unload", old.name, "closed while still in use")
                 self._finish(old)
@@ -419,24 +404,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     def lsmod(self) -> list[ModuleStatus]:
         """One frozen row per module in the table, in load order."""
         with self._lock:
-            rows = []
-            everyone = (*self._table.values(), *self._pending)
-            users: dict[str, set[str]] = {}
-            for inst in everyone:  # one pass, not one scan per row
-                for used in inst.uses:
-                    if used != inst.name:
-                        users.setdefault(used, set()).add(inst.name)
-            for inst in everyone:
-                rows.append(ModuleStatus(
-                    name=inst.name, version=inst.info.version, state=inst.state,
-                    holds=len(inst.holds), pins=len(inst.pins),
-                    used_by=tuple(sorted(users.get(inst.name, ()))),
-                    uses=tuple(sorted(inst.uses)),
-                    path=inst.info.path, params=inst.params.as_dict(), errors=inst.errors,
-                    since=inst.state_since,
-                    taints=tuple(sorted({t.flag for t in self._taints if t.module == inst.name})),
-                ))
-            return rows
+            return self._table.statuses_unlocked(self._journal.taints_unlocked())
 
     def modinfo(self, path_or_name: str | os.PathLike[str]) -> ModuleInfo:
         """Static metadata of a module file, package, loaded module or modpath name.
@@ -446,10 +414,10 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         text = os.fspath(path_or_name)
         if os.sep in text or text.endswith(".py") or os.path.exists(text):
             return _manifest.read_manifest(text)
-        inst = self._find_loaded(text)
+        inst = self._table.find(text)
         if inst is not None:
             return inst.info
-        info = self._find_on_modpath(text)
+        info = self._modpath.find(text)
         if info is None:
             raise ModuleNotFound(
                 f"no module {text!r} is loaded or on the modpath {self.modpath} "
@@ -479,19 +447,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         caller = sys._getframe(1)
         where = _quiesce.describe_frame(caller)
         del caller
-        with self._lock:
-            inst = self._resolve_unlocked(name)
-            if inst is None or inst.state in (State.LOADING, State.COMING):
-                raise ModuleNotFound(f"module {name!r} is not loaded (live)", module=name)
-            if inst.state is not State.LIVE:
-                raise ModuleGoing(
-                    f"module {inst.name!r} is being unloaded; no new holds", module=inst.name
-                )
-            token = next(_tokens)
-            inst.holds[token] = (
-                f"hold taken at {where} by thread {threading.current_thread().name!r}"
-            )
-        return Hold(inst, token, inst.wakeups.put)
+        return self._table.hold(name, where)
 
     def leaks(self) -> list[Leak]:
         """Unloaded modules whose objects are still alive, with who holds them.
@@ -499,10 +455,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Collects garbage first; an entry is dropped once its objects are finally collected.
         """
         gc.collect()
-        with self._lock:
-            self._watches = [w for w in self._watches if w.survivors()]
-            watches = list(self._watches)
-        return [w.to_leak() for w in watches]
+        return [w.to_leak() for w in self._journal.leak_watches()]
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(name, old_state, new_state)`` on every transition.
@@ -511,7 +464,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         to COMING vetoes the load (it fails cleanly); raising elsewhere is logged.
         Returns a function that unsubscribes.
         """
-        return self._listen(self._subscribers, callback)
+        return self._journal.subscribe(callback)
 
     def on_event(self, listener: Callable[[Event], object]) -> Callable[[], None]:
         """Call ``listener(event)`` for every new entry of the event log (see ``events``).
@@ -519,7 +472,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Called synchronously in the thread that caused the event; a failing listener is
         logged. Returns a function that unsubscribes.
         """
-        return self._listen(self._listeners, listener)
+        return self._journal.on_event(listener)
 
     def scrubber(self, fn: Scrubber) -> Scrubber:
         """Add a scrubber for a registry livemod does not know (usable as a decorator).
@@ -534,17 +487,6 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         with self._lock:
             self._scrubbers.append(fn)
         return fn
-
-    def _listen(self, callbacks: list[Any], callback: Any) -> Callable[[], None]:
-        with self._lock:
-            callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in callbacks:
-                    callbacks.remove(callback)
-
-        return unsubscribe
 
     def set_param(self, name: str, key: str, value: object) -> object:
         """Set a writable parameter of a LIVE module; returns the converted value.
@@ -561,7 +503,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         # parameter change. A module going down meanwhile is running its own callback,
         # which the unload sees as code in flight and waits for.
         with self._param_lock:
-            inst = self._get_loaded(name)
+            inst = self._table.get_live(name)
             old = inst.params.as_dict().get(key)
             new = inst.params._set(key, value)
             for callback in list(inst.param_callbacks):
@@ -579,34 +521,34 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
 
     def statistics(self) -> HostStatistics:
         """A frozen snapshot: identity, uptime, module counts, load/unload totals, taints."""
+        journal = self._journal
         with self._lock:
+            counts = journal.counts_unlocked()
             return HostStatistics(
                 name=self.name, pid=os.getpid(), started_at=self.started_at,
-                uptime=time.time() - self.started_at, modules=len(self._table),
-                live=sum(i.state is State.LIVE for i in self._table.values()),
-                hooks=len(self._hooks.hooks), loads=self._counts["load"],
-                unloads=self._counts["unload"], failed_loads=self._counts["load-failed"],
-                refused_unloads=self._counts["unload-refused"], leaked=len(self._watches),
-                taints=tuple(self._taints),
+                uptime=time.time() - self.started_at, modules=len(self._table.names),
+                live=sum(i.state is State.LIVE for i in self._table.names.values()),
+                hooks=len(self._hooks.hooks), loads=counts["load"],
+                unloads=counts["unload"], failed_loads=counts["load-failed"],
+                refused_unloads=counts["unload-refused"], leaked=journal.leak_count_unlocked(),
+                taints=tuple(journal.taints_unlocked()),
             )
 
     @property
     def tainted(self) -> tuple[Taint, ...]:
         """Every taint this host has taken, oldest first (empty if clean)."""
-        with self._lock:
-            return tuple(self._taints)
+        return self._journal.taints()
 
     def events(self) -> list[Event]:
         """The recent event log, oldest first (bounded)."""
-        with self._lock:
-            return list(self._events)
+        return self._journal.events()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def __repr__(self) -> str:
-        return f"<livemod.Host #{self._id} {len(self._table)} modules>"
+        return f"<livemod.Host #{self._id} {len(self._table.names)} modules>"
 
     # --------------------------------------------------------- private: registrations
 
@@ -684,137 +626,15 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                 )
             return self._pool
 
-    def _hook_error(self, hook: str, impl: Impl, exc: BaseException) -> None:
-        with self._lock:
-            inst = self._table.get(impl.owner_name)
-            if inst is not None and inst.id == impl.owner:
-                inst.errors += 1
-        _log.error("hook %r: %s raised (isolated):\n%s", hook, impl.describe(),
-                   "".join(traceback.format_exception(exc)))
-
     # ------------------------------------------------------------ private: the table
 
     def _check_open(self) -> None:
         if self._closed:
             raise LivemodError("this host is closed; create a new Host to load modules")
 
-    def _check_free_unlocked(self, info: ModuleInfo) -> None:
-        for word in (info.name, *info.aliases):
-            other = self._resolve_unlocked(word)
-            if other is not None:
-                raise ModuleExists(
-                    f"cannot load {info.path}: {word!r} is already taken by module "
-                    f"{other.name!r} {other.info.version} ({other.state.name}, from "
-                    f"{other.info.path}); rmmod it first",
-                    module=info.name,
-                )
-
-    def _check_depends_unlocked(self, info: ModuleInfo) -> set[str]:
-        names = set()
-        for req in info.depends:
-            dep = self._usable_unlocked(req.name)
-            if dep is None:
-                raise DependencyError(
-                    f"cannot load {info.name!r}: it depends on {str(req)!r}, which is not "
-                    f"loaded (use modprobe {info.name}, or load {req.name} first)",
-                    module=info.name, chain=(info.name, req.name),
-                )
-            if not req.satisfied_by(dep.info.version):
-                raise DependencyError(
-                    f"cannot load {info.name!r}: it needs {req}, but {dep.name} "
-                    f"{dep.info.version} is loaded (upgrade {dep.name} or relax the constraint)",
-                    module=info.name, chain=(info.name, dep.name),
-                )
-            names.add(dep.name)
-        return names
-
-    def _private_name_unlocked(self, name: str) -> str:
-        base = f"{_loader.PREFIX}{self._tag}.{name}"
-        if base not in sys.modules:
-            return base
-        return f"{base}__{next(_tokens)}"
-
-    def _put_unlocked(self, inst: Instance) -> None:
-        self._table[inst.name] = inst
-        for alias in inst.info.aliases:
-            self._aliases[alias] = inst
-
-    def _drop_unlocked(self, inst: Instance) -> None:
-        del self._table[inst.name]
-        for alias in inst.info.aliases:
-            if self._aliases.get(alias) is inst:
-                del self._aliases[alias]
-
-    def _usable_unlocked(self, name: str) -> Instance | None:
-        """What a new module may depend on or import: a LIVE module, or -- during an
-        upgrade -- the incoming version its dependents are being reloaded against."""
-        incoming = self._incoming.get(name)
-        if incoming is not None:
-            return incoming
-        inst = self._resolve_unlocked(name)
-        return inst if inst is not None and inst.state is State.LIVE else None
-
-    def _resolve_unlocked(self, name: str) -> Instance | None:
-        return self._table.get(name) or self._aliases.get(name)
-
-    def _find_loaded(self, name: str) -> Instance | None:
-        with self._lock:
-            return self._resolve_unlocked(name)
-
-    def _get_loaded(self, name: str) -> Instance:
-        inst = self._find_loaded(name)
-        if inst is None:
-            raise ModuleNotFound(
-                f"module {name!r} is not loaded (see lsmod for what is)", module=name
-            )
-        if inst.state is State.GOING:
-            raise ModuleGoing(f"module {inst.name!r} is already being unloaded", module=name)
-        if inst.state is not State.LIVE:
-            raise ModuleBusy(
-                f"module {inst.name!r} is still {inst.state.name}; try again when it is LIVE",
-                module=inst.name, holders=(f"its load ({inst.state.name})",),
-            )
-        return inst
-
-    def _find_on_modpath(self, name: str) -> ModuleInfo | None:
-        return self._modpath.find(name)
-
-    def _used_by(self, inst: Instance) -> list[str]:
-        with self._lock:
-            return self._used_by_unlocked(inst)
-
-    def _used_by_unlocked(self, inst: Instance) -> list[str]:
-        # An old version still draining after an upgrade still uses what it used.
-        users = (*self._table.values(), *self._pending)
-        return sorted({o.name for o in users if o.name != inst.name and inst.name in o.uses})
-
-    def _uses_closure_unlocked(self, inst: Instance) -> set[str]:
-        seen: set[str] = set()
-        stack = list(inst.uses)
-        while stack:
-            name = stack.pop()
-            if name not in seen:
-                seen.add(name)
-                other = self._table.get(name)
-                stack.extend(other.uses if other else ())
-        return seen
-
-    def _dependents_closure(self, name: str) -> list[str]:
-        """Every module that uses ``name``, directly or not, dependents first."""
-        with self._lock:
-            used_by = {n: self._used_by_unlocked(i) for n, i in self._table.items()}
-        found: set[str] = set()
-        stack = list(used_by.get(name, ()))
-        while stack:
-            n = stack.pop()
-            if n not in found:
-                found.add(n)
-                stack.extend(used_by.get(n, ()))
-        return _deps.dependents_order(sorted(found), used_by)
-
     def _refuse_from_inside(self) -> None:
         """close() from a module's own code would wait for itself: refuse, change nothing."""
-        for inst in (*self._table.values(), *self._pending):
+        for inst in (*self._table.names.values(), *self._table.pending):
             inside = _quiesce.current_thread_in(inst.namespace_ids)
             if inside is not None or threading.get_ident() in inst.own_thread_idents():
                 raise ModuleBusy(
@@ -824,56 +644,13 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
                     module=inst.name, holders=(f"the calling thread, at {inside}",),
                 )
 
-    def _refuse_if_held(self, inst: Instance) -> None:
-        with self._lock:
-            self._refuse_if_held_unlocked(inst)
-
-    def _refuse_if_held_unlocked(self, inst: Instance) -> None:
-        holders = inst.holders()
-        if holders:
-            raise ModuleBusy(
-                f"cannot remove {inst.name!r}: {'; '.join(holders)} "
-                f"(release it, use wait=True to wait for it, or force=True)",
-                module=inst.name, holders=tuple(holders),
-            )
-
     def _modules_of(self, inst: Instance) -> list[Any]:
         return _loader.namespaces_of(inst.private_name)
 
     # ------------------------------------------------------------ private: reporting
 
-    def _set_state(self, inst: Instance, new: State, *, veto: bool = False) -> None:
-        with self._lock:
-            old, inst.state = inst.state, new
-            inst.state_since = time.monotonic()
-        self._notify(inst, old, new, veto=veto)
-
-    def _notify(self, inst: Instance, old: State | None, new: State, *, veto: bool = False) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(inst.name, old, new)
-            except Exception:
-                if veto:
-                    raise
-                _log.exception("livemod subscriber %r failed on %s -> %s", callback, old, new)
+    def _event(self, kind: str, module: str, message: str, **data: object) -> None:
+        self._journal.event(kind, module, message, **data)
 
     def _taint(self, flag: str, module: str, reason: str) -> None:
-        with self._lock:
-            self._taints.append(Taint(flag, module, time.time(), reason))
-        self._event("taint", module, f"tainted {flag}: {reason}", flag=flag)
-
-    def _event(self, kind: str, module: str, message: str, **data: object) -> None:
-        event = Event(time.time(), kind, module, message, MappingProxyType(data))
-        with self._lock:
-            self._events.append(event)
-            if kind in self._counts:
-                self._counts[kind] += 1
-            listeners = list(self._listeners)
-        _log.info("%s: %s", module, message)
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:
-                _log.exception("livemod event listener %r failed", listener)
+        self._journal.taint(flag, module, reason)
