@@ -181,6 +181,9 @@ class ModuleStatus:
     since: float
     #: Taint flags this module caused (permanent, like the kernel's per-module flags).
     taints: tuple[str, ...] = ()
+    #: Its extension modules loaded so far (``pkg._speedups``): native code, whose library
+    #: stays mapped for the life of the process after the module unloads.
+    native: tuple[str, ...] = ()
 
 
 class ModuleIdentity:

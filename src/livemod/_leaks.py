@@ -39,6 +39,13 @@ _MAX_REFS: Final = 2000
 _MAX_DEPTH: Final = 8
 _MAX_NODES: Final = 5000
 _NO_ROOT: Final = "(no recognisable root found within the search bound)"
+_OUTSIDE_GC: Final = "(held outside the GC)"
+
+
+def _outside_gc(chain: str, native: tuple[str, ...]) -> str:
+    """A chain with no root, of a module with native code: the holder is native."""
+    head = chain[: -len(_NO_ROOT)].rstrip(" <-")
+    return f"{head} <- native code of {', '.join(native)} {_OUTSIDE_GC}"
 
 
 @final
@@ -71,7 +78,8 @@ class LeakWatch:
     """Weak references to everything of one unloaded instance."""
 
     __slots__ = (
-        "atexit_notes", "chains", "files", "name", "names", "refs", "unloaded_at", "version",
+        "atexit_notes", "chains", "files", "name", "names", "native", "refs", "unloaded_at",
+        "version",
     )
 
     def __init__(
@@ -89,6 +97,7 @@ class LeakWatch:
         self.atexit_notes: list[tuple[str, str]] = []  # (qualname, where) registered directly
         self.unloaded_at = time.time()
         self.chains: tuple[str, ...] = ()
+        self.native: tuple[str, ...] = ()  # its extension modules (see held_outside_gc)
 
     def survivors(self) -> list[str]:
         return [desc for desc, ref in self.refs if ref() is not None]
@@ -131,7 +140,15 @@ class LeakWatch:
                 seen_roots.add(root)
                 chains.append(chain)
         explained = [c for c in chains if not c.endswith(_NO_ROOT)]
+        if not explained and self.native:
+            chains = [_outside_gc(c, self.native) for c in chains]
         self.chains = tuple(explained or chains[:1])
+
+    def held_outside_gc(self) -> bool:
+        """Whether (after ``explain``) every chain ends in native code of the module: what
+        only a native library's statics hold is invisible to the garbage collector, and
+        the library stays mapped for the life of the process. Not a failed check."""
+        return bool(self.chains) and all(c.endswith(_OUTSIDE_GC) for c in self.chains)
 
     def to_leak(self) -> Leak:
         return Leak(self.name, self.version, self.unloaded_at, tuple(self.survivors()), self.chains)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _loader, _params, _scrub
+from . import _loader, _native, _params, _scrub
 from ._context import ModuleContext
 from ._hooks import HookTable
 from ._imports import Exports, Namespace, watched_atexit
@@ -73,6 +73,7 @@ class LoadMixin:
     def _read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
         source = read_module(path, signature=self._verifier.policy != "off")
+        _native.check_room(source.info.name, source.by_path)  # NativeCacheFull: no change
         if self._verifier.policy == "enforce" and not self.allow_outside_modpath:
             where = source.info.path
             if not any(where.startswith(folder + os.sep) for folder in self.modpath):

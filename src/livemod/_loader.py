@@ -25,6 +25,8 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from . import _native
+
 __all__ = [
     "Importer",
     "exec_module",
@@ -185,6 +187,9 @@ class _Finder(importlib.abc.MetaPathFinder):
                 spec.has_location = True
                 spec.loader_state = files
                 return spec
+            native = _native.find(files, folder, leaf) if files is not None else None
+            if native is not None:  # an extension module: mapped from a copy of its own
+                return _native.spec_for(fullname, native, files[native], vars(parent))  # type: ignore[index]
         if files is not None:
             # Returning None would let the path finder import the file from disk: a file
             # added since the load (and its signature check) must never run.

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ._instance import Instance
 
-__all__ = ["KEY", "by_globals", "caller", "mark", "owner_of"]
+__all__ = ["KEY", "by_globals", "caller", "mark", "owner_of", "owner_of_namespace"]
 
 #: The key under which a livemod builtins dict keeps its resolver.
 KEY: Final = "__livemod_provenance__"
@@ -58,6 +59,20 @@ def owner_of(frame: FrameType | None) -> Instance | None:
     builtins = frame.f_builtins
     resolver = dict.get(builtins, KEY) if type(builtins) is dict else None
     return resolver(frame) if resolver is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Globals:
+    """What a resolver reads of a frame, for a namespace without one (a module's dict)."""
+
+    f_globals: dict[str, Any]
+
+
+def owner_of_namespace(namespace: dict[str, Any]) -> Instance | None:
+    """The module a namespace executed by livemod belongs to, or None."""
+    builtins = dict.get(namespace, "__builtins__")
+    resolver = dict.get(builtins, KEY) if type(builtins) is dict else None
+    return resolver(_Globals(namespace)) if resolver is not None else None
 
 
 def caller(depth: int = 2) -> Instance | None:

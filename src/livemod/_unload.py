@@ -184,6 +184,7 @@ class UnloadMixin:
             watch = _leaks.safe_watch(inst.name, inst.info.version, self._modules_of(inst))
         if watch is not None:
             watch.atexit_notes = list(inst.direct_atexit)
+            watch.native = tuple(inst.native)
         del module
         _loader.remove_modules(inst.private_name)
         with self._lock:
@@ -258,6 +259,11 @@ class UnloadMixin:
         gc.collect()
         if watch.survivors():
             watch.explain()
+            if watch.held_outside_gc():  # only native code holds them: not a failure
+                self._event("unload", watch.name, f"{len(watch.survivors())} object(s) held "
+                            f"outside the GC by native code ({', '.join(watch.native)})",
+                            held_outside_gc=watch.chains)
+                return
             self._journal.add_leak(watch)
             self._taint("module-leaked", watch.name, "objects still alive after unload")
 
