@@ -123,7 +123,7 @@ def test_a_closure_in_a_host_dict(host: livemod.Host, app: Any) -> None:
     ref = weakref.ref(m.callback)
     host.rmmod("culprit_closure")
     leak = the_leak(host, "culprit_closure")
-    names(leak, "function make_callback.<locals>.callback", "dict['culprit']",
+    names(leak, "make_callback.<locals>.callback", "dict['culprit']",
           "global 'registry' of module lm_app")
     app.registry.clear()
     assert host.leaks() == [] and gone(ref)

@@ -114,6 +114,24 @@ class LeakWatch:
             self.chains = (f"(the leak report failed: {type(exc).__name__}; see the log)",)
 
     def _explain(self, budget: float) -> None:
+        if self._explain_by_registries():
+            return
+        self._explain_by_walk(budget)
+
+    def _explain_by_registries(self) -> bool:
+        """The known registries first: cheap, and they say in words who holds the module."""
+        from ._leak_registries import holders
+        from ._owned import Owner
+
+        if not self.names:
+            return False
+        root = min(self.names, key=len)
+        found = holders(Owner(self.name, root, files=self.files))
+        if found:
+            self.chains = tuple(found)
+        return bool(found)
+
+    def _explain_by_walk(self, budget: float) -> None:
         deadline = time.monotonic() + budget
         chains: list[str] = []
         seen_roots: set[str] = set()

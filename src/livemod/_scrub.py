@@ -493,14 +493,21 @@ def _scan(ns: dict[str, Any]) -> list[tuple[types.FunctionType, str]]:
     return out
 
 
-def _unregister(s: Scrub, fn: types.FunctionType, label: str) -> None:
+def registry_of(fn: types.FunctionType) -> dict[Any, Any] | None:
+    """The registry dict of a singledispatch function (its ``registry`` attribute is a
+    read-only view; the dict is a cell of its ``dispatch`` closure, on 3.11 to 3.13)."""
     dispatch = vars(fn).get("dispatch")
     if type(dispatch) is not types.FunctionType or dispatch.__closure__ is None:
-        return
+        return None
     cells = dict(zip(dispatch.__code__.co_freevars, dispatch.__closure__, strict=False))
     cell = cells.get("registry")
     registry = cell.cell_contents if cell is not None else None
-    if type(registry) is not dict:
+    return registry if type(registry) is dict else None
+
+
+def _unregister(s: Scrub, fn: types.FunctionType, label: str) -> None:
+    registry = registry_of(fn)
+    if registry is None:
         return
     gone = _drop_keys(registry, lambda k, v: s.owns(k) or (k is not object and s.owns(v)))
     if gone:
