@@ -1,8 +1,10 @@
-"""Shared fixtures for the core tests: a host on the fixture modules, a probe, wait_for."""
+"""Shared fixtures for the core tests: a host on the fixture modules, a probe, wait_for;
+and the interpreter-dependent markers (``asserts_leak``, ``race``)."""
 
 from __future__ import annotations
 
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 import livemod
+from livemod import _leaks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODULES = FIXTURES / "modules"
@@ -96,3 +99,34 @@ def no_stray_threads() -> Iterator[None]:
         timeout=5.0,
         what="threads started by the test to finish",
     )
+
+
+# ------------------------------------------------------------------ interpreters (3.13t)
+
+#: A free-threaded build (3.13t): the GIL may be off, and the race tests must see it off.
+FREE_THREADED: bool = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+#: Why no leak verdict is possible here (free-threaded 3.13), else None.
+LEAK_UNVERIFIABLE: str | None = _leaks.unverifiable()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.asserts_leak`` tests need a leak verdict: skip them, saying why, where
+    the interpreter makes unloaded code immortal. Every other test runs there."""
+    if LEAK_UNVERIFIABLE is None:
+        return
+    skip = pytest.mark.skip(reason=f"the leak check {LEAK_UNVERIFIABLE}")
+    for item in items:
+        if item.get_closest_marker("asserts_leak") is not None:
+            item.add_marker(skip)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``@pytest.mark.race`` test on a free-threaded build runs with the GIL really off
+    (``PYTHON_GIL=0``): that is where a hidden reliance on the GIL shows."""
+    if FREE_THREADED and item.get_closest_marker("race") is not None:
+        is_gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)
+        if is_gil_enabled() is not False:
+            pytest.fail("a race test on a free-threaded build needs the GIL off, but "
+                        "sys._is_gil_enabled() is True: run with PYTHON_GIL=0 (an extension "
+                        "module without free-threading support switched it on)",
+                        pytrace=False)

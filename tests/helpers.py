@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,3 +21,13 @@ def in_thread(fn: Callable[[], Any], name: str = "test-helper") -> tuple[threadi
     t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     return t, out
+
+
+def race_scale() -> int:
+    """How many times longer than by default a fixed-size race runs: LIVEMOD_STRESS_SECONDS
+    over its default of 8 s, at least 1 (CI runs the races longer where the GIL is off)."""
+    try:
+        seconds = float(os.environ.get("LIVEMOD_STRESS_SECONDS", "") or 8.0)
+    except ValueError:
+        return 1
+    return max(1, round(seconds / 8.0))

@@ -48,3 +48,13 @@ def test_unload_benchmark_prints_ratios() -> None:
     for label in ("GONE hammer/idle", "rmmod hammer/idle", "rmmod on/off"):
         for n in ("1", "10"):
             assert (label, n) in rows, rows
+
+
+def test_stack_scan_benchmark_prints_ratios() -> None:
+    rows = ratio_rows(run("bench_stackscan.py"))
+    assert {("scan/faulthandler", n) for n in ("10", "100", "1000")} <= rows, rows
+
+
+def test_manifest_benchmark_prints_ratios() -> None:
+    rows = ratio_rows(run("bench_manifest.py"))
+    assert {(f, n) for f in ("aliases", "depends") for n in ("10000", "100000")} <= rows, rows

@@ -328,3 +328,33 @@ def test_host_modprobe_loads_an_entry_point_module(site: Path) -> None:
         assert [st.name for st in host.lsmod()] == ["epgreet"]
         report = host._modpath.depmod(write=False)
         assert report.entry_points == 3 and report.written == ()
+
+
+def test_depmod_stamps_exactly_the_files_a_load_reads(tmp_path: Path) -> None:
+    from livemod._source import read_module
+
+    mods = tmp_path / "mods"
+    pkg = mods / "datapkg"
+    write(pkg / "__init__.py", module_source("datapkg"))
+    write(pkg / "data.txt", "read by the module at run time\n")
+    write(pkg / ".settings", "a dotfile is a file of the module too\n")
+    write(pkg / "sub" / "deep.py", "Y = 2\n")
+    write(pkg / "__pycache__" / "x.cpython-311.pyc", "not source\n")
+    write(pkg / "stale.pyc", "not source\n")
+    (tmp_path / "elsewhere").mkdir()
+    write(tmp_path / "elsewhere" / "outside.py", "Z = 3\n")
+    os.symlink(tmp_path / "elsewhere", pkg / "linked")  # a linked folder is not followed
+    entry = next(e for e in build_index([mods], entry_points=False).entries()
+                 if e.slot == "datapkg")
+    loaded = read_module(pkg, signature=False)
+    assert [f.path for f in entry.files] == sorted(loaded.files)
+    assert sorted(loaded.files) == [".settings", "__init__.py", "data.txt", "sub/deep.py"]
+
+
+def test_the_public_depmod_module_indexes_a_folder(folder: Path) -> None:
+    from livemod.depmod import depmod
+
+    report = depmod(folder)
+    assert sorted(info.name for info in report.modules) == ["greet", "log", "web"]
+    assert [path for path, _ in report.broken] == [str(folder / "broken.py")]
+    assert report.written == (str(folder / INDEX_NAME),)

@@ -274,6 +274,7 @@ def test_describe_names_module_and_function() -> None:
     assert impl.is_async is False
 
 
+@pytest.mark.race
 def test_concurrent_callers_see_all_or_nothing_of_a_module(
     host: livemod.Host, wait_for: Callable[..., Any]
 ) -> None:

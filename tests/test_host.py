@@ -108,6 +108,7 @@ def test_insmod_package_directory(host: livemod.Host) -> None:
     assert host.hook("webpkg.handle")("a") == ["WEB:<A>"]
 
 
+@pytest.mark.race
 def test_concurrent_insmod_of_one_name_one_wins(host: livemod.Host) -> None:
     barrier = threading.Barrier(4)
     results: list[object] = []
@@ -857,3 +858,23 @@ def test_close_from_inside_a_module_does_not_strand_the_others(
     host.close()
     assert host.lsmod() == []
     assert probe.seen("basic", "exit") == [("basic", "exit", "GOING")]
+
+
+LOOKALIKE = "\uff47reet"  # a fullwidth g: Python reads it as 'greet'
+
+
+def test_a_look_alike_name_cannot_load_beside_the_module_and_finds_it(
+    host: livemod.Host, tmp_path: Path
+) -> None:
+    host.insmod(path("log"))
+    host.insmod(path("greet"))
+    twin = tmp_path / "twin.py"
+    twin.write_text(f'__livemod__ = {{"name": "{LOOKALIKE}"}}\n', encoding="utf-8")
+    with pytest.raises(livemod.ManifestError, match="'greet'"):
+        host.insmod(str(twin))
+    assert sorted(r.name for r in host.lsmod()) == ["greet", "log"]
+    # Looked up by the look-alike, a name means what Python's import would make of it.
+    with host.hold(LOOKALIKE):
+        assert {r.name: r.holds for r in host.lsmod()}["greet"] == 1
+    host.rmmod(LOOKALIKE)
+    assert "greet" not in [r.name for r in host.lsmod()]

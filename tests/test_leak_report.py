@@ -344,7 +344,7 @@ def test_a_huge_heap_cannot_stall_the_walk(host: livemod.Host) -> None:
         assert all(isinstance(c, str) for c in leak.chains)
         # Explaining again, directly, with the default budget (0.5 s): it must return in
         # about that long however big the heap is. A bound, not a speed claim.
-        [watch] = host._watches
+        [watch] = host._journal.leak_watches()
         started = time.monotonic()
         watch.explain()
         explain = time.monotonic() - started
@@ -364,7 +364,7 @@ def test_a_wide_fan_in_cannot_stall_the_walk_beyond_its_budget(host: livemod.Hos
     lm_app.handlers.clear()
     try:
         host.rmmod("culprit_list")
-        [watch] = host._watches
+        [watch] = host._journal.leak_watches()
         started = time.monotonic()
         watch.explain(budget=0.05)
         explain = time.monotonic() - started

@@ -480,3 +480,41 @@ def test_path_through_a_file_is_not_found(tmp_path: Path) -> None:
     blocker = write(tmp_path, "x = 1\n", "file.py")
     with pytest.raises(ModuleNotFound):
         locate(blocker / "inner.py")
+
+
+def test_a_name_python_would_read_as_another_is_refused(tmp_path: Path) -> None:
+    # U+FF47 is a fullwidth g: Python reads the identifier as 'greet' (NFKC).
+    err = manifest_error(tmp_path, '__livemod__ = {"name": "\\uff47reet"}\n')
+    assert err.field == "name"
+    assert "'greet'" in str(err) and "NFKC" in str(err)
+
+
+def test_a_name_already_in_nfkc_form_is_kept(tmp_path: Path) -> None:
+    info = read_manifest(write(tmp_path, '__livemod__ = {"name": "gr\\u00fc\\u00dfe"}\n'))
+    assert info.name == "gr\u00fc\u00dfe"
+
+
+@pytest.mark.parametrize(("field", "entries", "limit"), [
+    ("aliases", [f'"a{i}"' for i in range(300)], "aliases = 256"),
+    ("depends", [f'"d{i}>=1"' for i in range(1100)], "depends = 1024"),
+])
+def test_entry_counts_over_the_limit_are_refused(
+    tmp_path: Path, field: str, entries: list[str], limit: str
+) -> None:
+    listed = ",\n    ".join(entries)
+    text = f'__livemod__ = {{"name": "m", "{field}": [\n    {listed}\n]}}\n'
+    err = manifest_error(tmp_path, text)
+    assert f"over the limit {limit}" in str(err) and err.field == field
+
+
+def test_a_manifest_over_the_size_limit_is_refused_without_reading_it_all(
+    tmp_path: Path,
+) -> None:
+    big = "x" * 100_000
+    err = manifest_error(tmp_path, f'__livemod__ = {{"name": "m",\n "description": "{big}"}}\n')
+    assert "over the limit manifest_bytes = 65536" in str(err)
+
+
+def test_a_closing_brace_before_a_comment_ends_the_manifest(tmp_path: Path) -> None:
+    text = '__livemod__ = {"name": "m",\n  "version": "1.0"}  # the end\n' + "x = 1\n" * 20_000
+    assert read_manifest(write(tmp_path, text)).version == "1.0"

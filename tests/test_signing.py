@@ -26,7 +26,11 @@ import livemod
 from livemod.cli import EXIT_CODES
 from livemod.cli import main as cli
 
-pytest.importorskip("cryptography")
+pytest.importorskip(
+    "cryptography",
+    reason="the sign extra (cryptography) is not installed: it has no wheel for free-threaded "
+    "3.13t (pip install 'livemod[sign]' where it has one)",
+)
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -572,3 +576,43 @@ def test_cli_keygen_and_sign_end_to_end(env: Env, hosts: Any) -> None:
     assert "cannot read an Ed25519 private key" in bad.stderr
     broken = run("sign", str(env.root / "nothing.py"), "--key", str(key))
     assert broken.returncode == EXIT_CODES[livemod.ModuleNotFound], broken.stderr
+
+
+# --------------------------------------------------------------- the public livemod.signing
+
+
+def test_the_public_signing_module_signs_and_verifies_without_a_host(env: Env) -> None:
+    from livemod import signing
+
+    key, _public = signing.keygen(env.root / "api-key")
+    shutil.copy(str(key) + ".pub", env.trusted / "api-key.pub")
+    pkg = env.package("apipkg")
+    with pytest.raises(livemod.SignatureError, match="unsigned"):
+        signing.verify(pkg, env.trusted)
+    signed = signing.sign(pkg, key)
+    assert signed.info.name == "apipkg"
+    assert sorted(signed.files) == ["__init__.py", "data.txt", "sub.py"]
+    assert Path(signed.signature) == Path(str(pkg) + ".sig")
+    assert signing.verify(pkg, env.trusted).name == "apipkg"
+    assert not env.marker("apipkg").exists()  # no code ran
+    (pkg / "data.txt").write_text("changed\n")
+    with pytest.raises(livemod.SignatureError, match=r"changed: data\.txt"):
+        signing.verify(pkg, env.trusted)
+    signing.sign(pkg, env.other_key)
+    with pytest.raises(livemod.SignatureError, match="not trusted"):
+        signing.verify(pkg, env.trusted)
+
+
+def test_enforce_checks_the_signature_before_reading_the_manifest(env: Env, hosts: Any) -> None:
+    # The manifest's cost is the file's to decide: an unsigned file is refused for its
+    # signature before its manifest is read (this one is broken and over a limit too).
+    hostile = env.mods / "hostile.py"
+    aliases = ", ".join(f'"a{i}"' for i in range(5000))
+    hostile.write_text(f'__livemod__ = {{"name": "hostile", "aliases": [{aliases}]}}\n')
+    host = hosts(env.host("enforce"))
+    with pytest.raises(livemod.SignatureError, match="unsigned"):
+        host.insmod(str(hostile))
+    assert host.lsmod() == []
+    off = hosts(env.host("off"))  # without the check, the manifest is read: over a limit
+    with pytest.raises(livemod.ManifestError, match="limit aliases"):
+        off.insmod(str(hostile))

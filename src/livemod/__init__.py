@@ -6,6 +6,7 @@ hooks, and unload or upgrade them safely while other threads keep calling.
 
 from __future__ import annotations
 
+from . import errors
 from ._context import HookHandle, ModuleContext, Registration, Timer
 from ._hooks import Hook
 from ._instance import Module, ModuleStatus
@@ -71,3 +72,17 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def _adopt_public_classes() -> None:
+    # Public classes say where users find them (``livemod.Module``, not
+    # ``livemod._instance.Module``), as pluggy's do: in reprs, docs and pickles alike. Pickle
+    # finds a class by ``__module__`` and ``__qualname__``, and every one of these is an
+    # attribute of this package. Errors keep ``livemod.errors``, a public module of its own.
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and obj.__module__ != errors.__name__:
+            obj.__module__ = __name__
+
+
+_adopt_public_classes()

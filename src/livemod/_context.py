@@ -31,7 +31,7 @@ from ._state import State
 from .errors import ModuleGoing
 
 if TYPE_CHECKING:
-    from .host import Host
+    from ._registrar import Registrar
 
 __all__ = ["HookHandle", "ModuleContext", "Registration", "Timer"]
 
@@ -84,13 +84,14 @@ class HookHandle:
         """
         if not callable(fn):
             raise TypeError(f"hook {self.name!r}: {fn!r} is not callable")
-        return self._ctx._host._register(self._ctx._inst, self.name, fn, priority)
+        impl, remove = self._ctx._registrar.register(self._ctx._inst, self.name, fn, priority)
+        return Registration(self.name, impl, remove)
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return self._ctx._host.hook(self.name)(*args, **kwargs)
+        return self._ctx._registrar.hook(self.name)(*args, **kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return await self._ctx._host.hook(self.name).acall(*args, **kwargs)
+        return await self._ctx._registrar.hook(self.name).acall(*args, **kwargs)
 
 
 @final
@@ -125,10 +126,10 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         handover_state: what the previous version handed over during an upgrade, else None.
     """
 
-    __slots__ = ("__weakref__", "_host", "_inst", "_pin_refs", "handover_state", "log")
+    __slots__ = ("__weakref__", "_inst", "_pin_refs", "_registrar", "handover_state", "log")
 
-    def __init__(self, host: Host, inst: Instance) -> None:
-        self._host = host
+    def __init__(self, registrar: Registrar, inst: Instance) -> None:
+        self._registrar = registrar
         self._inst = inst
         self._pin_refs: dict[int, weakref.ref[Any]] = {}
         self.handover_state: object = None
@@ -146,7 +147,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         """Offer ``obj`` to other modules as ``require(<this module>).<name>``."""
         if not name.isidentifier():
             raise ValueError(f"module {self.name!r}: export name {name!r} is not an identifier")
-        self._host._export(self._inst, name, obj)
+        self._registrar.export(self._inst, name, obj)
 
     def require(self, name: str) -> Any:
         """The exports of module ``name`` as attributes; records "``name`` used by us".
@@ -155,7 +156,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
             DependencyError: ``name`` is not loaded.
             ModuleGoing: ``name`` is being unloaded.
         """
-        return self._host._require(self._inst, name)
+        return self._registrar.require(self._inst, name)
 
     def on_param(self, fn: Callable[[str, object], object]) -> Callable[[str, object], object]:
         """Call ``fn(key, value)`` when an operator sets a writable parameter.
@@ -207,13 +208,13 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
             if not thread.is_alive():
                 inst.threads.remove(thread)
             else:
-                self._host._taint(
+                self._registrar.taint(
                     "thread-not-stopped", inst.name,
                     f"thread {label!r} did not stop within {join_timeout:g}s of unload",
                 )
 
         inst.undo.push(f"thread {label!r}", join)
-        self._host._start_when_live(inst, start)
+        self._registrar.start_when_live(inst, start)
         return thread
 
     def pin(self, obj: object, what: str | None = None) -> Callable[[], None]:
@@ -253,7 +254,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         loop (``async with livemod.Host()`` / ``await host.ainsmod``).
         """
         self._check_open("create a task")
-        bridge, inst = self._host._bridge, self._inst
+        bridge, inst = self._registrar.bridge, self._inst
         loop = bridge.usable()
         if loop is None:
             coro.close()
@@ -298,7 +299,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
     ) -> Timer:
         self._check_open("start a timer")
         inst, timer = self._inst, Timer()
-        loop = self._host._bridge.usable()
+        loop = self._registrar.bridge.usable()
         label = f"{inst.name}:{getattr(fn, '__name__', 'timer')}"
 
         async def on_loop() -> None:
@@ -330,7 +331,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
                 self.thread(in_thread, name=label)  # wakes on stopping; checks cancelled
 
         inst.undo.push(f"timer {label!r}", timer.cancel)
-        self._host._start_when_live(inst, start)
+        self._registrar.start_when_live(inst, start)
         return timer
 
     def submit(
@@ -350,7 +351,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
             result: T = work(*a, **k)
             return result
 
-        future = self._host._executor().submit(run)
+        future = self._registrar.executor().submit(run)
 
         def cancel() -> None:
             future.cancel()
@@ -379,12 +380,12 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         return value
 
     def _on_main_loop(self) -> Any:
-        loop = self._host._bridge.usable()
+        loop = self._registrar.bridge.usable()
         thread = getattr(loop, "_thread_id", None)
         return loop if thread == threading.main_thread().ident else None
 
     def _run_on_loop(self, fn: Callable[[], object]) -> None:
-        self._host._bridge.call(fn)
+        self._registrar.bridge.call(fn)
 
     def _check_open(self, action: str) -> None:
         if self._inst.state in (State.GOING, State.GONE):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, final
 
-from ._locate import locate
+from ._locate import locate, package_files
 from ._manifest import parse_manifest
 from ._metadata import MISSING, ModuleInfo, ParamSpec
 from ._version import Requirement
@@ -118,29 +118,16 @@ def _stamp_file(file: str, rel: str) -> tuple[FileStamp, bytes]:
 
 
 def _stamp_package(path: str) -> tuple[tuple[FileStamp, ...], tuple[tuple[str, int], ...], bytes]:
+    # The same walk as a load's (``_locate.package_files``): the index describes exactly the
+    # files a load reads and a signature covers.
+    found, dirs = package_files(path)
     files: list[FileStamp] = []
-    dirs: list[tuple[str, int]] = []
     source = b""
-    pending = ["."]
-    while pending:
-        rel_dir = pending.pop()
-        here = os.path.normpath(os.path.join(path, rel_dir))
-        # The folder's mtime is taken before it is listed, for the same reason as fstat above.
-        dirs.append((rel_dir, os.stat(here).st_mtime_ns))
-        with os.scandir(here) as listing:
-            items = sorted(listing, key=lambda item: item.name)
-        for item in items:
-            if item.name.startswith(".") or item.name == "__pycache__":
-                continue
-            rel = os.path.normpath(os.path.join(rel_dir, item.name))
-            # Linked folders are not followed: a link loop must not hang depmod.
-            if item.is_dir(follow_symlinks=False):
-                pending.append(rel)
-            elif item.name.endswith(".py") and item.is_file():
-                stamp, data = _stamp_file(item.path, rel)
-                files.append(stamp)
-                if rel == "__init__.py":
-                    source = data
+    for file, rel in found:
+        stamp, data = _stamp_file(file, rel)
+        files.append(stamp)
+        if rel == "__init__.py":
+            source = data
     files.sort(key=lambda stamp: stamp.path)
     dirs.sort()
     return tuple(files), tuple(dirs), source

@@ -51,9 +51,10 @@ import itertools
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from types import FrameType
 from typing import Any, Final, Literal, final
 
-__all__ = ["ErrorPolicy", "Hook", "HookTable", "Impl"]
+__all__ = ["ErrorPolicy", "Hook", "HookTable", "Impl", "dispatching_into"]
 
 ErrorPolicy = Literal["raise", "isolate"]
 
@@ -164,6 +165,30 @@ def _generate(hook: Hook, snap: _Snapshot, policy: ErrorPolicy, sink: ErrorSink)
 
 _UNROLL: Final = 16
 
+#: The file name the generated dispatchers are compiled under (how their frames are known).
+_DISPATCH_FILE: Final = "<livemod hook dispatch"
+
+
+def dispatching_into(frame: FrameType, owner: int) -> str | None:
+    """The hook's name if ``frame`` is a dispatch whose snapshot includes ``owner``.
+
+    A thread with such a frame is counted as a caller of the owner's hooks (it announced
+    itself on that snapshot), whatever code it runs now: a ``functools.partial`` of a
+    library function registered by the module has no frame of the module, yet an unload of
+    the module from there would wait for itself. Only for the calling thread's own frames
+    (reading ``f_locals`` of another thread's running frame is not safe).
+    """
+    code = frame.f_code
+    generated = code.co_filename.startswith(_DISPATCH_FILE)
+    if not generated and not (code.co_filename == __file__ and code.co_name in _DISPATCHERS):
+        return None
+    local = frame.f_locals
+    snap = local.get("snap")
+    if not isinstance(snap, _Snapshot) or owner not in snap.owners:
+        return None
+    hook = local.get("self", local.get("hook"))
+    return hook.name if isinstance(hook, Hook) else "?"
+
 
 def _loop_maker(policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]]]:
     def make(
@@ -195,6 +220,10 @@ def _loop_maker(policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]]]:
     return make
 
 
+#: Functions of this file whose frames are dispatches (``snap`` among their locals).
+_DISPATCHERS: Final = frozenset({"dispatch", "_acall_snapshot"})
+
+
 @functools.lru_cache(maxsize=64)
 def _maker(n: int, policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]]]:
     """Compile (once per shape) a factory of dispatchers for ``n`` implementations."""
@@ -218,7 +247,7 @@ def _maker(n: int, policy: ErrorPolicy) -> Callable[..., Callable[..., list[Any]
         body = "\n".join(lines)
     source = _TEMPLATE.format(params=", ".join(names), body=body)
     namespace: dict[str, Any] = {}
-    exec(compile(source, f"<livemod hook dispatch ({n})>", "exec"), namespace)
+    exec(compile(source, f"{_DISPATCH_FILE} ({n})>", "exec"), namespace)
     maker: Callable[..., Callable[..., list[Any]]] = namespace["make"]
     return maker
 

@@ -19,15 +19,12 @@ import traceback
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
 from ._hooks import Impl
 from ._metadata import ModuleInfo
 from ._params import Params
 from ._state import State
-
-if TYPE_CHECKING:
-    from ._context import ModuleContext
 
 __all__ = ["Instance", "Module", "ModuleIdentity", "ModuleStatus", "Undo", "frozen_mapping"]
 
@@ -115,7 +112,9 @@ class Instance:
         self.module: types.ModuleType | None = None
         self.namespace_ids: frozenset[int] = frozenset()
         self.files: frozenset[str] = frozenset()  # absolute paths of its .py files
-        self.context: ModuleContext | None = None
+        # The module's ModuleContext (a ModuleIdentity), typed by its base class here so
+        # that this record does not depend on the context.
+        self.context: ModuleIdentity | None = None
         self.undo = Undo(info.name)
         self.staged: list[tuple[str, Impl]] = []
         self.staged_exports: dict[str, object] = {}

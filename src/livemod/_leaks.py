@@ -5,8 +5,16 @@ code objects, drops every reference of its own, and collects (a module's namespa
 functions form cycles, so nothing is freed before ``gc.collect()``). Survivors are explained
 by walking ``gc.get_referrers`` backwards to something a person recognises -- a global of
 another module, a running thread, a class attribute -- and the walk keeps only *strings*:
-keeping the objects would make the report the leak it reports. The walk is bounded in nodes
-and time so a huge heap cannot stall the host.
+keeping the objects would make the report the leak it reports. The walk is bounded in nodes,
+in calls to ``gc.get_referrers`` and in time, so a huge heap cannot stall the host: one call
+scans the whole heap (on free-threaded builds, every object of every thread), and a single
+call cannot be interrupted, so a time budget alone can be overrun by however long the call
+that crosses it takes.
+
+On free-threaded CPython 3.13 no verdict is possible (``unverifiable``): once a second thread
+has started, CPython makes module-level functions, code objects, classes and module
+namespaces immortal, so every unloaded module's code survives whatever holds it. There the
+host says so instead of reporting a leak; 3.14 collects these objects again.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import gc
 import logging
 import os
 import sys
+import sysconfig
 import threading
 import time
 import types
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -32,7 +42,8 @@ from ._quiesce import Frame, thread_stacks
 _log = logging.getLogger("livemod")
 
 __all__ = [
-    "Leak", "LeakWatch", "other_thread_collecting", "safe_watch", "watch", "watch_collections",
+    "Leak", "LeakWatch", "other_thread_collecting", "safe_watch", "state", "unverifiable",
+    "warn_if_unverifiable", "watch", "watch_collections",
 ]
 
 _MAX_REFS: Final = 2000
@@ -46,6 +57,63 @@ def _outside_gc(chain: str, native: tuple[str, ...]) -> str:
     """A chain with no root, of a module with native code: the holder is native."""
     head = chain[: -len(_NO_ROOT)].rstrip(" <-")
     return f"{head} <- native code of {', '.join(native)} {_OUTSIDE_GC}"
+
+
+#: Calls to ``gc.get_referrers`` one ``explain()`` may make (each scans the whole heap).
+_MAX_REFERRER_CALLS: Final = 300
+
+
+def _why_unverifiable() -> str | None:
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    if free_threaded and sys.version_info < (3, 14):
+        tag = f"{sys.version_info.major}.{sys.version_info.minor}t"
+        return (f"cannot be verified on this interpreter (functions and classes are immortal "
+                f"on {tag})")
+    return None
+
+
+_UNVERIFIABLE: Final = _why_unverifiable()
+
+
+def unverifiable() -> str | None:
+    """Why the leak check can give no verdict on this interpreter, or None where it can.
+
+    On free-threaded 3.13 (3.13t) CPython immortalises functions, code objects, classes and
+    module namespaces once a second thread has started (they use deferred reference counting,
+    which that release cannot undo), so unloaded code never dies there. That is neither a
+    leak nor a pass: the host reports this sentence instead of a verdict.
+    """
+    return _UNVERIFIABLE
+
+
+def state(enabled: bool) -> str:
+    """The leak check in one word or sentence: ``on``, ``off``, or why it cannot be."""
+    if not enabled:
+        return "off"
+    return _UNVERIFIABLE or "on"
+
+
+def warn_if_unverifiable(enabled: bool, stacklevel: int) -> None:
+    """Say (once per caller's line, as warnings do) that an empty ``leaks()`` proves nothing."""
+    if enabled and _UNVERIFIABLE is not None:
+        warnings.warn(f"livemod: the leak check {_UNVERIFIABLE}; leaks() is empty because no "
+                      f"verdict is possible here", RuntimeWarning, stacklevel=stacklevel)
+
+
+@final
+class _Calls:
+    """What is left of one ``explain()``'s allowance of ``gc.get_referrers`` calls."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, allowed: int) -> None:
+        self.left = allowed
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
 
 
 @final
@@ -133,18 +201,20 @@ class LeakWatch:
 
     def _explain_by_walk(self, budget: float) -> None:
         deadline = time.monotonic() + budget
+        calls = _Calls(_MAX_REFERRER_CALLS)
         chains: list[str] = []
         seen_roots: set[str] = set()
         # Explain modules and classes last: a function's chain is usually the one that says
         # who holds the module.
         ordered = sorted(self.refs, key=lambda r: r[0].endswith("(module)"))
         for desc, ref in ordered:
-            if time.monotonic() > deadline or len(chains) >= 5:
+            if time.monotonic() > deadline or len(chains) >= 5 or calls.left <= 0:
                 break
             obj = ref()
             if obj is None:
                 continue
-            chain = _Walk(self.names, self.files, deadline).chain(obj, desc.rsplit(" (", 1)[0])
+            walk = _Walk(self.names, self.files, deadline, calls)
+            chain = walk.chain(obj, desc.rsplit(" (", 1)[0])
             if chain.endswith(_NO_ROOT):
                 # atexit keeps its callbacks where the garbage collector cannot see them.
                 qualname = obj.__qualname__ if type(obj) is types.FunctionType else None
@@ -310,6 +380,19 @@ def _short(obj: Any) -> str:
     return f"{class_qualname(type(obj))} object"
 
 
+def _is_thread_local_key(key: object) -> bool:
+    """Whether ``key`` keys one thread's slot of a ``threading.local``.
+
+    The slots live in a dict of the local object: keyed by a weak reference to a
+    per-thread dummy up to 3.12, by the ``_thread._localdummy`` itself from 3.13 on. Only
+    ``type()`` is asked: nothing of the key's own code runs.
+    """
+    kind = type(key)
+    if issubclass(kind, weakref.ref):
+        return True
+    return kind.__module__ == "_thread" and kind.__name__ == "_localdummy"
+
+
 def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
     """How ``parent`` refers to ``child``, in words."""
     if _is(parent, dict):
@@ -319,7 +402,7 @@ def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
             return f"global {_key(key)} of unloaded {names[owner]}"
         for key, value in dict.items(parent):
             if value is child:
-                if _is(key, weakref.ref):
+                if _is_thread_local_key(key):
                     return "thread-local storage"
                 return f"dict[{_key(key)}]"
         return "dict key"
@@ -384,17 +467,20 @@ def _root(
 class _Walk:
     """One bounded breadth-first search backwards from a survivor to a recognisable root."""
 
-    def __init__(self, names: dict[str, str], files: frozenset[str], deadline: float) -> None:
+    def __init__(
+        self, names: dict[str, str], files: frozenset[str], deadline: float,
+        calls: _Calls | None = None,
+    ) -> None:
         self.names = names
         self.files = files
         self.deadline = deadline
+        self.calls = calls if calls is not None else _Calls(_MAX_REFERRER_CALLS)
         self.modules = {
             id(ns): n for n, ns in ((n, safe_vars(m)) for n, m in list(sys.modules.items()))
             if type(ns) is dict
         }
-        # Other threads' stacks come from faulthandler (see _quiesce: walking f_back of a
-        # running thread's frames can crash 3.11). A frame met in the walk is placed in a
-        # thread by its file and function.
+        # Other threads' stacks are read by _quiesce.thread_stacks (see there why it is
+        # safe). A frame met in the walk is placed in a thread by its file and function.
         self.stacks = thread_stacks()
         self.thread_of: dict[tuple[str, str], str] = {}
         current = threading.get_ident()
@@ -435,6 +521,8 @@ class _Walk:
                     continue
                 if len(path) > len(longest):
                     longest = path
+                if not self.calls.take():
+                    break  # each call scans the whole heap: the time check alone can overrun
                 referrers = gc.get_referrers(obj)
                 ignore.add(id(referrers))
                 for seen, parent in enumerate(referrers):

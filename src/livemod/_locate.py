@@ -1,14 +1,15 @@
-"""Locating a module: a ``.py`` file, or a package directory and its ``__init__.py``."""
+"""Locating a module: a ``.py`` file, or a package directory, its ``__init__.py`` and its files."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
+from typing import Final
 
 from .errors import ManifestError, ModuleNotFound
 
-__all__ = ["locate"]
+__all__ = ["MAX_FILES", "locate", "package_files"]
 
 
 def locate(path: str | os.PathLike[str]) -> tuple[str, str, bool]:
@@ -61,3 +62,53 @@ def _stat_mode(abs_path: str) -> int:
         else:
             reason = f"it cannot be examined: {exc.strerror} (check permissions)"
         raise ManifestError(f"{abs_path}: {reason}", path=abs_path) from None
+
+
+#: Most files in a package.
+MAX_FILES: Final = 5000
+
+
+def package_files(folder: str) -> tuple[list[tuple[str, str]], list[tuple[str, int]]]:
+    """The files of the package at ``folder``: what a load reads, a signature covers and
+    depmod stamps -- one walk, one set of rules, so an index never describes other files
+    than a load reads.
+
+    Rules: every file except ``*.pyc`` and ``*.sig``; ``__pycache__`` folders skipped;
+    linked folders not followed (a link loop cannot trap the walk); at most ``MAX_FILES``.
+
+    Returns:
+        ``(files, folders)``: files as ``(absolute path, relative path)`` in walk order
+        (a folder's files, then its subfolders', by name), and each folder as ``(relative
+        path, mtime_ns)`` with its mtime taken *before* it was listed, so a file added
+        after the listing shows up as a changed folder.
+
+    Raises:
+        ManifestError: more than ``MAX_FILES`` files.
+        OSError: a folder cannot be listed.
+    """
+    files: list[tuple[str, str]] = []
+    folders: list[tuple[str, int]] = []
+    pending = ["."]
+    while pending:
+        rel_dir = pending.pop(0)
+        here = os.path.normpath(os.path.join(folder, rel_dir))
+        folders.append((rel_dir, os.stat(here).st_mtime_ns))
+        with os.scandir(here) as listing:
+            items = sorted(listing, key=lambda item: item.name)
+        subfolders = []
+        for item in items:
+            rel = os.path.normpath(os.path.join(rel_dir, item.name))
+            if item.is_dir():
+                if not item.is_symlink() and item.name != "__pycache__":
+                    subfolders.append(rel)
+                continue
+            if item.name.endswith((".pyc", ".sig")):
+                continue
+            files.append((os.path.join(here, item.name), rel))
+            if len(files) > MAX_FILES:
+                raise ManifestError(
+                    f"{folder}: more than {MAX_FILES} files in the package (keep data "
+                    f"files out of the module's folder)", path=folder,
+                )
+        pending[0:0] = subfolders  # depth first, in name order
+    return files, folders

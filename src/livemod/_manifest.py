@@ -21,8 +21,9 @@ import hashlib
 import os
 import re
 import threading
-from typing import Final
+from typing import Final, NoReturn
 
+from . import _manifest_limits as _limits
 from ._locate import locate
 from ._manifest_reader import parse_source, read_tree
 from ._metadata import MANIFEST_NAME, MISSING, PARAM_TYPES, ModuleInfo, ParamSpec
@@ -81,8 +82,12 @@ def parse_manifest(source: bytes, *, path: str, source_file: str, is_package: bo
     cached = _PARSED.get(key)
     if cached is not None:
         return cached
-    tree = _prefix_tree(source)
+    tree = _prefix_tree(source, source_file)
     if tree is None:
+        if len(source) > _limits.LIMITS.full_parse_bytes:
+            _too_large(source_file, "full_parse_bytes", _limits.LIMITS.full_parse_bytes,
+                       "bytes of module read whole to find it (write the manifest once, as "
+                       "one top-level statement near the top, without a coding cookie)")
         tree = parse_source(source, source_file)
     info = read_tree(tree, path=path, source_file=source_file, is_package=is_package)
     with _PARSED_LOCK:
@@ -103,14 +108,16 @@ _MANIFEST_AT = re.compile(rb"^__livemod__[ \t]*(?::[^=\n]*)?=", re.MULTILINE)
 _COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=]", re.MULTILINE)
 
 
-def _prefix_tree(source: bytes) -> ast.Module | None:
+def _prefix_tree(source: bytes, source_file: str) -> ast.Module | None:
     """Parse only the head of the module, through the manifest statement.
 
     Building Python AST objects for a whole module costs more than compiling it; the
     manifest and the docstring sit at its head. The statement's end is found by trying the
-    lines that close a bracket (a premature end does not parse). Any doubt -- the name
-    appears more than once, a coding cookie, text that does not decode or parse -- returns
-    None, and the caller parses everything (which also gives the precise error).
+    lines that close a bracket (a premature end does not parse); each line is looked at
+    once, on its own bytes, so the scan is linear. It stops at the manifest size limit.
+    Any doubt -- the name appears more than once, a coding cookie, text that does not
+    decode or parse -- returns None, and the caller parses everything (which also gives the
+    precise error).
     """
     if source.count(b"__livemod__") != 1 or b"\0" in source or _COOKIE.search(source, 0, 400):
         return None
@@ -121,12 +128,16 @@ def _prefix_tree(source: bytes) -> ast.Module | None:
         source.decode("utf-8")  # the whole file: undecodable text anywhere is an error
     except UnicodeDecodeError:
         return None
+    bound = found.start() + _limits.LIMITS.manifest_bytes
     tries = 0
-    end = found.start()
+    start = found.start()
     while tries < _PREFIX_TRIES:
-        end = source.find(b"\n", end + 1)
+        end = source.find(b"\n", start)
         line_end = len(source) if end < 0 else end
-        if source[:line_end].rstrip().endswith((b"}", b")")):
+        if line_end > bound:
+            _too_large(source_file, "manifest_bytes", _limits.LIMITS.manifest_bytes,
+                       "bytes (from '__livemod__' to its closing brace at the end of a line)")
+        if _closes(source[start:line_end]):
             tries += 1
             try:
                 return ast.parse(source[:line_end].decode("utf-8"))
@@ -134,7 +145,25 @@ def _prefix_tree(source: bytes) -> ast.Module | None:
                 pass
         if end < 0:
             return None
+        start = end + 1
     return None
+
+
+def _closes(line: bytes) -> bool:
+    """Whether ``line`` may end the manifest statement: it ends with a closing bracket,
+    perhaps before a comment (a '#' inside a string only costs one more try)."""
+    body = line.rstrip()
+    if body.endswith((b"}", b")")):
+        return True
+    hash_at = body.rfind(b"#")
+    return hash_at > 0 and body[:hash_at].rstrip().endswith((b"}", b")"))
+
+
+def _too_large(source_file: str, limit: str, value: int, what: str) -> NoReturn:
+    raise ManifestError(
+        f"{source_file}: the __livemod__ manifest is over the limit {limit} = {value} {what} "
+        f"(a manifest holds metadata only: keep it small)", path=source_file,
+    )
 
 
 _PREFIX_TRIES: Final = 4

@@ -16,7 +16,9 @@ import tokenize
 from types import MappingProxyType
 from typing import Final, NoReturn
 
+from . import _manifest_limits as _limits
 from ._metadata import MANIFEST_NAME, MISSING, PARAM_TYPES, ModuleInfo, ParamSpec
+from ._names import nfkc_problem
 from ._version import NAME_RE, Requirement, parse_version
 from .errors import ManifestError
 
@@ -204,6 +206,9 @@ class _Reader:
         if not name.isidentifier() or keyword.iskeyword(name):
             self.fail(node, "name", f"must be a valid Python identifier, got {name!r} "
                       "(use letters, digits and underscores, not starting with a digit)")
+        problem = nfkc_problem(name)
+        if problem is not None:
+            self.fail(node, "name", problem)
         return name
 
     def read_version(self, entry: tuple[ast.expr, ast.expr] | None) -> str:
@@ -217,7 +222,12 @@ class _Reader:
             self.fail(node, "version", str(exc))
         return version.strip()
 
-    def read_str_list(self, node: ast.expr, field_name: str) -> list[tuple[str, ast.expr]]:
+    def read_str_list(
+        self, node: ast.expr, field_name: str, limit: int
+    ) -> list[tuple[str, ast.expr]]:
+        if isinstance(node, ast.List | ast.Tuple) and len(node.elts) > limit:
+            self.fail(node, field_name, f"{len(node.elts)} entries is over the limit "
+                      f"{field_name} = {limit} (a manifest holds metadata only)")
         value = self.literal(node, field_name)
         if not isinstance(node, ast.List | ast.Tuple):
             self.fail(node, field_name, f"expected a list of str, got {_type_name(value)}")
@@ -232,8 +242,8 @@ class _Reader:
     def read_aliases(self, entry: tuple[ast.expr, ast.expr] | None, name: str) -> tuple[str, ...]:
         if entry is None:
             return ()
-        aliases: list[str] = []
-        for alias, node in self.read_str_list(entry[1], "aliases"):
+        aliases: dict[str, None] = {}  # ordered, and a membership test in O(1)
+        for alias, node in self.read_str_list(entry[1], "aliases", _limits.LIMITS.aliases):
             if not NAME_RE.fullmatch(alias):
                 self.fail(node, "aliases", f"invalid alias {alias!r} (use letters, digits, "
                           "'_', '.' and '-', starting with a letter or '_')")
@@ -241,7 +251,7 @@ class _Reader:
                 what = "the module's own name" if alias == name else "listed twice"
                 self.fail(node, "aliases", f"duplicate alias {alias!r}: it is {what} "
                           "(remove it)")
-            aliases.append(alias)
+            aliases[alias] = None
         return tuple(aliases)
 
     def read_depends(
@@ -249,25 +259,30 @@ class _Reader:
     ) -> tuple[Requirement, ...]:
         if entry is None:
             return ()
-        reqs: list[Requirement] = []
-        for text, node in self.read_str_list(entry[1], "depends"):
+        reqs: dict[str, Requirement] = {}  # by name: duplicates found in O(1)
+        own = {name, *aliases}
+        for text, node in self.read_str_list(entry[1], "depends", _limits.LIMITS.depends):
             try:
                 req = Requirement.parse(text)
             except ValueError as exc:
                 self.fail(node, "depends", str(exc))
-            if req.name == name or req.name in aliases:
+            if req.name in own:
                 self.fail(node, "depends", f"{text!r} names this module itself (remove it)")
-            if any(r.name == req.name for r in reqs):
+            if req.name in reqs:
                 self.fail(node, "depends", f"duplicate dependency {req.name!r} "
                           "(merge the constraints into one entry, e.g. 'log>=1.2,<2')")
-            reqs.append(req)
-        return tuple(reqs)
+            reqs[req.name] = req
+        return tuple(reqs.values())
 
     def read_params(self, entry: tuple[ast.expr, ast.expr] | None) -> dict[str, ParamSpec]:
         if entry is None:
             return {}
         specs: dict[str, ParamSpec] = {}
-        for pname, key_node, spec_node in self.dict_items(entry[1], "params"):
+        node = entry[1]
+        if isinstance(node, ast.Dict) and len(node.keys) > _limits.LIMITS.params:
+            self.fail(node, "params", f"{len(node.keys)} entries is over the limit params = "
+                      f"{_limits.LIMITS.params} (a manifest holds metadata only)")
+        for pname, key_node, spec_node in self.dict_items(node, "params"):
             if not pname.isidentifier() or keyword.iskeyword(pname):
                 self.fail(key_node, f"params.{pname}", "parameter names must be valid Python "
                           "identifiers (letters, digits and underscores)")

@@ -20,6 +20,7 @@ from typing import final
 
 from ._depmod import DepmodReport, Index, open_index
 from ._metadata import ModuleInfo
+from ._names import canonical
 
 __all__ = ["DepmodReport", "ModPath"]
 
@@ -47,7 +48,7 @@ class ModPath:
                 name and nothing else on the modpath is ``name``.
         """
         with self._lock:
-            return self._index_unlocked().find(name)
+            return self._index_unlocked().find(canonical(name))
 
     def candidates(self) -> Iterator[str]:
         """Every module file and package folder on the modpath, in search order."""

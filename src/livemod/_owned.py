@@ -179,9 +179,10 @@ class Owner:
         g = fn.__globals__
         if id(g) in self.dict_ids:
             return True
-        if self.owns_name(dict.get(g, "__name__")):
-            return True
-        return fn.__code__.co_filename in self.files
+        name = dict.get(g, "__name__")
+        if name is not None:  # another version loaded from the same file has another name
+            return self.owns_name(name)
+        return fn.__code__.co_filename in self.files  # exec'd with fresh globals
 
     def describe(self, obj: object) -> str:
         """A short name for one of the module's objects, for reports (no code runs)."""

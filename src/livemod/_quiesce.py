@@ -4,43 +4,73 @@ Dispatch keeps its own read-side counters (see ``_hooks``). Code of a module can
 outside a dispatch: a thread it started without the context, a direct call to one of its
 exports, a callback it handed out. Tracking every such entry would cost every call; instead,
 as the kernel's livepatch consistency model does, unload looks at what is running *now*:
-every thread's stack -- and, in ``_aio``, every task of the event loops in use -- for code of
-the module. This costs nothing until an unload asks.
+every frame of every thread's stack -- and, in ``_aio``, every task of the event loops in
+use -- for code whose globals are one of the module's namespaces. This costs nothing until
+an unload asks, and has no limit on depth or on the number of threads.
 
-Reading another thread's stack from Python is not safe: walking ``f_back`` of a frame from
-``sys._current_frames()`` while its thread runs can crash CPython 3.11 (stale interpreter
-frames; the stress tests, which switch threads every microsecond, hit it). So the stacks of
-other threads are read by ``faulthandler``, which walks them in C without letting any thread
-run, and are matched by file name. Two consequences: a thread deeper than 100 frames or past
-the 100th thread is not seen, and during a reload from the same file the old and the new
-version cannot be told apart, so the old one waits until no thread is in that file (it is
-then "removal pending" and finished later, never early). The calling thread's own stack is
-walked directly (it cannot change under us), by namespace.
+Reading other threads' stacks, and why it is safe here. ``sys._current_frames()`` and each
+``f_back`` step create a frame object for another thread's interpreter frame. On CPython
+3.11 creating any GC-tracked object may run a garbage collection *inside the allocation*
+(3.12 moved collections to the eval breaker, gh-97922). A collection runs finalizers and
+weakref callbacks, that is Python code, so the interpreter may switch to the very thread
+whose frame is being wrapped; if that thread returns from the frame, the new frame object
+points at a popped ``_PyInterpreterFrame`` in a freed or reused data-stack chunk, and a
+later read crashes (the dispatch stress test, switching threads every microsecond, hit it
+one run in five; compare gh-97002, the same allocation-time collection creating two frame
+objects for one frame, and gh-99729, frame objects made during frame teardown, both fixed in
+3.11). So the walk runs with automatic collection off: no object allocation can then run
+Python code, every step is one uninterrupted C call under the GIL, and a frame object we
+hold stays valid when its thread moves on (CPython copies the frame into the object, with
+its ``f_back``, when the frame exits). The stack we read is therefore the one the thread
+had when ``sys._current_frames()`` was taken, frame by frame. A collection requested by
+another thread (``gc.collect()``) still runs, but never inside one of our steps.
 
-It cannot see a thread that holds a module function and has not yet entered it; that is what
-holds (``host.hold``) are for.
+On a free-threaded build (3.13t with the GIL off) no thread waits for us: reading a running
+thread's frames races with it (gh-152355, gh-149110), so there the stacks are read by
+``faulthandler``, which walks them in C, and matched by file name; that reader shows at most
+100 frames of at most 100 threads, and code of the same file (a reload from the same path)
+cannot be told apart, so an old version then drains later, never early.
+
+Telling versions apart. Each loaded version has its own namespace (a fresh globals dict
+per module and submodule), and a frame's ``f_globals`` is the namespace of the code it
+runs. So a reload from the same file is no problem: v2's threads run in v2's namespace,
+v1's in v1's, and only v1's are waited for.
+
+The calling thread's own stack is walked directly (it cannot change under us). A thread
+that holds a module function and has not yet entered it cannot be seen; that is what holds
+(``host.hold``) are for.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import gc
 import mmap
 import os
 import re
 import sys
 import tempfile
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from types import FrameType
-from typing import Final
+from typing import Final, TypeVar
 
-__all__ = ["Frame", "current_thread_in", "describe_frame", "running_in", "thread_stacks"]
+from ._hooks import dispatching_into
 
-_THREAD: Final = re.compile(r"^(?:Current thread|Thread) 0x([0-9a-f]+)")
-_FRAME: Final = re.compile(r'^  File "(.*)", line (\d+|\?\?\?) in (.*)$')
+__all__ = [
+    "Frame", "current_thread_in", "describe_frame", "running_in", "thread_stacks",
+]
 
-#: One frame as faulthandler shows it: file, line, function.
+_T = TypeVar("_T")
+
+#: One frame as a person reads it: file, line, function.
 Frame = tuple[str, str, str]
+
+#: Held while a walk has automatic collection off. Protects: the collector's enabled flag
+#: between our ``gc.disable()`` and the matching ``gc.enable()`` (two walks at once would
+#: otherwise turn it back on under each other).
+_walk_lock: Final = threading.Lock()
 
 
 def describe_frame(frame: FrameType) -> str:
@@ -48,23 +78,164 @@ def describe_frame(frame: FrameType) -> str:
     return f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
 
 
-class _Scratch:
-    """Where faulthandler writes its dumps: a sparse file mapped into memory.
+def _gil_on() -> bool:
+    # Asked each time: a free-threaded build turns the GIL on when it imports an extension
+    # that does not declare itself safe without it.
+    is_enabled: Callable[[], bool] | None = getattr(sys, "_is_gil_enabled", None)
+    return True if is_enabled is None else is_enabled()
 
-    Every system call on a file object releases the GIL, and under load getting it back
-    costs a switch interval or more; so dumps are appended to a file that stays open and is
-    read through ``mmap`` (no system call). Each dump is found between the end of the last
-    one and the first NUL byte (a dump contains none). The offset is rewound only when the
-    file is full.
+
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """Automatic garbage collection off: see the module docstring for why a walk needs it."""
+    with _walk_lock:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            yield
+        finally:
+            if enabled:
+                gc.enable()
+
+
+def _walk_threads(visit: Callable[[int, FrameType], _T], skip: Collection[int]) -> dict[int, _T]:
+    """``visit(ident, top frame)`` for every other thread, with collection off throughout.
+
+    ``visit`` may follow ``f_back`` as far as it likes; it must not keep the frames.
     """
+    results: dict[int, _T] = {}
+    with _no_collection():
+        frames = sys._current_frames()
+        try:
+            for ident, frame in frames.items():
+                if ident not in skip:
+                    results[ident] = visit(ident, frame)
+        finally:
+            frames.clear()  # the frames keep their threads' locals alive: drop them now
+    return results
+
+
+def _frames_of(frame: FrameType | None) -> list[Frame]:
+    out: list[Frame] = []
+    while frame is not None:
+        code = frame.f_code
+        line = frame.f_lineno
+        out.append((code.co_filename, "???" if line is None else str(line), code.co_name))
+        frame = frame.f_back
+    return out
+
+
+def thread_stacks() -> dict[int, list[Frame]]:
+    """Every thread's stack, innermost frame first: every frame of every thread."""
+    if not _gil_on():
+        return _Scratch.stacks()
+    return _walk_threads(lambda _ident, frame: _frames_of(frame), ())
+
+
+def running_in(
+    namespaces: Collection[int], files: Collection[str], *, exclude: Collection[int] = ()
+) -> list[str]:
+    """Describe each other thread running code of the module.
+
+    Args:
+        namespaces: ``id()`` of each globals dict of the module (package and submodules):
+            a frame runs the module's code when its ``f_globals`` is one of them.
+        files: the absolute paths of the module's source files (used only where stacks are
+            read by ``faulthandler``: free-threaded builds).
+        exclude: thread idents to leave out (the module's own managed threads).
+
+    Returns:
+        One string per thread, e.g. ``"thread 'poller' at leaky.py:12 in poll"``, naming
+        the innermost frame in the module (where it is now).
+    """
+    if not namespaces:
+        return []
+    names = {t.ident: t.name for t in threading.enumerate()}
+    skip = {*exclude, threading.get_ident()}
+    if not _gil_on():
+        return _running_in_files(files, names, skip)
+
+    def visit(ident: int, frame: FrameType | None) -> str | None:
+        while frame is not None:
+            if id(frame.f_globals) in namespaces:
+                return f"thread {names.get(ident, ident)!r} at {describe_frame(frame)}"
+            frame = frame.f_back
+        return None
+
+    return [hit for hit in _walk_threads(visit, skip).values() if hit is not None]
+
+
+def current_thread_in(namespaces: Collection[int], owner: int | None = None) -> str | None:
+    """Where the calling thread is inside the module, if it is: a self-unload.
+
+    Inside means a frame of the module's code, or (with ``owner``, the instance id) a hook
+    call counted on a snapshot that includes the module, whatever runs under it now.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if id(frame.f_globals) in namespaces:
+            return describe_frame(frame)
+        if owner is not None:
+            hook = dispatching_into(frame, owner)
+            if hook is not None:
+                return f"a call of its hook {hook!r}"
+        frame = frame.f_back
+    return None
+
+
+# ---------------------------------------------------------------- free-threaded builds
+
+_THREAD: Final = re.compile(r"^(?:Current thread|Thread) 0x([0-9a-f]+)")
+_FRAME: Final = re.compile(r'^  File "(.*)", line (\d+|\?\?\?) in (.*)$')
+
+
+def _running_in_files(
+    files: Collection[str], names: dict[int | None, str], skip: Collection[int]
+) -> list[str]:
+    found = []
+    for ident, frames in _Scratch.stacks().items():
+        if ident in skip:
+            continue
+        for filename, line, function in frames:
+            if filename in files:
+                where = f"{os.path.basename(filename)}:{line} in {function}"
+                found.append(f"thread {names.get(ident, ident)!r} at {where}")
+                break
+    return found
+
+
+class _Scratch:
+    """Where faulthandler writes its dumps (free-threaded builds only): a sparse file
+    mapped into memory, so that reading a dump makes no system call. Each dump is found
+    between the end of the last one and the first NUL byte (a dump contains none)."""
 
     SIZE: Final = 64 * 1024 * 1024
+    _one: list[_Scratch] = []
+    _lock: Final = threading.Lock()
 
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile()  # noqa: SIM115 - kept for the process
         self.file.truncate(self.SIZE)
         self.map = mmap.mmap(self.file.fileno(), self.SIZE)
         self.end = 0
+
+    @classmethod
+    def stacks(cls) -> dict[int, list[Frame]]:
+        with cls._lock:
+            if not cls._one:
+                cls._one.append(cls())
+            text = cls._one[0].dump()
+        stacks: dict[int, list[Frame]] = {}
+        current: list[Frame] | None = None
+        for line in text.splitlines():
+            head = _THREAD.match(line)
+            if head is not None:
+                current = stacks.setdefault(int(head.group(1), 16), [])
+                continue
+            frame = _FRAME.match(line)
+            if frame is not None and current is not None:
+                current.append((frame.group(1), frame.group(2), frame.group(3)))
+        return stacks
 
     def dump(self) -> str:
         if self.end > self.SIZE - 8 * 1024 * 1024:  # room for the largest dump (100x100)
@@ -77,63 +248,3 @@ class _Scratch:
         text = self.map[self.end : stop].decode("utf-8", "replace")
         self.end = stop
         return text
-
-
-_scratch: list[_Scratch] = []
-_scratch_lock: Final = threading.Lock()
-
-
-def thread_stacks() -> dict[int, list[Frame]]:
-    """Every thread's stack, innermost frame first, read in one step by faulthandler."""
-    with _scratch_lock:
-        if not _scratch:
-            _scratch.append(_Scratch())
-        text = _scratch[0].dump()
-    stacks: dict[int, list[Frame]] = {}
-    current: list[Frame] | None = None
-    for line in text.splitlines():
-        head = _THREAD.match(line)
-        if head is not None:
-            current = stacks.setdefault(int(head.group(1), 16), [])
-            continue
-        frame = _FRAME.match(line)
-        if frame is not None and current is not None:
-            current.append((frame.group(1), frame.group(2), frame.group(3)))
-    return stacks
-
-
-def running_in(files: Collection[str], *, exclude: Collection[int] = ()) -> list[str]:
-    """Describe each other thread running code from the module's ``files``.
-
-    Args:
-        files: the absolute paths of the module's source files.
-        exclude: thread idents to leave out (the module's own managed threads).
-
-    Returns:
-        One string per thread, e.g. ``"thread 'poller' at leaky.py:12 in poll"``, naming
-        the innermost frame in the module (where it is now).
-    """
-    if not files:
-        return []
-    names = {t.ident: t.name for t in threading.enumerate()}
-    me = threading.get_ident()
-    found = []
-    for ident, frames in thread_stacks().items():
-        if ident in exclude or ident == me:
-            continue
-        for filename, line, function in frames:
-            if filename in files:
-                where = f"{os.path.basename(filename)}:{line} in {function}"
-                found.append(f"thread {names.get(ident, ident)!r} at {where}")
-                break
-    return found
-
-
-def current_thread_in(namespaces: Collection[int]) -> str | None:
-    """Where the calling thread is inside the module, if it is: a self-unload."""
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if id(frame.f_globals) in namespaces:
-            return describe_frame(frame)
-        frame = frame.f_back
-    return None

@@ -53,7 +53,12 @@ class Event:
 @final
 @dataclass(frozen=True, slots=True)
 class HostStatistics:
-    """What ``host.statistics()`` and ``livemod status`` show: a frozen snapshot."""
+    """What ``host.statistics()`` and ``livemod status`` show: a frozen snapshot.
+
+    ``leak_check`` is ``"on"``, ``"off"`` (``Host(leak_check=False)``), or, where no verdict
+    is possible (free-threaded 3.13), the sentence saying so: ``"cannot be verified on this
+    interpreter (functions and classes are immortal on 3.13t)"``.
+    """
 
     name: str
     pid: int
@@ -68,6 +73,7 @@ class HostStatistics:
     refused_unloads: int
     leaked: int
     taints: tuple[Taint, ...]
+    leak_check: str = "on"
 
 
 @final

@@ -136,12 +136,20 @@ class Verifier(Protocol):
         (``warn``). Raises ``SignatureError`` if it must not load (``enforce``)."""
         ...
 
+    def precheck(self, where: str, files: Mapping[str, bytes], sig: bytes | None) -> None:
+        """Under ``enforce``, refuse files no trusted signature covers before anything whose
+        cost the files control (their manifest) is read; ``check`` then checks the name."""
+        ...
+
 
 @final
 class _Off:
     policy: Policy = "off"
 
     def check(self, name: str, files: Mapping[str, bytes], sig: bytes | None) -> str | None:
+        return None
+
+    def precheck(self, where: str, files: Mapping[str, bytes], sig: bytes | None) -> None:
         return None
 
 
@@ -159,6 +167,20 @@ class _Checking:
         if self.policy == "enforce":
             raise SignatureError(f"refusing module {name!r}: {problem}", module=name)
         return problem
+
+    def precheck(self, where: str, files: Mapping[str, bytes], sig: bytes | None) -> None:
+        if self.policy != "enforce":
+            return
+        signed = _signed_name(sig)
+        problem = self._problem(signed, files, sig)
+        if problem is not None:
+            # The manifest is not read yet: the module is named as its file names it.
+            stem = os.path.basename(where.rstrip(os.sep)).removesuffix(".py")
+            if signed and signed != stem and not files.keys() & _signed_files(sig):
+                # It covers none of these files: another module's signature beside it.
+                problem = f"its signature is for module {signed!r} (sign it again)"
+            raise SignatureError(f"refusing module {stem!r} ({where}): {problem}",
+                                 module=stem)
 
     def _problem(self, name: str, files: Mapping[str, bytes], sig: bytes | None) -> str | None:
         if sig is None:
@@ -195,6 +217,23 @@ class _Checking:
         except InvalidSignature:
             return "its signature does not verify (sign it again with a trusted key)"
         return None
+
+
+def _signed_name(sig: bytes | None) -> str:
+    """The module name a signature claims ('' if there is none to read)."""
+    try:
+        record = json.loads(sig) if sig else None
+        return str(record["module"]) if isinstance(record, dict) else ""
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return ""
+
+
+def _signed_files(sig: bytes | None) -> set[str]:
+    try:
+        record = json.loads(sig) if sig else None
+        return set(record["files"]) if isinstance(record, dict) else set()
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return set()
 
 
 def make_verifier(policy: Policy, trusted_keys: str | None) -> Verifier:

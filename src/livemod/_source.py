@@ -6,20 +6,20 @@ the same snapshot, and the signature check hashes those very bytes. Nothing can 
 between checking and running.
 
 Bounds keep a hostile or mistaken module from exhausting the host: a file, a module and a
-package's file count each have a limit, and symbolic links to folders are not followed (a
-link loop cannot trap the walk).
+package's file count each have a limit. A package's files are found by ``_locate``'s walker,
+the one depmod uses too (symbolic links to folders are not followed).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
 
-from ._locate import locate
+from ._locate import locate, package_files
 from ._manifest import parse_manifest, parse_module
 from ._metadata import ModuleInfo
 from .errors import ManifestError
@@ -30,8 +30,6 @@ __all__ = ["ModuleSource", "read_module"]
 MAX_FILE: Final = 16 * 1024 * 1024
 #: Largest module in total (bytes), every file of a package counted.
 MAX_MODULE: Final = 64 * 1024 * 1024
-#: Most files in a package.
-MAX_FILES: Final = 5000
 
 
 @final
@@ -46,8 +44,16 @@ class ModuleSource:
     signature: bytes | None
 
 
-def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> ModuleSource:
+def read_module(
+    path: str | os.PathLike[str],
+    *,
+    signature: bool = True,
+    precheck: Callable[[str, Mapping[str, bytes], bytes | None], None] | None = None,
+) -> ModuleSource:
     """Locate a module and read it once (and its ``.sig`` too, if ``signature``).
+
+    ``precheck(path, files, sig)`` runs on the bytes before the manifest is parsed (the
+    signature check: nothing whose cost the file controls runs before it).
 
     Raises:
         ModuleNotFound: nothing at ``path``.
@@ -69,6 +75,10 @@ def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> Modu
             )
         by_path[name] = data
     source = by_path[source_file]
+    files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
+    sig = _read_signature(abs_path) if signature else None
+    if precheck is not None:
+        precheck(abs_path, files, sig)
     info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
     try:
         code = compile(source, source_file, "exec", dont_inherit=True)
@@ -83,9 +93,7 @@ def read_module(path: str | os.PathLike[str], *, signature: bool = True) -> Modu
             f"{where}: cannot be compiled: {getattr(exc, 'msg', exc)} (fix the code)",
             path=source_file, line=line, module=info.name,
         ) from exc
-    files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
-    return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path),
-                        _read_signature(abs_path) if signature else None)
+    return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path), sig)
 
 
 def _read(name: str, source_file: str) -> bytes:
@@ -108,19 +116,12 @@ def _read(name: str, source_file: str) -> bytes:
 
 
 def _package_files(folder: str) -> list[str]:
-    found: list[str] = []
-    for here, dirs, names in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(names):
-            if name.endswith((".pyc", ".sig")):
-                continue
-            found.append(os.path.join(here, name))
-            if len(found) > MAX_FILES:
-                raise ManifestError(
-                    f"{folder}: more than {MAX_FILES} files in the package (keep data "
-                    f"files out of the module's folder)", path=folder,
-                )
-    return found
+    try:
+        files, _ = package_files(folder)
+    except OSError as exc:
+        raise ManifestError(f"{folder}: cannot be listed: {exc.strerror} (check "
+                            f"permissions)", path=folder) from None
+    return [abs_path for abs_path, _ in files]
 
 
 def _read_signature(module_path: str) -> bytes | None:

@@ -55,14 +55,29 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 from livemod import _deps
 from livemod._state import State
 
 if TYPE_CHECKING:
+    from livemod._instance import Module, ModuleStatus
+    from livemod._metadata import ModuleInfo
     from livemod._records import Event
-    from livemod.host import Host
+
+
+class Host(Protocol):
+    """What the state file needs of a ``livemod.Host``. A protocol, not the class: the host
+    builds a state file (``Host.from_config``), so this file must not import the host."""
+
+    name: str
+
+    @property
+    def closed(self) -> bool: ...
+    def on_event(self, listener: Callable[[Event], object]) -> Callable[[], None]: ...
+    def lsmod(self) -> list[ModuleStatus]: ...
+    def insmod(self, path: str, **params: object) -> Module: ...
+    def modinfo(self, path_or_name: str) -> ModuleInfo: ...
 
 __all__ = ["FORMAT_VERSION", "RestoreFailure", "RestoreReport", "SavedModule", "StateFile"]
 

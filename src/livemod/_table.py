@@ -27,6 +27,7 @@ from . import _deps, _loader
 from ._hooks import Impl
 from ._instance import Instance, ModuleStatus
 from ._metadata import ModuleInfo
+from ._names import canonical
 from ._records import Hold, Taint
 from ._state import State
 from .errors import DependencyError, ModuleBusy, ModuleExists, ModuleGoing, ModuleNotFound
@@ -81,6 +82,7 @@ class ModuleTable:
     # --------------------------------------------------------------------- lookups
 
     def resolve_unlocked(self, name: str) -> Instance | None:
+        name = canonical(name)  # a look-alike finds what Python's import would find
         return self.names.get(name) or self.aliases.get(name)
 
     def find(self, name: str) -> Instance | None:

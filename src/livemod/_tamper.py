@@ -9,11 +9,19 @@ are not covered: code that sets out to subvert the process cannot be stopped fro
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
 from typing import final
 
 __all__ = ["Baseline"]
 
 _ABSENT = object()
+
+
+def _package() -> ModuleType:
+    # The package itself, by name rather than by import: importing it from here would close
+    # an import circle (livemod -> host -> ... -> _tamper -> livemod).
+    return sys.modules[__name__.rpartition(".")[0]]
 
 
 @final
@@ -23,16 +31,14 @@ class Baseline:
     __slots__ = ("_attrs", "_names")
 
     def __init__(self) -> None:
-        import livemod
-
+        livemod = _package()
         self._names = {k: getattr(livemod, k) for k in livemod.__all__}
         self._attrs = {k: dict(vars(obj)) for k, obj in self._names.items()
                        if isinstance(obj, type)}
 
     def restore(self) -> list[str]:
         """Put back whatever differs from the baseline; return what it was."""
-        import livemod
-
+        livemod = _package()
         changed = []
         for key, value in self._names.items():
             if getattr(livemod, key, _ABSENT) is not value:

@@ -1,74 +1,62 @@
-"""The host: the module table, its locks, and the orchestration of every lifecycle step.
+"""The host: the public face of one live module host, a facade over the parts that do the work.
 
-This is the file where everything joins up; the mechanisms live elsewhere (dispatch in
-``_hooks``, finding running code in ``_quiesce``, namespaces in ``_loader``, managed
-resources in ``_context``, the leak check in ``_leaks``).
+``Host`` builds its collaborators and delegates to them; it keeps no state of its own
+beyond its identity and settings:
 
-Locks:
-
-``_op_lock`` (an RLock) serialises module operations -- insmod, modprobe, rmmod, close --
-and is held while a module's body, ``init`` and ``exit`` run. It is reentrant so that an
-``init`` may ``modprobe`` another module (a nested, complete operation).
-
-``_lock`` is the module table's lock (``_table``, which lists what it protects).
+- ``_table`` (``_table.ModuleTable``): the instances by name, alias and private name, and
+  the lock over them (its docstring lists what the lock protects);
+- ``_journal`` (``_journal.Journal``): the only writer of a module's state, subscribers, the
+  event log, taints and counts;
+- ``_hooks`` (``_hooks.HookTable``): hook points and their lock-free dispatch;
+- ``_registrar`` (``_registrar.Registrar``): what module code may ask of the host (handed to
+  ``ModuleContext`` and the import views instead of the host);
+- ``_life`` (``_lifecycle.Lifecycle``): load, unload, replace, the modprobe chain and close,
+  serialised by its operation lock.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import gc
-import inspect
 import itertools
 import logging
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
-from . import _deps, _leaks, _loader, _manifest, _provenance, _quiesce, _trampolines, _upgrade
+from . import _leaks, _loader, _manifest, _quiesce, _trampolines
 from ._aio import LoopBridge
-from ._async_api import AsyncHostMixin
-from ._context import Registration
 from ._depmod import DepmodReport
-from ._hooks import ErrorPolicy, Hook, HookTable, Impl
-from ._instance import Instance, Module, ModuleStatus, frozen_mapping
+from ._hooks import ErrorPolicy, Hook, HookTable
+from ._instance import Module, ModuleStatus
 from ._journal import Journal, Subscriber
 from ._leaks import Leak
-from ._load import LoadMixin
+from ._lifecycle import Lifecycle
 from ._metadata import ModuleInfo
 from ._modpath import ModPath
-from ._records import Event, Hold, HostStatistics, Taint, brief
+from ._records import Event, Hold, HostStatistics, Taint
+from ._registrar import Registrar
 from ._scrub import Scrubber
-from ._signing import Policy, Verifier, make_verifier
+from ._settings import Settings
+from ._signing import Policy, make_verifier
 from ._state import State
 from ._table import ModuleTable
-from ._tamper import Baseline
-from ._unload import BASELINE, UnloadMixin
 from .config import Config
-from .errors import (
-    LivemodError,
-    ModuleBusy,
-    ModuleExists,
-    ModuleGoing,
-    ModuleNotFound,
-    ParamError,
-)
+from .errors import LivemodError, ModuleNotFound
+
+if TYPE_CHECKING:
+    from typing import Self
 
 __all__ = ["Host"]
 
 _log = logging.getLogger("livemod")
-
-
 _host_ids = itertools.count(1)
-_tokens = itertools.count(1)
 
 
-
-
-class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
+class Host:
     """A live module host: load, call, unload and inspect modules in this process.
 
     Args:
@@ -111,40 +99,71 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
-        self.modpath = [os.path.abspath(os.fspath(p)) for p in modpath]
-        self.timeout = timeout
-        self.leak_check = leak_check
-        self.exit_timeout = exit_timeout
         self._id = next(_host_ids)
         self.name = name or f"host-{os.getpid()}-{self._id}"
         self._tag = f"_h{self._id}"
-        self._op_lock = threading.RLock()
-        self._table = ModuleTable(self._tag)
-        self._lock = self._table.lock
-        self._param_lock = threading.Lock()  # one parameter change (and its callbacks) at once
-        self._hooks = HookTable(self._lock, errors, self._table.count_hook_error)
-        self._journal = Journal(self._lock)
-        self._modpath = ModPath(self.modpath)
-        self._builtins = _loader.builtins_for(self._import_hook)
-        _provenance.mark(self._builtins, _provenance.by_globals(self._table.by_private))
-        self._scrubbers: list[Scrubber] = []
-        self._verifier: Verifier = make_verifier(
-            signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
-        )
-        self.allow_outside_modpath = (
-            signatures != "enforce" if allow_outside_modpath is None else allow_outside_modpath
+        self._settings = Settings(
+            modpath=[os.path.abspath(os.fspath(p)) for p in modpath], timeout=timeout,
+            leak_check=leak_check, exit_timeout=exit_timeout,
+            allow_outside_modpath=(signatures != "enforce" if allow_outside_modpath is None
+                                   else allow_outside_modpath),
         )
         self.config = config
-        self._detach_state: Callable[[], None] | None = None
-        self._bridge = LoopBridge()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._closed = False
         self.started_at = time.time()
+        self._table = ModuleTable(self._tag)
+        self._journal = Journal(self._table.lock)
+        self._hooks = HookTable(self._table.lock, errors, self._table.count_hook_error)
+        self._bridge = LoopBridge()
+        self._modpath = ModPath(self.modpath)
+        self._registrar = Registrar(self._table, self._hooks, self._journal, self._bridge,
+                                    self._id)
+        verifier = make_verifier(
+            signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
+        )
+        self._life = Lifecycle(self._table, self._hooks, self._journal, self._bridge, verifier,
+                               self._settings, self._registrar, self._modpath)
+        self._detach_state: Callable[[], None] | None = None
         _loader.install_finder()
         _trampolines.install()
-        if not BASELINE:  # before any module could have touched livemod
-            BASELINE.append(Baseline())
         _leaks.watch_collections()
+
+    # The settings the lifecycle reads, as plain attributes of the host.
+
+    @property
+    def modpath(self) -> list[str]:
+        return self._settings.modpath
+
+    @property
+    def timeout(self) -> float:
+        return self._settings.timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._settings.timeout = value
+
+    @property
+    def leak_check(self) -> bool:
+        return self._settings.leak_check
+
+    @leak_check.setter
+    def leak_check(self, value: bool) -> None:
+        self._settings.leak_check = value
+
+    @property
+    def exit_timeout(self) -> float | None:
+        return self._settings.exit_timeout
+
+    @exit_timeout.setter
+    def exit_timeout(self, value: float | None) -> None:
+        self._settings.exit_timeout = value
+
+    @property
+    def allow_outside_modpath(self) -> bool:
+        return self._settings.allow_outside_modpath
+
+    @allow_outside_modpath.setter
+    def allow_outside_modpath(self, value: bool) -> None:
+        self._settings.allow_outside_modpath = value
 
     # ---------------------------------------------------------------- public: loading
 
@@ -159,9 +178,13 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ModuleNotFound, ManifestError, ParamError, DependencyError, ModuleExists,
             InitError (the load was rolled back; nothing it registered was ever visible).
         """
-        with self._op_lock:
-            self._check_open()
-            return self._load(path, params)
+        self._life.check_open()
+        # Read, signature-check and parse before taking the operation lock: what that costs
+        # is the file's to decide, and other module operations need not wait for it.
+        source = self._life.read(path)
+        with self._life.op_lock:
+            self._life.check_open()
+            return self._life.load(path, params, source)
 
     @classmethod
     def from_config(cls, config: Config, *, restore: bool = True) -> Host:
@@ -189,7 +212,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             try:
                 host.modprobe(plan.requested)
             except LivemodError as exc:
-                host._event("load-failed", plan.name, f"start-up load failed: {exc}")
+                host._journal.event("load-failed", plan.name, f"start-up load failed: {exc}")
         return host
 
     def modprobe(self, name: str, **params: object) -> Module:
@@ -199,54 +222,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         If any module of the chain fails, the ones this call loaded are unloaded again.
         With a ``config``, its aliases, blacklist, options and soft dependencies apply.
         """
-        if self.config is not None:
-            plan = self.config.modprobe_plan(name, params)
-            loaded = self._table.find(plan.name)
-            found = loaded.info if loaded is not None else self._modpath.find(plan.name)
-            if found is not None and found.name != plan.name:
-                # An alias from the module's own manifest: the config speaks of real names.
-                plan = self.config.modprobe_plan(found.name, params)
-            with self._op_lock:
-                for soft in plan.pre:
-                    self._modprobe_soft(soft, plan.name, "pre")
-                module = self._modprobe(plan.name, plan.params)
-                for soft in plan.post:
-                    self._modprobe_soft(soft, plan.name, "post")
-                return module
-        return self._modprobe(name, params)
-
-    def _modprobe_soft(self, soft: str, owner: str, when: str) -> None:
-        try:
-            self.modprobe(soft)
-        except LivemodError as exc:
-            self._event("load-failed", soft, f"soft dependency ({when}) of {owner!r} "
-                        f"not loaded: {exc}")
-
-    def _modprobe(self, name: str, params: Mapping[str, object]) -> Module:
-        with self._op_lock:
-            self._check_open()
-            loaded = self._table.find(name)
-            if loaded is not None:
-                if params:
-                    raise ModuleExists(
-                        f"module {loaded.name!r} is already loaded; rmmod it first to load it "
-                        f"with other parameters", module=loaded.name,
-                    )
-                return Module(loaded)
-            versions = {n: i.info.version for n, i in self._table.names.items()}
-            order = _deps.resolve_load_order(name, self._modpath.find, versions)
-            done: list[Module] = []
-            try:
-                for info in order:
-                    root = info is order[-1]
-                    done.append(self._load(info.path, params if root else {}))
-                    done[-1]._inst.auto = not root
-            except BaseException:
-                for module in reversed(done):
-                    self._unload(self._table.names[module.name], wait=False, timeout=self.timeout,
-                                 force=False)
-                raise
-            return done[-1]
+        return self._life.modprobe(name, params, self.config)
 
     # -------------------------------------------------------------- public: unloading
 
@@ -275,27 +251,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Raises:
             ModuleNotFound, ModuleBusy (with ``.holders``), ModuleGoing.
         """
-        with self._op_lock:
-            inst = self._table.get_live(name)
-            limit = self.timeout if timeout is None else timeout
-            users = self._table.used_by(inst)
-            if users and not cascade:
-                holders = tuple(f"module {u!r}" for u in users)
-                raise ModuleBusy(
-                    f"cannot remove {inst.name!r}: used by {', '.join(map(repr, users))} "
-                    f"(rmmod {users[0]} first, or use cascade=True)",
-                    module=inst.name, holders=holders,
-                )
-            if users:
-                closure = self._table.dependents_closure(inst.name)
-                if not (wait or force):  # refuse before removing anything, the module too
-                    for dep in (*closure, inst.name):
-                        self._table.refuse_if_held(self._table.names[dep])
-                for dep in closure:
-                    self._unload(self._table.names[dep], wait=wait, timeout=limit, force=force,
-                                 progress=progress)
-            self._unload(inst, wait=wait, timeout=limit, force=force,
-                                 progress=progress)
+        self._life.rmmod(name, wait=wait, timeout=timeout, force=force, cascade=cascade,
+                         progress=progress)
 
     def replace(
         self,
@@ -313,11 +270,11 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         If the old version defines ``handover(mod)``, its return value is given to the new
         one's init as ``mod.handover_state`` (init may refuse it by raising). It is called
         after the new version's body ran, before its init; since that init may still fail
-        and leave the old version running, ``handover`` should give state, not tear down. Parameters
-        carry over; ``params`` override them. Returns the new Module once the old version is
-        GONE -- or, if it could not drain within ``timeout``, at once with the old version
-        left GOING ("removal pending", see lsmod and ``Module.removal_pending``) to be
-        removed when its last user is done.
+        and leave the old version running, ``handover`` should give state, not tear down.
+        Parameters carry over; ``params`` override them. Returns the new Module once the old
+        version is GONE -- or, if it could not drain within ``timeout``, at once with the old
+        version left GOING ("removal pending", see lsmod and ``Module.removal_pending``) to
+        be removed when its last user is done.
 
         Raises:
             UpgradeError: a downgrade without ``downgrade=True``, another module name, or
@@ -325,10 +282,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ManifestError, ParamError, DependencyError, InitError: the new version failed;
                 the old one is untouched and keeps serving.
         """
-        with self._op_lock:
-            self._check_open()
-            return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                    downgrade=downgrade, params=params)
+        return self._life.replace(name, path, timeout=timeout, cascade=cascade,
+                                  downgrade=downgrade, params=params)
 
     def modprobe_remove(
         self, name: str, *, wait: bool = False, timeout: float | None = None
@@ -339,23 +294,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         A dependency that cannot be removed (held, busy) is left loaded; the module itself
         must be removable or this raises as ``rmmod`` does.
         """
-        with self._op_lock:
-            inst = self._table.get_live(name)
-            removed = [inst.name]
-            candidates = sorted(inst.uses)
-            self.rmmod(inst.name, wait=wait, timeout=timeout)
-            while candidates:
-                dep = self._table.find(candidates.pop(0))
-                if dep is None or not dep.auto or self._table.used_by(dep):
-                    continue
-                try:
-                    self.rmmod(dep.name, wait=wait, timeout=timeout)
-                except (ModuleBusy, ModuleGoing) as exc:
-                    self._event("unload-refused", dep.name, f"modprobe -r left it: {exc}")
-                    continue
-                removed.append(dep.name)
-                candidates.extend(sorted(dep.uses))
-            return removed
+        return self._life.remove(name, wait=wait, timeout=timeout)
 
     def close(self, *, timeout: float | None = None) -> None:
         """Unload every module, dependents first; the host stays queryable afterwards.
@@ -363,33 +302,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         Each module gets ``timeout`` seconds to go quiet (holds and pins included); one that
         does not is forced (which taints the host), so ``close`` always finishes.
         """
-        with self._op_lock:
-            if self._closed:
-                return
-            self._refuse_from_inside()
-            self._closed = True
-            if self._detach_state is not None:
-                self._detach_state()  # a clean shutdown keeps the saved set for next start
-            limit = self.timeout if timeout is None else timeout
-            used_by = {n: self._table.used_by(i) for n, i in self._table.names.items()}
-            # Newest first among modules that do not depend on each other, as rmmod by hand.
-            for name in _deps.dependents_order(list(reversed(self._table.names)), used_by):
-                inst = self._table.names.get(name)
-                if inst is None or inst.state is not State.LIVE:
-                    continue
-                busy = False
-                try:
-                    self._unload(inst, wait=True, timeout=limit, force=False)
-                except ModuleBusy:
-                    busy = True  # force outside the handler: its traceback holds the module
-                if busy:
-                    self._unload(inst, wait=False, timeout=limit, force=True)
-            for old in list(self._table.pending):  # old versions still draining after an upgrade
-                if self._wait_quiet(old, time.monotonic() + limit, holds=True):
-                    self._taint("forced-unload", old.name, "closed while still in use")
-                self._finish(old)
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+        self._life.close(timeout, self._detach_state)
 
     def __enter__(self) -> Host:
         return self
@@ -399,11 +312,62 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
     ) -> None:
         self.close()
 
+    # ----------------------------------------------------------- public: asyncio forms
+    # Each runs the synchronous operation in a worker thread (``asyncio.to_thread``) after
+    # noting the running loop, so the loop keeps serving -- including the calls an unload
+    # waits for -- while async init/exit and the module's tasks run on the loop (``_aio``).
+    # Cancelling the awaiting task does not cancel the operation: it completes in its thread.
+
+    async def ainsmod(self, path: str | os.PathLike[str], **params: object) -> Module:
+        """``insmod`` from a running event loop: the operation runs in a worker thread, so
+        the loop keeps serving; an async ``init`` runs on the loop."""
+        self._bridge.attach()
+        return await asyncio.to_thread(self.insmod, path, **params)
+
+    async def amodprobe(self, name: str, **params: object) -> Module:
+        """``modprobe`` from a running event loop (see ``ainsmod``)."""
+        self._bridge.attach()
+        return await asyncio.to_thread(self.modprobe, name, **params)
+
+    async def armmod(self, name: str, *, wait: bool = False, timeout: float | None = None,
+                     force: bool = False, cascade: bool = False) -> None:
+        """``rmmod`` from a running event loop: tasks in flight keep running while it waits;
+        the module's own tasks are cancelled and awaited; an async ``exit`` runs on the loop."""
+        self._bridge.attach()
+        await asyncio.to_thread(
+            self.rmmod, name, wait=wait, timeout=timeout, force=force, cascade=cascade
+        )
+
+    async def areplace(self, name: str, path: str | os.PathLike[str] | None = None, *,
+                       timeout: float | None = None, cascade: bool = False,
+                       downgrade: bool = False, **params: object) -> Module:
+        """``replace`` from a running event loop: the old version's calls in flight keep
+        running on the loop while it drains; async handover/init/exit run on the loop."""
+        self._bridge.attach()
+        return await asyncio.to_thread(
+            self.replace, name, path, timeout=timeout, cascade=cascade, downgrade=downgrade,
+            **params,
+        )
+
+    async def aclose(self, *, timeout: float | None = None) -> None:
+        """``close`` from a running event loop."""
+        self._bridge.attach()
+        await asyncio.to_thread(self.close, timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        self._bridge.attach()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
     # ------------------------------------------------------------- public: inspection
 
     def lsmod(self) -> list[ModuleStatus]:
         """One frozen row per module in the table, in load order."""
-        with self._lock:
+        with self._table.lock:
             return self._table.statuses_unlocked(self._journal.taints_unlocked())
 
     def modinfo(self, path_or_name: str | os.PathLike[str]) -> ModuleInfo:
@@ -453,7 +417,11 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         """Unloaded modules whose objects are still alive, with who holds them.
 
         Collects garbage first; an entry is dropped once its objects are finally collected.
+        On free-threaded 3.13, where no verdict is possible (unloaded code is immortal there),
+        it returns ``[]`` and warns (``RuntimeWarning``) that the check cannot be verified;
+        ``statistics().leak_check`` says the same.
         """
+        _leaks.warn_if_unverifiable(self.leak_check, stacklevel=3)
         gc.collect()
         return [w.to_leak() for w in self._journal.leak_watches()]
 
@@ -484,8 +452,8 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
         scrubber must not keep what it is given; one that raises is logged and the unload
         completes. Returns ``fn``.
         """
-        with self._lock:
-            self._scrubbers.append(fn)
+        with self._table.lock:
+            self._life.teardown.scrubbers.append(fn)
         return fn
 
     def set_param(self, name: str, key: str, value: object) -> object:
@@ -499,39 +467,21 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
             ModuleNotFound, ModuleGoing, ParamError (unknown, not writable, bad value,
             refused by the module).
         """
-        # Not under the operation lock: an rmmod waiting for holds must not hold up a
-        # parameter change. A module going down meanwhile is running its own callback,
-        # which the unload sees as code in flight and waits for.
-        with self._param_lock:
-            inst = self._table.get_live(name)
-            old = inst.params.as_dict().get(key)
-            new = inst.params._set(key, value)
-            for callback in list(inst.param_callbacks):
-                try:
-                    callback(key, new)
-                except Exception as exc:
-                    inst.params._set(key, old)
-                    raise ParamError(
-                        f"module {inst.name!r} refused {key}={new!r}: {brief(exc)} "
-                        f"(the old value {old!r} is kept)", module=inst.name,
-                    ) from exc
-            self._event("param", inst.name, f"param {key}={new!r} (was {old!r})",
-                        key=key, value=new)
-            return new
+        return self._life.set_param(name, key, value)
 
     def statistics(self) -> HostStatistics:
         """A frozen snapshot: identity, uptime, module counts, load/unload totals, taints."""
-        journal = self._journal
-        with self._lock:
+        journal, table = self._journal, self._table
+        with table.lock:
             counts = journal.counts_unlocked()
             return HostStatistics(
                 name=self.name, pid=os.getpid(), started_at=self.started_at,
-                uptime=time.time() - self.started_at, modules=len(self._table.names),
-                live=sum(i.state is State.LIVE for i in self._table.names.values()),
+                uptime=time.time() - self.started_at, modules=len(table.names),
+                live=sum(i.state is State.LIVE for i in table.names.values()),
                 hooks=len(self._hooks.hooks), loads=counts["load"],
                 unloads=counts["unload"], failed_loads=counts["load-failed"],
                 refused_unloads=counts["unload-refused"], leaked=journal.leak_count_unlocked(),
-                taints=tuple(journal.taints_unlocked()),
+                taints=tuple(journal.taints_unlocked()), leak_check=_leaks.state(self.leak_check),
             )
 
     @property
@@ -545,112 +495,7 @@ class Host(LoadMixin, UnloadMixin, AsyncHostMixin):
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._life.closed
 
     def __repr__(self) -> str:
         return f"<livemod.Host #{self._id} {len(self._table.names)} modules>"
-
-    # --------------------------------------------------------- private: registrations
-
-    def _register(
-        self, inst: Instance, hook: str, fn: Callable[..., Any], priority: int
-    ) -> Registration:
-        impl = Impl(fn, owner=inst.id, owner_name=inst.name, priority=priority,
-                    seq=self._hooks.next_seq())
-        entry = (hook, impl)
-
-        def remove() -> None:
-            with self._lock:
-                if entry in inst.staged:
-                    inst.staged.remove(entry)
-                else:
-                    self._hooks.remove_unlocked(hook, impl)
-
-        with self._lock:
-            self._check_can_register_unlocked(inst, f"register on hook {hook!r}")
-            if inst.state is State.COMING:
-                inst.staged.append(entry)
-            else:
-                self._hooks.publish_unlocked([entry])
-        token = inst.undo.push(f"hook {hook!r} <- {impl.describe()}", remove)
-
-        def unregister() -> None:
-            if inst.undo.discard(token) is not None:
-                remove()
-
-        return Registration(hook, impl, unregister)
-
-    def _export(self, inst: Instance, name: str, obj: object) -> None:
-        with self._lock:
-            self._check_can_register_unlocked(inst, f"export {name!r}")
-            if name in inst.staged_exports or name in inst.exports:
-                raise ValueError(f"module {inst.name!r} already exports {name!r}")
-            if inst.state is State.COMING:
-                inst.staged_exports[name] = obj
-            else:
-                inst.exports = frozen_mapping({**inst.exports, name: obj})
-
-        def unexport() -> None:
-            with self._lock:
-                inst.staged_exports.pop(name, None)
-                inst.exports = frozen_mapping({k: v for k, v in inst.exports.items() if k != name})
-
-        inst.undo.push(f"export {name!r}", unexport)
-
-    def _start_when_live(self, inst: Instance, start: Callable[[], None]) -> None:
-        with self._lock:
-            self._check_can_register_unlocked(inst, "start a thread")
-            if inst.state is State.COMING:
-                inst.staged_starts.append(start)
-                return
-        start()
-
-    def _check_can_register_unlocked(self, inst: Instance, action: str) -> None:
-        if inst.state not in (State.COMING, State.LIVE):
-            raise ModuleGoing(
-                f"module {inst.name!r} is {inst.state.name}; it cannot {action} now",
-                module=inst.name,
-            )
-
-    def _complete(self, result: object, what: str) -> object:
-        """Finish what a module function returned: an awaitable is run on the loop."""
-        if inspect.isawaitable(result):
-            return self._bridge.run(result, what)
-        return result
-
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix=f"livemod-{self._id}-work"
-                )
-            return self._pool
-
-    # ------------------------------------------------------------ private: the table
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LivemodError("this host is closed; create a new Host to load modules")
-
-    def _refuse_from_inside(self) -> None:
-        """close() from a module's own code would wait for itself: refuse, change nothing."""
-        for inst in (*self._table.names.values(), *self._table.pending):
-            inside = _quiesce.current_thread_in(inst.namespace_ids)
-            if inside is not None or threading.get_ident() in inst.own_thread_idents():
-                raise ModuleBusy(
-                    f"cannot close the host from inside module {inst.name!r} "
-                    f"({inside or 'its own thread'}): it would wait for itself "
-                    f"(close it from the thread that owns the host)",
-                    module=inst.name, holders=(f"the calling thread, at {inside}",),
-                )
-
-    def _modules_of(self, inst: Instance) -> list[Any]:
-        return _loader.namespaces_of(inst.private_name)
-
-    # ------------------------------------------------------------ private: reporting
-
-    def _event(self, kind: str, module: str, message: str, **data: object) -> None:
-        self._journal.event(kind, module, message, **data)
-
-    def _taint(self, flag: str, module: str, reason: str) -> None:
-        self._journal.taint(flag, module, reason)

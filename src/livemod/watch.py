@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol, final
 from .errors import LivemodError
 
 if TYPE_CHECKING:
-    from .host import Host
+    from livemod import Host
 
 __all__ = ["HostTarget", "Target", "UpgradeOutcome", "owners", "upgrade_changed", "watch"]
 

@@ -23,7 +23,7 @@ import livemod
 
 from ._support import install_recorder, private_modules, stress_seconds
 
-pytestmark = pytest.mark.stress
+pytestmark = [pytest.mark.stress, pytest.mark.race]
 
 TASKS = 64
 HOOK = "astress.call"

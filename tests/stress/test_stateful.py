@@ -33,7 +33,7 @@ import livemod
 
 from ._support import private_modules, stress_seconds
 
-pytestmark = pytest.mark.stress
+pytestmark = [pytest.mark.stress, pytest.mark.race]
 
 MODULES = Path(__file__).parent / "modules" / "stateful"
 HOOK = "st.call"

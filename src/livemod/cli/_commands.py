@@ -55,19 +55,34 @@ def _show(args: argparse.Namespace, result: Any, *, text: str | None = None) -> 
     return 0
 
 
-def _query(args: argparse.Namespace, op: str, render: Callable[[Any, TextIO], None]) -> int:
-    """Ask the host one question; print JSON, or the table ``render`` makes of it."""
+def _query(
+    args: argparse.Namespace, op: str, render: Callable[[Any, TextIO], None],
+    *, leak_note: bool = False,
+) -> int:
+    """Ask the host one question; print JSON, or the table ``render`` makes of it.
+
+    ``leak_note``: follow the table with a note when the host's leak check can give no
+    verdict (free-threaded 3.13), so that a clean-looking table does not mislead."""
     with _client(args) as client:
         result = client.call(op)
+        note = _leak_note(client) if leak_note and not args.json else None
     if args.json:
         return _show(args, result)
     render(result, sys.stdout)
+    if note is not None:
+        print(f"note: {note}")
     return 0
+
+
+def _leak_note(client: ControlClient) -> str | None:
+    """``leak check cannot be verified ...`` when the host's interpreter allows no verdict."""
+    state = client.call("status").get("leak_check", "on")
+    return None if state in ("on", "off") else f"leak check {state}"
 
 
 def lsmod(args: argparse.Namespace) -> int:
     """``livemod lsmod``: the module table."""
-    return _query(args, "lsmod", _render.lsmod)
+    return _query(args, "lsmod", _render.lsmod, leak_note=True)
 
 
 def insmod(args: argparse.Namespace) -> int:
@@ -106,7 +121,7 @@ def rmmod(args: argparse.Namespace) -> int:
 
 def keygen(args: argparse.Namespace) -> int:
     """``livemod keygen KEY``: a new Ed25519 key pair; trust a host in KEY.pub."""
-    from .._signing import keygen as make
+    from ..signing import keygen as make
 
     private, public = make(args.key)
     print(f"private key: {private} (mode 0600; keep it secret)\n"
@@ -116,13 +131,11 @@ def keygen(args: argparse.Namespace) -> int:
 
 def sign(args: argparse.Namespace) -> int:
     """``livemod sign MODULE --key KEY``: sign every file of the module as it is now."""
-    from .._signing import sign as write_signature
-    from .._source import read_module
+    from ..signing import sign as write_signature
 
-    source = read_module(args.module)
-    out = write_signature(source.info.path, source.info.name, source.files, args.key)
-    print(f"signed {source.info.name} {source.info.version} ({len(source.files)} file(s)): "
-          f"{out}")
+    signed = write_signature(args.module, args.key)
+    print(f"signed {signed.info.name} {signed.info.version} ({len(signed.files)} file(s)): "
+          f"{signed.signature}")
     return 0
 
 
@@ -197,12 +210,16 @@ def modinfo(args: argparse.Namespace) -> int:
     if _is_path(args.target):
         with livemod.Host(name="livemod-modinfo", leak_check=False) as local:
             info = info_to_dict(local.modinfo(args.target))
+        note = None
     else:
         with _client(args) as client:
             info = client.call("modinfo", target=args.target)
+            note = None if args.json else _leak_note(client)
     if args.json:
         return _show(args, info)
     _render.modinfo(info, sys.stdout)
+    if note is not None:
+        print(f"{'note:':<13}{note}")
     return 0
 
 
@@ -210,9 +227,9 @@ def depmod(args: argparse.Namespace) -> int:
     """``livemod depmod DIR`` indexes a folder here, offline (like the kernel's depmod);
     ``livemod depmod`` asks the running host to rebuild the index of its modpath."""
     if args.folder:
-        from .._modpath import ModPath
+        from ..depmod import depmod as index
 
-        result: Any = to_jsonable(ModPath([os.path.abspath(args.folder)]).depmod())
+        result: Any = to_jsonable(index(args.folder))
     else:
         with _client(args, timeout=max(args.timeout, 120.0)) as client:
             result = client.call("depmod")
@@ -272,9 +289,10 @@ def leaks(args: argparse.Namespace) -> int:
     """``livemod leaks``: unloaded modules whose code is still alive, and who holds it."""
     with _client(args, timeout=max(args.timeout, 60.0)) as client:
         found = client.call("leaks")
+        state = "on" if args.json or found else client.call("status").get("leak_check", "on")
     if args.json:
         return _show(args, found)
-    _render.leaks(found, sys.stdout)
+    _render.leaks(found, sys.stdout, leak_check=state)
     return 0
 
 
@@ -285,6 +303,6 @@ def status(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """``livemod demo``: a host under load in this process (no socket involved)."""
-    from .._demo import run
+    from ..demo import run
 
     return run(seconds=args.seconds)

@@ -88,17 +88,24 @@ def status(st: Mapping[str, Any], out: TextIO) -> None:
         ("loads", f"{st['loads']} ({st['failed_loads']} failed)"),
         ("unloads", f"{st['unloads']} ({st['refused_unloads']} refused)"),
         ("leaked", str(st["leaked"])),
+        ("leak check", st.get("leak_check", "on")),
         ("tainted", "no" if not st["taints"] else f"yes, {len(st['taints'])} taint(s)"),
     ]
     for key, value in lines:
-        out.write(f"{key + ':':<10}{value}\n")
+        out.write(f"{key + ':':<12}{value}\n")
     for t in st["taints"]:
         out.write(f"  {t['flag']} ({t['module']}): {t['reason']}\n")
 
 
-def leaks(found: Sequence[Mapping[str, Any]], out: TextIO) -> None:
-    """Each leaked module with what survives and the referrer chains."""
-    if not found:
+def leaks(found: Sequence[Mapping[str, Any]], out: TextIO, *, leak_check: str = "on") -> None:
+    """Each leaked module with what survives and the referrer chains. ``leak_check`` is the
+    host's (``status``): an empty list proves nothing when the check is off or cannot be
+    verified (free-threaded 3.13)."""
+    if not found and leak_check == "off":
+        out.write("no leaks reported: the leak check is off on this host\n")
+    elif not found and leak_check != "on":
+        out.write(f"no verdict: the leak check {leak_check}\n")
+    elif not found:
         out.write("no leaks: every unloaded module's code is gone\n")
     for leak in found:
         out.write(f"{leak['name']} {leak['version']}: "

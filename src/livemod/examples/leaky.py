@@ -2,7 +2,7 @@
 
 __livemod__ = {"name": "leaky", "version": "0.1.0", "license": "MIT"}
 
-from livemod import _demo
+from livemod import demo
 
 
 def on_event(event):
@@ -12,4 +12,4 @@ def on_event(event):
 def init(mod):
     # Unmanaged: the application's global list keeps this function (and so the whole
     # module) alive after unload. livemod's leak check finds and names it.
-    _demo.CALLBACKS.append(on_event)
+    demo.CALLBACKS.append(on_event)

@@ -1,0 +1,194 @@
+"""The registrar: what a module's own code may ask of its host, and nothing more.
+
+``ModuleContext`` and the import views get a registrar, not the ``Host``: registering on a
+hook, exporting, starting managed work once LIVE, requiring or importing another module
+(which records the "used by" edge), tainting, the event-loop bridge and the worker pool.
+Registrations made while the module is COMING are staged (published together when init
+returns); made while LIVE they are published at once; otherwise refused.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, final
+
+from ._aio import LoopBridge
+from ._hooks import Hook, HookTable, Impl
+from ._imports import Exports, Namespace, watched_atexit
+from ._instance import Instance, frozen_mapping
+from ._journal import Journal
+from ._state import State
+from ._table import ModuleTable
+from .errors import DependencyError, ModuleGoing
+
+__all__ = ["Registrar"]
+
+
+@final
+class Registrar:
+    """Registrations, dependency edges and shared services for one host's modules.
+
+    The table's lock also protects the creation of ``_pool``.
+    """
+
+    __slots__ = ("_hooks", "_host_id", "_journal", "_pool", "_table", "bridge")
+
+    def __init__(self, table: ModuleTable, hooks: HookTable, journal: Journal,
+                 bridge: LoopBridge, host_id: int) -> None:
+        self._table = table
+        self._hooks = hooks
+        self._journal = journal
+        self._host_id = host_id  # names the worker threads
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.bridge = bridge
+
+    # --------------------------------------------------------------- registrations
+
+    def hook(self, name: str) -> Hook:
+        return self._hooks.get(name, None)
+
+    def register(
+        self, inst: Instance, hook: str, fn: Callable[..., Any], priority: int
+    ) -> tuple[Impl, Callable[[], None]]:
+        """Put ``fn`` on ``hook`` for ``inst`` (staged while COMING); return the
+        implementation and its early removal."""
+        impl = Impl(fn, owner=inst.id, owner_name=inst.name, priority=priority,
+                    seq=self._hooks.next_seq())
+        entry = (hook, impl)
+        lock = self._table.lock
+
+        def remove() -> None:
+            with lock:
+                if entry in inst.staged:
+                    inst.staged.remove(entry)
+                else:
+                    self._hooks.remove_unlocked(hook, impl)
+
+        with lock:
+            _check_can_register_unlocked(inst, f"register on hook {hook!r}")
+            if inst.state is State.COMING:
+                inst.staged.append(entry)
+            else:
+                self._hooks.publish_unlocked([entry])
+        token = inst.undo.push(f"hook {hook!r} <- {impl.describe()}", remove)
+
+        def unregister() -> None:
+            if inst.undo.discard(token) is not None:
+                remove()
+
+        return impl, unregister
+
+    def export(self, inst: Instance, name: str, obj: object) -> None:
+        lock = self._table.lock
+        with lock:
+            _check_can_register_unlocked(inst, f"export {name!r}")
+            if name in inst.staged_exports or name in inst.exports:
+                raise ValueError(f"module {inst.name!r} already exports {name!r}")
+            if inst.state is State.COMING:
+                inst.staged_exports[name] = obj
+            else:
+                inst.exports = frozen_mapping({**inst.exports, name: obj})
+
+        def unexport() -> None:
+            with lock:
+                inst.staged_exports.pop(name, None)
+                inst.exports = frozen_mapping({k: v for k, v in inst.exports.items() if k != name})
+
+        inst.undo.push(f"export {name!r}", unexport)
+
+    def start_when_live(self, inst: Instance, start: Callable[[], None]) -> None:
+        with self._table.lock:
+            _check_can_register_unlocked(inst, "start a thread")
+            if inst.state is State.COMING:
+                inst.staged_starts.append(start)
+                return
+        start()
+
+    def taint(self, flag: str, module: str, reason: str) -> None:
+        self._journal.taint(flag, module, reason)
+
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._table.lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix=f"livemod-{self._host_id}-work"
+                )
+            return self._pool
+
+    def shutdown(self) -> None:
+        """At close: drop queued work; running work finishes on its own."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ dependency edges
+
+    def require(self, inst: Instance, name: str) -> Any:
+        try:
+            target = self._edge(inst, name, "require")
+        except ModuleNotFoundError as exc:
+            raise DependencyError(str(exc), module=inst.name, chain=(inst.name, name)) from None
+        return Exports(self._table, target.name)
+
+    def import_hook(self, name: str, fromlist: Sequence[str], importing: Any) -> Any:
+        """``__import__`` of a livemod.mods.* (or watched) name from module code."""
+        module = importing.get("__name__", "") if isinstance(importing, dict) else ""
+        inst = None
+        while module and inst is None:  # a submodule's package owns it
+            inst = self._table.by_private.get(module)
+            module = module.rpartition(".")[0]
+        if inst is None or inst.state is State.GONE:
+            raise ImportError(f"{name}: only modules loaded by this host may import it "
+                              f"(the importing module is unloaded, or not livemod's)")
+        return self._import_for(inst, name, fromlist)
+
+    def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
+        """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""
+        if name == "atexit":
+            return watched_atexit(inst)
+        parts = name.split(".")[2:]
+        if not parts:
+            found = {leaf: self._import_dep(inst, leaf) for leaf in fromlist}
+            return Namespace(found)
+        target = self._import_dep(inst, parts[0])
+        for depth in range(1, len(parts)):
+            target = __import__(target.__name__ + "." + parts[depth], fromlist=("_",))
+        if fromlist:
+            return target
+        # The package itself, without importing it here (that would be an import cycle).
+        livemod = sys.modules[__name__.rpartition(".")[0]]
+        return Namespace({"mods": Namespace({parts[0]: self._import_dep(inst, parts[0])})},
+                         fallback=livemod)
+
+    def _import_dep(self, inst: Instance, dep: str) -> Any:
+        target = self._edge(inst, dep, "import")
+        return target.module
+
+    def _edge(self, inst: Instance, dep: str, how: str) -> Instance:
+        with self._table.lock:
+            target = self._table.usable_unlocked(dep)
+            if target is None or target.module is None:
+                raise ModuleNotFoundError(
+                    f"module {inst.name!r} cannot {how} {dep!r}: it is not loaded (live) in "
+                    f"this host (declare it in depends and load with modprobe)", name=dep,
+                )
+            if target is not inst and target.name not in inst.uses:
+                if inst.name in self._table.uses_closure_unlocked(target):
+                    raise DependencyError(
+                        f"module {inst.name!r} cannot use {target.name!r}: {target.name!r} "
+                        f"already uses {inst.name!r} (dependency cycle)",
+                        module=inst.name, chain=(inst.name, target.name, inst.name),
+                    )
+                inst.uses.add(target.name)
+            if how == "import" and target is not inst:
+                inst.bound.add(target.name)
+        return target
+
+
+def _check_can_register_unlocked(inst: Instance, action: str) -> None:
+    if inst.state not in (State.COMING, State.LIVE):
+        raise ModuleGoing(
+            f"module {inst.name!r} is {inst.state.name}; it cannot {action} now",
+            module=inst.name,
+        )

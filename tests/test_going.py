@@ -1,0 +1,87 @@
+"""GOING is never a dead end: every failure after unpublish ends LIVE again or GONE.
+
+The failures are livemod's own, injected by replacing one internal step with one that
+raises (the module, the host, its threads and hooks are all real).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import livemod
+from livemod import State, _hooks, _leaks, _loader, _quiesce
+
+pytestmark = pytest.mark.usefixtures("no_stray_threads")
+
+MODULES = Path(__file__).parent / "fixtures" / "modules"
+BASIC = str(MODULES / "basic.py")
+THREADED = str(MODULES / "threaded.py")
+
+
+def boom(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("injected failure")
+
+
+def taints(host: livemod.Host) -> list[tuple[str, str]]:
+    return [(t.flag, t.reason) for t in host.tainted]
+
+
+def test_a_failure_before_exit_republishes_the_module(
+    host: livemod.Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host.insmod(BASIC)
+    monkeypatch.setattr(_quiesce, "running_in", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        host.rmmod("basic")
+    assert [(r.name, r.state) for r in host.lsmod()] == [("basic", State.LIVE)]
+    assert host.hook("basic.ping")(1) == [("pong", 1)]
+    assert any(e.kind == "unload-refused" and "injected" in e.message for e in host.events())
+    monkeypatch.undo()
+    host.rmmod("basic")
+    assert host.lsmod() == []
+
+
+@pytest.mark.parametrize("step", ["leak watch", "sys.modules"])
+def test_a_failure_after_exit_began_still_ends_gone_and_tainted(
+    host: livemod.Host, monkeypatch: pytest.MonkeyPatch, probe: Any, step: str
+) -> None:
+    host.insmod(THREADED)
+    if step == "leak watch":
+        monkeypatch.setattr(_leaks, "watch", boom)
+    else:
+        monkeypatch.setattr(_loader, "remove_modules", boom)
+    host.rmmod("threaded")  # returns: the module is gone, the host says what went wrong
+    assert host.lsmod() == []
+    # (left in sys.modules, the module also leaks: that is tainted and reported too)
+    flag, reason = taints(host)[0]
+    assert flag == "unload-failed" and "injected failure" in reason
+    assert any(e.kind == "taint" and "injected" in e.message for e in host.events())
+    assert not [t for t in threading.enumerate() if t.name.startswith("threaded-")]
+    monkeypatch.undo()
+    for name in [n for n in sys.modules if n.startswith("livemod.mods.")
+                 and n.endswith(".threaded")]:
+        del sys.modules[name]  # what the failed step did not take out
+    host.insmod(THREADED)  # the name is free again
+    host.rmmod("threaded")
+
+
+def test_rmmod_of_a_module_left_going_finishes_the_job(
+    host: livemod.Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host.insmod(BASIC)
+    # The unload fails, and so does putting the module back: it is left GOING.
+    monkeypatch.setattr(_quiesce, "running_in", boom)
+    monkeypatch.setattr(_hooks.HookTable, "publish_unlocked", boom)
+    with pytest.raises(RuntimeError):
+        host.rmmod("basic")
+    assert [(r.name, r.state) for r in host.lsmod()] == [("basic", State.GOING)]
+    monkeypatch.undo()
+    host.rmmod("basic")
+    assert host.lsmod() == []
+    host.insmod(BASIC)
+    assert host.hook("basic.ping")(2) == [("pong", 2)]

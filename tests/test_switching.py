@@ -1,0 +1,56 @@
+"""Module operations switch threads quickly while they run, and restore the interval."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import livemod
+from livemod._switching import QUICK, quick_switching
+
+pytestmark = pytest.mark.usefixtures("no_stray_threads")
+
+BASIC = str(Path(__file__).parent / "fixtures" / "modules" / "basic.py")
+
+
+def test_rmmod_and_replace_lower_the_interval_while_they_run(host: livemod.Host) -> None:
+    seen: list[float] = []
+    host.insmod(BASIC)
+    host.subscribe(lambda *_: seen.append(sys.getswitchinterval()))
+    before = sys.getswitchinterval()
+    host.replace("basic")
+    host.rmmod("basic")
+    assert seen and all(s <= QUICK for s in seen), seen
+    assert sys.getswitchinterval() == before
+
+
+def test_overlapping_operations_restore_what_the_first_found() -> None:
+    before = sys.getswitchinterval()
+    inner_in, inner_out = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with quick_switching():
+            inner_in.set()
+            inner_out.wait(5)
+
+    t = threading.Thread(target=other)
+    with quick_switching():
+        t.start()
+        assert inner_in.wait(5)
+    assert sys.getswitchinterval() <= QUICK  # the other one still runs
+    inner_out.set()
+    t.join(5)
+    assert sys.getswitchinterval() == before
+
+
+def test_a_setting_made_meanwhile_stands() -> None:
+    before = sys.getswitchinterval()
+    try:
+        with quick_switching():
+            sys.setswitchinterval(0.002)
+        assert sys.getswitchinterval() == 0.002
+    finally:
+        sys.setswitchinterval(before)
