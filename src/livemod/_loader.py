@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from . import _native
+from ._owned import kind
 
 __all__ = [
     "Importer",
@@ -114,14 +115,16 @@ def remove_modules(private_name: str) -> list[types.ModuleType]:
 
 def namespaces_of(private_name: str) -> list[types.ModuleType]:
     """The module and its submodules (a scan of ``sys.modules`` only for packages)."""
+    # By the real type only: hasattr/isinstance on a lazy module object (six's moves, a
+    # module that replaced itself in sys.modules) would run its __getattr__ or __class__.
     main = sys.modules.get(private_name)
-    if isinstance(main, types.ModuleType) and not hasattr(main, "__path__"):
+    if type(main) is types.ModuleType and "__path__" not in main.__dict__:
         return [main]
     below = private_name + "."
     return [
         m
         for n, m in list(sys.modules.items())
-        if (n == private_name or n.startswith(below)) and isinstance(m, types.ModuleType)
+        if (n == private_name or n.startswith(below)) and kind(m, types.ModuleType)
     ]
 
 
