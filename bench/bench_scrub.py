@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import livemod
-from livemod import _scrub
+from livemod import _scrub, _scrub_registries
 
 MODULE = '''__livemod__ = {"name": "cycled", "version": "1"}
 class Shape:
@@ -57,14 +57,14 @@ def main() -> None:
     path = folder / "cycled.py"
     path.write_text(MODULE)
     host = livemod.Host(leak_check=False)
-    real = (_scrub.scrub_instance, _scrub.baseline)
+    real = (_scrub_registries.scrub_instance, _scrub.baseline)
 
     def off() -> None:
-        _scrub.scrub_instance = lambda *a, **k: ([], [])  # type: ignore[assignment]
+        _scrub_registries.scrub_instance = lambda *a, **k: ([], [])  # type: ignore[assignment]
         _scrub.baseline = lambda: {}  # type: ignore[assignment]
 
     def on() -> None:
-        _scrub.scrub_instance, _scrub.baseline = real  # type: ignore[assignment]
+        _scrub_registries.scrub_instance, _scrub.baseline = real  # type: ignore[assignment]
 
     cycle_cost(host, path, args.cycles)  # warm up
     costs: dict[str, list[float]] = {"scrub": [], "noscrub": []}

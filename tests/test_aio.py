@@ -847,6 +847,7 @@ def test_enter_in_a_sync_module_on_a_sync_host(
     assert log[3:] == ["close z", "close y", "close x"]
 
 
+@pytest.mark.asserts_leak
 def test_module_code_is_collected_after_an_async_unload(tmp_path: Path, probe: Probe) -> None:
     path = write(tmp_path, "tasky", TASKY)
 

@@ -132,11 +132,13 @@ def test_every_subcommand(running: tuple[HostProcess, dict[str, str]]) -> None:
     status = json.loads(ok("status", "--json"))
     assert status["name"] == "cli-test" and status["pid"] == host.proc.pid
     assert "cli-test (pid" in ok("status")
-    assert ok("lsmod").split() == ["Module", "Version", "State", "Holds", "Used", "by"]
+    assert ok("lsmod").split() == ["Module", "Version", "State", "Size", "Holds", "Used", "by"]
 
     assert ok("modprobe", "beta").strip() == "beta 2.1.0 LIVE"
     table = ok("lsmod").splitlines()
-    assert table[1].split() == ["alpha", "1.0.0", "LIVE", "0", "1", "beta"]
+    name, version, state, size, *rest = table[1].split()
+    assert [name, version, state, *rest] == ["alpha", "1.0.0", "LIVE", "0", "1", "beta"]
+    assert int(size) > 1000
     rows = json.loads(ok("lsmod", "--json"))
     assert [(r["name"], r["version"], r["state"], r["holds"], r["used_by"]) for r in rows] == [
         ("alpha", "1.0.0", "LIVE", 0, ["beta"]), ("beta", "2.1.0", "LIVE", 0, [])]
@@ -150,6 +152,7 @@ def test_every_subcommand(running: tuple[HostProcess, dict[str, str]]) -> None:
     fails(_code("ModuleNotFound"), "modprobe", "nothing-like-it")
 
     assert "parm:        greeting:str (default 'hello', writable)" in ok("modinfo", "first")
+    assert "filename:    " + str(MODULES / "alpha.py") in ok("modinfo", "first")
     local = json.loads(ok("modinfo", str(MODULES / "beta.py"), "--json"))  # read here
     assert local["depends"] == ["alpha>=1.0"]
     fails(_code("ModuleNotFound"), "modinfo", "nothing-like-it")
@@ -186,16 +189,20 @@ def test_every_subcommand(running: tuple[HostProcess, dict[str, str]]) -> None:
 def test_rmmod_wait_shows_what_it_waits_for(running: tuple[HostProcess, dict[str, str]]) -> None:
     _host, env = running
     assert livemod("insmod", str(MODULES / "holder.py"), env=env).returncode == 0
-    assert livemod("param", "holder", "hold_for=2.5", env=env).returncode == 0  # pins 2.5 s
+    # Pins for 8 s: long enough for the next two commands even on a loaded machine, where
+    # one `livemod` run takes over a second.
+    assert livemod("param", "holder", "hold_for=8", env=env).returncode == 0
     refused = livemod("rmmod", "holder", env=env)
     assert refused.returncode == _code("ModuleBusy") and "packet pinned" in refused.stderr
     timed_out = livemod("rmmod", "holder", "--wait", "0.2", env=env)
     assert timed_out.returncode == _code("ModuleBusy") and "rolled back" in timed_out.stderr
     assert json.loads(livemod("lsmod", "--json", env=env).stdout)[0]["state"] == "LIVE"
 
+    # A fresh pin, so the waiting rmmod has something to wait for however slow the above was.
+    assert livemod("param", "holder", "hold_for=8", env=env).returncode == 0
     waited = livemod("rmmod", "holder", "--wait", "20", env=env)
     assert waited.returncode == 0, waited.stderr
-    assert "livemod rmmod: holder: waiting for: packet pinned for 2.5s" in waited.stderr
+    assert "livemod rmmod: holder: waiting for: packet pinned for 8s" in waited.stderr
     assert json.loads(livemod("lsmod", "--json", env=env).stdout) == []
 
 
@@ -300,6 +307,7 @@ def test_demo_and_local_modinfo_need_no_host() -> None:
     assert r.returncode == 0 and "demo: OK" in r.stdout
     r = livemod("modinfo", str(MODULES / "alpha.py"), env=env)
     assert r.returncode == 0 and "name:        alpha" in r.stdout
+    assert "author:" not in r.stdout  # empty fields are left out, as kmod does
 
 
 def test_restart_after_kill_9_brings_back_the_same_modules_and_params(workdir: str) -> None:

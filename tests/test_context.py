@@ -77,6 +77,7 @@ def test_worker_thread_ticks_and_is_stopped_at_unload(
     assert host.tainted == ()
 
 
+@pytest.mark.asserts_leak
 def test_a_thread_that_will_not_stop_is_reported_and_taints(
     host: livemod.Host, probe: Any, wait_for: Callable[..., Any]
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import livemod
-from livemod import _leaks
+from livemod import _leak_watch, _leaks
 
 MODULES = Path(__file__).parent / "fixtures" / "modules"
 
@@ -27,7 +27,7 @@ def test_a_singledispatch_registration_is_named() -> None:
     exec("class Shape:\n    pass\n", module.__dict__)
     sys.modules[private] = module
     renderlib.render_value.register(module.Shape, lambda v: "shape")
-    watch = _leaks.watch("renderplug", "1.0", [module])
+    watch = _leak_watch.watch("renderplug", "1.0", [module])
     del sys.modules[private], module
     try:
         gc.collect()
@@ -36,7 +36,7 @@ def test_a_singledispatch_registration_is_named() -> None:
         assert any("held by the singledispatch registry of renderlib.render_value" in c
                    for c in watch.chains), watch.chains
     finally:
-        from livemod._scrub import registry_of
+        from livemod._scrub_registries import registry_of
 
         found = registry_of(renderlib.render_value)
         assert found is not None

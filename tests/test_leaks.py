@@ -22,6 +22,7 @@ def path(name: str) -> str:
     return str(single if single.exists() else MODULES / name)
 
 
+@pytest.mark.asserts_leak
 def test_a_well_behaved_module_is_really_gone(host: livemod.Host) -> None:
     m = host.insmod(path("basic"))
     ping_ref = weakref.ref(m.exports["ping"])
@@ -37,6 +38,7 @@ def test_a_well_behaved_module_is_really_gone(host: livemod.Host) -> None:
     assert m.name == "basic" and dict(m.exports) == {}
 
 
+@pytest.mark.asserts_leak
 def test_a_package_is_really_gone(host: livemod.Host) -> None:
     host.insmod(path("webpkg"))
     assert host.hook("webpkg.lazy")() == ["lazy value"]
@@ -45,6 +47,7 @@ def test_a_package_is_really_gone(host: livemod.Host) -> None:
     assert host.tainted == ()
 
 
+@pytest.mark.asserts_leak
 def test_a_function_kept_in_a_test_owned_list_is_reported(
     host: livemod.Host, probe: Any
 ) -> None:
@@ -73,6 +76,7 @@ def test_a_function_kept_in_a_test_owned_list_is_reported(
     assert len(host.tainted) == 1  # the taint stays: it happened
 
 
+@pytest.mark.asserts_leak
 def test_a_function_kept_in_a_local_list_names_the_list(host: livemod.Host) -> None:
     host.insmod(path("leaky"))
     kept: list[Any] = []
@@ -82,6 +86,7 @@ def test_a_function_kept_in_a_local_list_names_the_list(host: livemod.Host) -> N
     assert any("list[0]" in c for c in leak.chains), leak.chains
 
 
+@pytest.mark.asserts_leak
 def test_a_function_kept_in_a_global_of_another_module_is_reported(
     host: livemod.Host, probe: Any
 ) -> None:
@@ -94,6 +99,7 @@ def test_a_function_kept_in_a_global_of_another_module_is_reported(
     assert host.leaks() == []
 
 
+@pytest.mark.asserts_leak
 def test_a_leak_is_listed_until_collected_on_every_call(host: livemod.Host) -> None:
     host.insmod(path("leaky"))
     kept: list[Any] = []
@@ -119,12 +125,13 @@ def test_leak_check_can_be_turned_off(probe: Any) -> None:
     probe.holder = None
 
 
+@pytest.mark.asserts_leak
 def test_a_failed_init_leaves_nothing_alive(host: livemod.Host, probe: Any) -> None:
     refs: list[weakref.ref[Any]] = []
 
     def watch(name: str, old: Any, new: livemod.State) -> None:
         if name == "failinit" and new is livemod.State.COMING:
-            private = [n for n in sys.modules if n.endswith(f"._h{host._id}.failinit")]
+            private = [n for n in sys.modules if n.endswith(f".{host._tag}.failinit")]
             refs.extend(weakref.ref(sys.modules[n]) for n in private)
 
     host.subscribe(watch)

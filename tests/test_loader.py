@@ -25,7 +25,7 @@ def path(name: str) -> str:
 
 def names_of(host: livemod.Host) -> set[str]:
     """Every sys.modules entry that belongs to ``host``."""
-    prefix = f"livemod.mods._h{host._id}."
+    prefix = f"livemod.mods.{host._tag}."
     return {n for n in sys.modules if n.startswith(prefix)}
 
 
@@ -172,6 +172,7 @@ def test_two_hosts_loading_one_file_at_once_do_not_collide(probe: Any) -> None:
     assert [leak for h in hosts for leak in h.leaks()] == []
 
 
+@pytest.mark.asserts_leak
 def test_the_module_namespace_is_fresh_on_every_load(host: livemod.Host) -> None:
     host.modprobe("log")
     host.hook("nothing")  # a hook, to show it is not what keeps anything

@@ -81,15 +81,11 @@ def _now() -> float:
     return time.perf_counter()
 
 
-def _start_control(host: livemod.Host, socket: str | None) -> Any:
-    """Serve the host's control socket if the control plane is installed; else None."""
+def _control(socket: str | None) -> bool | str:
+    """``Host(control=...)`` for a ``socket`` setting: the default path, a path, or off."""
     if socket == "off":
-        return None
-    try:
-        from livemod.control.server import ControlServer
-    except ImportError:  # an older livemod without the control plane: run without it
-        return None
-    return ControlServer(host, socket or None).start()
+        return False
+    return socket or True
 
 
 def create_app(
@@ -106,18 +102,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        host = livemod.Host(modpath=[folder], name=name, timeout=10.0)
+        # control: the host serves its control socket, so `livemod lsmod` and `livemod
+        # upgrade` reach it; host.aclose() stops serving before anything is unloaded.
+        host = livemod.Host(modpath=[folder], name=name, timeout=10.0,
+                            control=_control(socket or os.environ.get(SOCKET_ENV)))
         try:
             for module in modules:
                 await host.ainsmod(folder / module)
             app.state.host = host
             app.state.hooks = (host.hook(BEFORE), host.hook(ROUTE), host.hook(AFTER))
-            app.state.control = _start_control(host, socket or os.environ.get(SOCKET_ENV))
             yield
         finally:
-            control = getattr(app.state, "control", None)
-            if control is not None:
-                control.close()
             await host.aclose()
 
     return Starlette(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import errors
 from ._context import HookHandle, ModuleContext, Registration, Timer
 from ._hooks import Hook
+from ._imports import ModuleView
 from ._instance import Module, ModuleStatus
 from ._leaks import Leak
 from ._metadata import ModuleInfo, ParamSpec
@@ -28,6 +29,7 @@ from .errors import (
     ModuleGoing,
     ModuleNotFound,
     NativeCacheFull,
+    NotInstalled,
     ParamError,
     ProtocolError,
     SignatureError,
@@ -56,7 +58,9 @@ __all__ = [
     "ModuleInfo",
     "ModuleNotFound",
     "ModuleStatus",
+    "ModuleView",
     "NativeCacheFull",
+    "NotInstalled",
     "ParamError",
     "ParamSpec",
     "Params",

@@ -53,6 +53,7 @@ from ._depmod_entry import (
 )
 from ._manifest import read_manifest
 from ._metadata import ModuleInfo
+from ._version import is_pattern
 from .errors import ManifestError, ModuleNotFound
 
 __all__ = [
@@ -253,6 +254,18 @@ class Index:
         if isinstance(found, ManifestError):
             raise found
         return found
+
+    def patterns(self) -> list[tuple[str, ModuleInfo]]:
+        """``(alias pattern, module)`` for every alias pattern (``"codec:image/*"``) of a
+        usable module, in search order: what ``Host.request`` matches against."""
+        if any([folder.check() for folder in self._folders]):
+            self._keys = None
+        found = []
+        for key, entries in self._key_map().items():
+            if is_pattern(key):
+                found += [(key, e.info) for e in entries if e.info is not None]
+        order = {id(e.info): i for i, e in enumerate(self.entries())}
+        return sorted(found, key=lambda pair: order.get(id(pair[1]), len(order)))
 
     def candidates(self) -> list[str]:
         """Every module file and package folder, broken ones too, in search order."""

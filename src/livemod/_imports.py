@@ -9,6 +9,7 @@ module that notes direct registrations (as strings) for the leak report.
 from __future__ import annotations
 
 import atexit
+import importlib
 import sys
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -23,7 +24,7 @@ from .errors import ModuleGoing
 if TYPE_CHECKING:
     from ._table import ModuleTable
 
-__all__ = ["Exports", "Namespace", "watched_atexit"]
+__all__ = ["Exports", "ModuleView", "Namespace", "watched_atexit"]
 
 
 @final
@@ -88,3 +89,64 @@ def watched_atexit(inst: Instance) -> Any:
 
     view.register = register  # type: ignore[attr-defined]
     return view
+
+
+@final
+class ModuleView:
+    """``host.namespace(name)``: a loaded module's namespace, looked up on each access.
+
+    It holds the host's module table and a dotted path, never the module, so it does not
+    keep an unloaded module alive; after an upgrade it reaches the new version. A submodule
+    reached through it is a view too (``host.namespace("rich").console.Console``),
+    imported on first use like ``import rich.console``; anything else is the object itself.
+    """
+
+    __slots__ = ("_name", "_path", "_table")
+
+    def __init__(self, table: ModuleTable, name: str, path: tuple[str, ...] = ()) -> None:
+        self._table = table
+        self._name = name
+        self._path = path
+
+    def _target(self) -> tuple[str, ModuleType]:
+        from .errors import ModuleNotFound
+
+        inst = self._table.find(self._name)
+        if inst is None:
+            raise ModuleNotFound(f"module {self._name!r} is not loaded (see lsmod for what "
+                                 f"is)", module=self._name)
+        module = inst.module
+        if inst.state is not State.LIVE or module is None:
+            raise ModuleGoing(f"module {self._name!r} is {inst.state.name}, not LIVE",
+                              module=self._name)
+        for part in self._path:
+            module = getattr(module, part)
+        return inst.private_name, module
+
+    def __getattr__(self, attr: str) -> Any:
+        private, module = self._target()
+        try:
+            value = getattr(module, attr)
+        except AttributeError:
+            if not hasattr(module, "__path__") or attr.startswith("_"):
+                raise
+            # A package's submodule not imported yet: import it, as ``import pkg.sub``
+            # would in the module (a name that is not a submodule stays AttributeError).
+            try:
+                value = importlib.import_module(f"{module.__name__}.{attr}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{module.__name__}.{attr}":
+                    raise
+                raise AttributeError(
+                    f"module {self._name!r} has no attribute or submodule {attr!r}"
+                ) from None
+        if ModuleType in type(value).__mro__ and value.__name__.startswith(private + "."):
+            return ModuleView(self._table, self._name, (*self._path, attr))
+        return value
+
+    def __dir__(self) -> list[str]:
+        return sorted(vars(self._target()[1]))
+
+    def __repr__(self) -> str:
+        dotted = ".".join((self._name, *self._path))
+        return f"<livemod namespace of {dotted!r}>"

@@ -109,6 +109,8 @@ class Instance:
         self.name = info.name
         self.params = params
         self.private_name = ""
+        self.wiring: Any = None  # _wiring.Wiring: what its imports resolve to
+        self.mixed_copies: set[str] = set()  # public names an unwired import mixed in
         self.module: types.ModuleType | None = None
         self.namespace_ids: frozenset[int] = frozenset()
         self.files: frozenset[str] = frozenset()  # absolute paths of its .py files
@@ -183,6 +185,9 @@ class ModuleStatus:
     #: Its extension modules loaded so far (``pkg._speedups``): native code, whose library
     #: stays mapped for the life of the process after the module unloads.
     native: tuple[str, ...] = ()
+    #: Bytes of memory the module's own objects hold, measured when lsmod was called (see
+    #: ``livemod._size``): ``lsmod``'s Size column.
+    size: int = 0
 
 
 class ModuleIdentity:

@@ -13,9 +13,11 @@ Every look is one small function that returns phrases; a failing one is skipped.
 from __future__ import annotations
 
 import copyreg
+import itertools
 import logging
 import sys
 import threading
+import time
 import typing
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,14 +25,16 @@ from typing import Any, Final
 
 from ._owned import Owner, class_qualname, safe_vars
 
-__all__ = ["holders"]
+__all__ = ["explain", "holders", "outside_gc"]
 
 _log = logging.getLogger("livemod")
 
 #: Most phrases one report gives.
 _MAX: Final = 8
 #: Most items of one container looked at.
-_SCAN: Final = 1000
+_SCAN: Final = 100
+#: The deadline of the report under way in this thread (read by the longest look).
+_bound = threading.local()
 
 
 def _typing(o: Owner) -> Iterator[str]:
@@ -72,9 +76,9 @@ def _copyreg(o: Owner) -> Iterator[str]:
 
 
 def _singledispatch(o: Owner) -> Iterator[str]:
-    from ._scrub import _dispatchers, registry_of
+    from ._scrub_registries import dispatchers, registry_of
 
-    for fn, label in _dispatchers():
+    for fn, label in dispatchers():
         registry = registry_of(fn)
         for key, value in list((registry or {}).items()):
             if o.owns(key) or (key is not object and o.owns(value)):
@@ -107,7 +111,10 @@ def _sys_modules(o: Owner) -> Iterator[str]:
 
 
 def _globals(o: Owner) -> Iterator[str]:
+    deadline = getattr(_bound, "deadline", float("inf"))
     for key, module in list(sys.modules.items()):
+        if time.monotonic() > deadline:
+            return
         if o.owns_name(key):
             continue
         ns = safe_vars(module)
@@ -127,16 +134,16 @@ def _inside(o: Owner, value: object) -> str | None:
     holds one of the module's objects, one level down and within a bound."""
     t = type(value)
     if t is list or t is tuple:
-        for i, item in enumerate(list(value)[:_SCAN]):  # type: ignore[call-overload]
+        for i, item in enumerate(value[:_SCAN]):  # type: ignore[index]
             if o.owns(item):
                 return f"{o.describe(item)} <- {t.__name__}[{i}]"
     elif t is dict:
-        for k, item in list(value.items())[:_SCAN]:  # type: ignore[attr-defined]
+        for k, item in list(itertools.islice(value.items(), _SCAN)):  # type: ignore[attr-defined]
             if o.owns(item) or o.owns(k):
                 where = f"dict[{k!r}]" if type(k) is str else "dict key"
                 return f"{o.describe(item if o.owns(item) else k)} <- {where}"
     elif t is set or t is frozenset:
-        for item in list(value)[:_SCAN]:  # type: ignore[call-overload]
+        for item in list(itertools.islice(value, _SCAN)):  # type: ignore[call-overload]
             if o.owns(item):
                 return f"{o.describe(item)} <- {t.__name__} member"
     return None
@@ -155,13 +162,33 @@ _LOOKS: Final[tuple[Callable[[Owner], Iterator[str]], ...]] = (
 )
 
 
-def holders(owner: Owner) -> list[str]:
+def explain(name: str, names: dict[str, str], files: frozenset[str],
+            budget: float) -> list[str]:
+    """``holders`` for an unloaded module known by its private names and files."""
+    if not names:
+        return []
+    return holders(Owner(name, min(names, key=len), files=files), budget)
+
+
+def outside_gc(chain: str, native: tuple[str, ...], no_root: str, marker: str) -> str:
+    """A chain with no root, of a module with native code: the holder is native."""
+    head = chain[: -len(no_root)].rstrip(" <-")
+    return f"{head} <- native code of {', '.join(native)} {marker}"
+
+
+def holders(owner: Owner, budget: float = 0.25) -> list[str]:
     """Chains from the module's objects to the known registries that hold them, in
     words (empty: none of them does)."""
     found: list[str] = []
+    deadline = time.monotonic() + budget
+    _bound.deadline = deadline
     for look in _LOOKS:
+        if time.monotonic() > deadline:  # a huge heap: leave the rest to the bounded walk
+            break
         try:
             for phrase in look(owner):
+                if time.monotonic() > deadline:
+                    break
                 if phrase not in found:
                     found.append(phrase)
                 if len(found) >= _MAX:

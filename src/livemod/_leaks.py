@@ -20,7 +20,6 @@ host says so instead of reporting a leak; 3.14 collects these objects again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -32,18 +31,21 @@ import types
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, final
 
-from ._owned import among, class_module, class_qualname, mro, safe_vars
+from ._owned import attrs_of as _attrs
+from ._owned import class_qualname, safe_vars
+from ._owned import is_kind as _is
+from ._owned import key_words as _key
+from ._owned import module_name_of as _module_name
 from ._quiesce import Frame, thread_stacks
 
 _log = logging.getLogger("livemod")
 
 __all__ = [
-    "Leak", "LeakWatch", "other_thread_collecting", "safe_watch", "state", "unverifiable",
-    "warn_if_unverifiable", "watch", "watch_collections",
+    "Leak", "LeakWatch", "other_thread_collecting", "state", "unverifiable",
+    "warn_if_unverifiable", "watch_collections",
 ]
 
 _MAX_REFS: Final = 2000
@@ -51,12 +53,6 @@ _MAX_DEPTH: Final = 8
 _MAX_NODES: Final = 5000
 _NO_ROOT: Final = "(no recognisable root found within the search bound)"
 _OUTSIDE_GC: Final = "(held outside the GC)"
-
-
-def _outside_gc(chain: str, native: tuple[str, ...]) -> str:
-    """A chain with no root, of a module with native code: the holder is native."""
-    head = chain[: -len(_NO_ROOT)].rstrip(" <-")
-    return f"{head} <- native code of {', '.join(native)} {_OUTSIDE_GC}"
 
 
 #: Calls to ``gc.get_referrers`` one ``explain()`` may make (each scans the whole heap).
@@ -182,19 +178,15 @@ class LeakWatch:
             self.chains = (f"(the leak report failed: {type(exc).__name__}; see the log)",)
 
     def _explain(self, budget: float) -> None:
-        if self._explain_by_registries():
+        if self._explain_by_registries(budget / 2):
             return
         self._explain_by_walk(budget)
 
-    def _explain_by_registries(self) -> bool:
+    def _explain_by_registries(self, budget: float) -> bool:
         """The known registries first: cheap, and they say in words who holds the module."""
-        from ._leak_registries import holders
-        from ._owned import Owner
+        from ._leak_registries import explain
 
-        if not self.names:
-            return False
-        root = min(self.names, key=len)
-        found = holders(Owner(self.name, root, files=self.files))
+        found = explain(self.name, self.names, self.files, budget)
         if found:
             self.chains = tuple(found)
         return bool(found)
@@ -229,7 +221,9 @@ class LeakWatch:
                 chains.append(chain)
         explained = [c for c in chains if not c.endswith(_NO_ROOT)]
         if not explained and self.native:
-            chains = [_outside_gc(c, self.native) for c in chains]
+            from ._leak_registries import outside_gc
+
+            chains = [outside_gc(c, self.native, _NO_ROOT, _OUTSIDE_GC) for c in chains]
         self.chains = tuple(explained or chains[:1])
 
     def held_outside_gc(self) -> bool:
@@ -264,104 +258,11 @@ def other_thread_collecting() -> bool:
     return bool(_collecting - {threading.get_ident()})
 
 
-def safe_watch(
-    name: str, version: str, modules: Iterable[types.ModuleType]
-) -> LeakWatch | None:
-    """``watch``, or None (logged) if it fails: a leak check never stops an unload."""
-    try:
-        return watch(name, version, modules)
-    except Exception:
-        _log.exception("module %r: could not set up the leak check; unloading without it",
-                       name)
-        return None
-
-
-def watch(name: str, version: str, modules: Iterable[types.ModuleType]) -> LeakWatch:
-    """Take weak references to the modules and what they define (call before unloading).
-
-    Runs none of the module's code: namespaces are read through the builtin types'
-    descriptors, kinds are told by ``type(x)`` and ``__mro__`` (``isinstance`` would read a
-    ``__class__`` property), and class attributes are read from the class's own dict
-    (``getattr`` would run a six-style lazy descriptor, which imports on access).
-    """
-    modules = list(modules)
-    namespaces = [ns for ns in (safe_vars(m) for m in modules) if type(ns) is dict]
-    ids = {id(ns) for ns in namespaces}
-    names = {n for n in (dict.get(ns, "__name__") for ns in namespaces) if type(n) is str}
-    refs: list[tuple[str, weakref.ref[Any]]] = []
-    seen: set[int] = set()
-    first = min(names, key=len) if names else ""
-
-    def add(desc: str, obj: Any) -> None:
-        if id(obj) in seen or len(refs) >= _MAX_REFS:
-            return
-        seen.add(id(obj))
-        with contextlib.suppress(TypeError):  # not weak-referenceable: cannot be watched
-            refs.append((desc, weakref.ref(obj)))
-
-    def user_name(private: str) -> str:
-        return name + private[len(first):] if first and private.startswith(first) else private
-
-    def add_function(short: str, fn: types.FunctionType) -> None:
-        if id(fn.__globals__) in ids:
-            add(f"{short}.{fn.__qualname__} (function)", fn)
-            add(f"{short}.{fn.__qualname__} (code)", fn.__code__)
-
-    for m, ns in zip(modules, namespaces, strict=False):
-        short = user_name(str(dict.get(ns, "__name__", "?")))
-        add(f"{short} (module)", m)
-        for value in list(ns.values()):
-            t = type(value)
-            if t is types.FunctionType:
-                add_function(short, value)
-            elif among(type, mro(t)) and class_module(value) in names:
-                add(f"{short}.{class_qualname(value)} (class)", value)
-                for attr in list((safe_vars(value) or {}).values()):
-                    ta = type(attr)
-                    if ta is staticmethod or ta is classmethod:
-                        attr = attr.__func__  # the builtin descriptors' own field
-                        ta = type(attr)
-                    if ta is types.FunctionType:
-                        add_function(short, attr)
-    watch = LeakWatch(name, version, refs, {n: user_name(n) for n in names})
-    files = (dict.get(ns, "__file__") for ns in namespaces)
-    watch.files = frozenset(p for p in files if type(p) is str)
-    return watch
-
-
 def _where(frame: types.FrameType | None) -> str:
     if frame is None:
         return "?"
     code = frame.f_code
     return f"{os.path.basename(code.co_filename)}:{frame.f_lineno} {code.co_name}"
-
-
-def _is(obj: object, cls: Any) -> bool:
-    """``isinstance`` by the real type only: never reads ``obj.__class__`` (a property of a
-    module's class would run)."""
-    bases = mro(type(obj))
-    return any(among(c, bases) for c in getattr(cls, "__args__", (cls,)))
-
-
-def _key(key: object) -> str:
-    """A dict key in words; only plain keys are repr'd (a module's ``__repr__`` would run)."""
-    t = type(key)
-    plain = t is str or t is int or t is float or t is bool or t is bytes
-    return repr(key) if plain else _short(key)
-
-
-def _module_name(module: Any) -> str:
-    ns = safe_vars(module)
-    name = dict.get(ns, "__name__") if type(ns) is dict else None
-    return name if type(name) is str else "?"
-
-
-def _attrs(obj: object) -> dict[str, Any]:
-    try:
-        found = object.__getattribute__(obj, "__dict__")
-    except AttributeError:
-        return {}
-    return found if type(found) is dict else {}
 
 
 def _short(obj: Any) -> str:

@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from . import _deps, _loader, _native, _params, _provenance, _quiesce, _scrub, _upgrade
+from . import _deps, _loader, _params, _quiesce, _upgrade, _wire
 from ._aio import LoopBridge
 from ._context import ModuleContext
 from ._drain import Progress, wait_quiet
@@ -65,6 +65,7 @@ from .config import Config
 from .errors import (
     InitError,
     LivemodError,
+    ManifestError,
     ModuleBusy,
     ModuleExists,
     ModuleGoing,
@@ -100,8 +101,6 @@ class Lifecycle:
         self.registrar = registrar
         self.modpath = modpath
         self.teardown = Teardown(table, journal, bridge, settings)
-        self.builtins = _loader.builtins_for(registrar.import_hook)
-        _provenance.mark(self.builtins, _provenance.by_globals(table.by_private))
         self.closed = False
 
     def check_open(self) -> None:
@@ -114,7 +113,12 @@ class Lifecycle:
              source: ModuleSource | None = None) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``op_lock``.
         ``source``: the module already read (outside the lock, by ``insmod``)."""
-        source = self.read(path) if source is None else source
+        try:
+            source = self.read(path) if source is None else source
+        except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
+            self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
+                               f"load refused: {exc}")
+            raise
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
         untrusted = self.verify(source)  # SignatureError here: nothing has changed yet
@@ -131,7 +135,6 @@ class Lifecycle:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
         source = read_module(path, signature=self.verifier.policy != "off",
                              precheck=self.verifier.precheck)
-        _native.check_room(source.info.name, source.by_path)  # NativeCacheFull: no change
         if self.verifier.policy == "enforce" and not self.settings.allow_outside_modpath:
             where = source.info.path
             if not any(where.startswith(folder + os.sep) for folder in self.settings.modpath):
@@ -172,12 +175,12 @@ class Lifecycle:
         """
         info = inst.info
         self.journal.notify((inst, None, State.LOADING))  # it was born LOADING
-        inst.scrub_before = _scrub.baseline()
         try:
             module = _loader.exec_module(
                 inst.private_name, source.code, source_file=info.source_file,
                 package_dir=info.path if info.is_package else None,
-                builtins=self.builtins, files=source.by_path,
+                builtins=_wire.wire(self.table, self.registrar, self.journal, inst),
+                files=source.by_path,
             )
             inst.module = module
             inst.namespace_ids = frozenset(
@@ -242,6 +245,13 @@ class Lifecycle:
             for soft in plan.post:
                 self._modprobe_soft(soft, plan.name, "post", config)
             return module
+
+    def plan(self, name: str, include_loaded: bool, config: Config | None) -> list[ModuleInfo]:
+        """``Host.modprobe_plan``: the modprobe chain, resolved and checked, not loaded."""
+        if config is not None:
+            name = config.modprobe_plan(name).name
+        versions = {} if include_loaded else self.table.versions()
+        return _deps.resolve_load_order(name, self.modpath.find, versions)
 
     def _modprobe_soft(self, soft: str, owner: str, when: str, config: Config) -> None:
         try:
@@ -437,8 +447,14 @@ class Lifecycle:
         """``Host.replace`` (the steps are in ``_upgrade``)."""
         with self.op_lock, quick_switching():
             self.check_open()
-            return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                    downgrade=downgrade, params=params)
+            try:
+                return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
+                                        downgrade=downgrade, params=params)
+            except InitError:
+                raise  # the failed load of the new version is in the log already
+            except LivemodError as exc:
+                self.journal.event("upgrade-refused", name, f"upgrade refused: {exc}")
+                raise
 
     def close(self, timeout: float | None, detach: Callable[[], None] | None) -> bool:
         """Unload everything, dependents first; False if it was closed already."""

@@ -7,25 +7,27 @@ import would use, so unload and upgrade never fight the normal import cache.
 ``from livemod.mods.log import write`` inside a module must (1) find ``log`` in the host that
 owns the *importing* module, and (2) record "log used by <importer>". A meta-path finder is
 consulted only on the first import of a name, so it cannot see a second importer; instead
-module namespaces get a ``__builtins__`` (one per host) whose ``__import__`` finds the
-importing module from the ``globals`` it is given, and functions defined in the module keep
-it, so lazy imports inside functions are seen too.
+each module's namespaces get their own ``__builtins__`` (``_wiring``) whose ``__import__``
+knows the importing module, and functions defined in the module keep it, so lazy imports
+inside functions are seen too.
 Submodules of a package module are found by one process-wide meta-path finder and executed
 with the same ``__builtins__``.
 """
 
 from __future__ import annotations
 
-import builtins
 import importlib.abc
 import importlib.machinery
+import importlib.resources.abc
 import os
+import pathlib
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from . import _native
+from . import _native, _wiring
+from ._bytecode import compile_cached
 from ._owned import kind
 
 __all__ = [
@@ -45,26 +47,6 @@ WATCHED: Final = frozenset({"atexit"})
 #: importer(name, fromlist, importing globals) -> what ``__import__`` returns for a
 #: livemod.mods.* name (or a WATCHED one).
 Importer = Callable[[str, Sequence[str], Any], Any]
-
-
-def builtins_for(importer: Importer) -> dict[str, Any]:
-    """A ``__builtins__`` for module namespaces whose ``__import__`` consults ``importer``."""
-    real_import = builtins.__import__
-
-    def __import__(
-        name: str,
-        globals: Any = None,
-        locals: Any = None,
-        fromlist: Sequence[str] | None = (),
-        level: int = 0,
-    ) -> Any:
-        if level == 0 and (name == "livemod.mods" or name.startswith(PREFIX) or name in WATCHED):
-            return importer(name, tuple(fromlist or ()), globals)
-        return real_import(name, globals, locals, fromlist or (), level)
-
-    table = dict(builtins.__dict__)
-    table["__import__"] = __import__
-    return table
 
 
 def exec_module(
@@ -134,6 +116,15 @@ class _Loader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return None
 
+    def get_resource_reader(self, fullname: str) -> _Resources | None:
+        """``importlib.resources`` of a package module (certifi's ``files("certifi")``):
+        the data files in its folder."""
+        module = sys.modules.get(fullname)
+        spec = getattr(module, "__spec__", None)
+        if spec is None or spec.origin is None or not spec.submodule_search_locations:
+            return None
+        return _Resources(os.path.dirname(spec.origin))
+
     def exec_module(self, module: types.ModuleType) -> None:
         spec = module.__spec__
         assert spec is not None and spec.origin is not None
@@ -144,9 +135,20 @@ class _Loader(importlib.abc.Loader):
         else:
             with open(spec.origin, "rb") as f:
                 source = f.read()
-        code = compile(source, spec.origin, "exec", dont_inherit=True)
+        code = compile_cached(source, spec.origin)
         module.__dict__["__builtins__"] = parent.__dict__["__builtins__"]
         exec(code, module.__dict__)
+
+
+class _Resources(importlib.resources.abc.TraversableResources):
+    """Resources of a package module: files in its folder, read when asked for (data, not
+    code: the load's snapshot holds what runs)."""
+
+    def __init__(self, folder: str) -> None:
+        self._folder = folder
+
+    def files(self) -> pathlib.Path:
+        return pathlib.Path(self._folder)
 
 
 _LOADER: Final = _Loader()
@@ -212,3 +214,4 @@ def install_finder() -> None:
     it is stateless and answers only for livemod's private names)."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
+    _wiring.install()

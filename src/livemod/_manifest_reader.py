@@ -19,7 +19,7 @@ from typing import Final, NoReturn
 from . import _manifest_limits as _limits
 from ._metadata import MANIFEST_NAME, MISSING, PARAM_TYPES, ModuleInfo, ParamSpec
 from ._names import nfkc_problem
-from ._version import NAME_RE, Requirement, parse_version
+from ._version import ALIAS_RE, NAME_RE, Requirement, is_pattern, parse_version
 from .errors import ManifestError
 
 __all__ = ["parse_source", "read_tree"]
@@ -244,9 +244,13 @@ class _Reader:
             return ()
         aliases: dict[str, None] = {}  # ordered, and a membership test in O(1)
         for alias, node in self.read_str_list(entry[1], "aliases", _limits.LIMITS.aliases):
-            if not NAME_RE.fullmatch(alias):
+            if not (NAME_RE.fullmatch(alias) or ALIAS_RE.fullmatch(alias)):
                 self.fail(node, "aliases", f"invalid alias {alias!r} (use letters, digits, "
-                          "'_', '.' and '-', starting with a letter or '_')")
+                          f"'_', '.', '-', and for request() keys ':', '/', '+'; patterns "
+                          f"may use '*', '?' and '[...]')")
+            if is_pattern(alias) and alias.count("[") != alias.count("]"):
+                self.fail(node, "aliases", f"alias pattern {alias!r} has an unclosed '[' "
+                          f"(write a set as [abc], or drop the bracket)")
             if alias in aliases or alias == name:
                 what = "the module's own name" if alias == name else "listed twice"
                 self.fail(node, "aliases", f"duplicate alias {alias!r}: it is {what} "

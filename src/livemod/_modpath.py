@@ -50,6 +50,11 @@ class ModPath:
         with self._lock:
             return self._index_unlocked().find(canonical(name))
 
+    def patterns(self) -> list[tuple[str, ModuleInfo]]:
+        """``(alias pattern, module)`` of the modpath's modules, in search order."""
+        with self._lock:
+            return self._index_unlocked().patterns()
+
     def candidates(self) -> Iterator[str]:
         """Every module file and package folder on the modpath, in search order."""
         with self._lock:

@@ -21,7 +21,10 @@ import types
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, final
 
-__all__ = ["Owner", "among", "class_module", "class_qualname", "kind", "mro", "safe_vars"]
+__all__ = [
+    "Owner", "among", "attrs_of", "class_module", "class_qualname", "is_kind", "key_words", "kind",
+    "module_name_of", "mro", "safe_vars",
+]
 
 _TYPE_MRO: Final = type.__dict__["__mro__"]
 _TYPE_MODULE: Final = type.__dict__["__module__"]
@@ -204,3 +207,31 @@ class Owner:
 
 def owned_in(owner: Owner, items: Iterable[Any]) -> Iterator[Any]:
     return (item for item in items if owner.owns(item))
+
+
+def is_kind(obj: object, cls: Any) -> bool:
+    """``isinstance`` by the real type only: never reads ``obj.__class__`` (a property of a
+    module's class would run)."""
+    bases = mro(type(obj))
+    return any(among(c, bases) for c in getattr(cls, "__args__", (cls,)))
+
+
+def key_words(key: object) -> str:
+    """A dict key in words; only plain keys are repr'd (a module's ``__repr__`` would run)."""
+    t = type(key)
+    plain = t is str or t is int or t is float or t is bool or t is bytes
+    return repr(key) if plain else f"{class_qualname(t)} object"
+
+
+def module_name_of(module: Any) -> str:
+    ns = safe_vars(module)
+    name = dict.get(ns, "__name__") if type(ns) is dict else None
+    return name if type(name) is str else "?"
+
+
+def attrs_of(obj: object) -> dict[str, Any]:
+    try:
+        found = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        return {}
+    return found if type(found) is dict else {}

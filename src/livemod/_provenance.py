@@ -17,17 +17,18 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from ._instance import Instance
+#: The module record (``_instance.Instance``); typed loosely so that this leaf imports
+#: nothing of livemod (the instance module is above it).
+Instance = Any
 
 __all__ = ["KEY", "by_globals", "caller", "mark", "owner_of", "owner_of_namespace"]
 
 #: The key under which a livemod builtins dict keeps its resolver.
 KEY: Final = "__livemod_provenance__"
 
-Resolver = Callable[[FrameType], "Instance | None"]
+Resolver = Callable[[FrameType], Any]
 
 
 def mark(builtins: dict[str, Any], resolver: Resolver) -> None:

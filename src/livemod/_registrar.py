@@ -21,7 +21,7 @@ from ._instance import Instance, frozen_mapping
 from ._journal import Journal
 from ._state import State
 from ._table import ModuleTable
-from .errors import DependencyError, ModuleGoing
+from .errors import DependencyError, ModuleGoing, ModuleNotFound
 
 __all__ = ["Registrar"]
 
@@ -33,7 +33,7 @@ class Registrar:
     The table's lock also protects the creation of ``_pool``.
     """
 
-    __slots__ = ("_hooks", "_host_id", "_journal", "_pool", "_table", "bridge")
+    __slots__ = ("_hooks", "_host_id", "_journal", "_pool", "_table", "autoload", "bridge")
 
     def __init__(self, table: ModuleTable, hooks: HookTable, journal: Journal,
                  bridge: LoopBridge, host_id: int) -> None:
@@ -43,6 +43,9 @@ class Registrar:
         self._host_id = host_id  # names the worker threads
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.bridge = bridge
+        # Host.modprobe under Host(autoload=True): require() of a module that is not loaded
+        # loads it from the modpath first.
+        self.autoload: Callable[[str], object] | None = None
 
     # --------------------------------------------------------------- registrations
 
@@ -128,20 +131,27 @@ class Registrar:
         try:
             target = self._edge(inst, name, "require")
         except ModuleNotFoundError as exc:
-            raise DependencyError(str(exc), module=inst.name, chain=(inst.name, name)) from None
+            if self.autoload is None or self._table.find(name) is not None:
+                raise DependencyError(str(exc), module=inst.name,
+                                      chain=(inst.name, name)) from None
+            try:
+                self.autoload(name)  # init may modprobe: the operation lock is reentrant
+            except ModuleNotFound:
+                raise DependencyError(
+                    f"module {inst.name!r} requires {name!r}, which is neither loaded nor on "
+                    f"the modpath (add its folder to the modpath, or fix the name)",
+                    module=inst.name, chain=(inst.name, name)) from None
+            target = self._edge(inst, name, "require")
         return Exports(self._table, target.name)
 
-    def import_hook(self, name: str, fromlist: Sequence[str], importing: Any) -> Any:
-        """``__import__`` of a livemod.mods.* (or watched) name from module code."""
-        module = importing.get("__name__", "") if isinstance(importing, dict) else ""
-        inst = None
-        while module and inst is None:  # a submodule's package owns it
-            inst = self._table.by_private.get(module)
-            module = module.rpartition(".")[0]
-        if inst is None or inst.state is State.GONE:
-            raise ImportError(f"{name}: only modules loaded by this host may import it "
-                              f"(the importing module is unloaded, or not livemod's)")
+    def import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
+        """``__import__`` of a livemod.mods.* (or watched) name by module ``inst`` (its own
+        ``__builtins__`` know it: ``_wire``)."""
         return self._import_for(inst, name, fromlist)
+
+    def edge(self, inst: Instance, dep: str, how: str) -> Instance:
+        """Record "``dep`` used by ``inst``" and return ``dep``'s current instance."""
+        return self._edge(inst, dep, how)
 
     def _import_for(self, inst: Instance, name: str, fromlist: Sequence[str]) -> Any:
         """``__import__`` of a ``livemod.mods.*`` name by module ``inst``; records the edge."""

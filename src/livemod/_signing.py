@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol, final
 
-from .errors import LivemodError, SignatureError
+from .errors import LivemodError, SignatureError, missing_extra
 
 __all__ = ["Policy", "Verifier", "keygen", "make_verifier", "sign", "signature_path"]
 
@@ -55,9 +55,7 @@ def _crypto() -> Any:
     try:
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError:
-        raise LivemodError(
-            "module signatures need the cryptography package: pip install 'livemod[sign]'"
-        ) from None
+        raise missing_extra("module signatures", "cryptography", "sign") from None
     return ed25519
 
 

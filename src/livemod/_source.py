@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
 
+from . import _native
+from ._bytecode import compile_cached
 from ._locate import locate, package_files
 from ._manifest import parse_manifest, parse_module
 from ._metadata import ModuleInfo
@@ -75,13 +77,17 @@ def read_module(
             )
         by_path[name] = data
     source = by_path[source_file]
-    files = {os.path.relpath(p, root).replace(os.sep, "/"): b for p, b in by_path.items()}
+    # Every path was found under root by the walk: slicing is relpath without its cost
+    # (a package has hundreds of files, and this runs on every load).
+    cut = len(os.path.join(root, ""))
+    files = {p[cut:].replace(os.sep, "/"): b for p, b in by_path.items()}
     sig = _read_signature(abs_path) if signature else None
     if precheck is not None:
         precheck(abs_path, files, sig)
     info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
+    _native.check_room(info.name, by_path)  # NativeCacheFull, before anything changes
     try:
-        code = compile(source, source_file, "exec", dont_inherit=True)
+        code = compile_cached(source, source_file)
     except (SyntaxError, ValueError) as exc:
         # The manifest came from the module's head; a full parse words the error with
         # file and line, as for any other manifest problem.

@@ -71,10 +71,14 @@ class ModuleTable:
                 del self.aliases[alias]
 
     def private_name_unlocked(self, name: str) -> str:
+        # Deterministic (no per-process counter), so a pickle made in one worker loads in
+        # another: an upgrade's second instance is name__2, the next free one after that.
         base = f"{_loader.PREFIX}{self.tag}.{name}"
-        if base not in sys.modules:
-            return base
-        return f"{base}__{next(_tokens)}"
+        candidate, n = base, 1
+        while candidate in sys.modules or candidate in self.by_private:
+            n += 1
+            candidate = f"{base}__{n}"
+        return candidate
 
     def new_token(self) -> int:
         return next(_tokens)

@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from . import _leaks, _loader, _scrub
+from . import _leak_watch, _leaks, _loader, _scrub, _scrub_registries, _wire
 from ._aio import LoopBridge
 from ._instance import Instance, ModuleIdentity
 from ._journal import Journal
@@ -97,6 +97,7 @@ class Teardown:
             interrupted = self.failed(inst, "exit and managed undo", exc)
             del exc
         try:
+            _wire.unwire(inst, self._journal.event)
             _loader.remove_modules(inst.private_name)
         except BaseException as exc:
             interrupted = self.failed(inst, "taking it out of sys.modules", exc) or interrupted
@@ -127,7 +128,7 @@ class Teardown:
             for failure in failures:
                 self._journal.event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
             if leak_check and unverifiable is None:
-                watch = _leaks.watch(inst.name, inst.info.version,
+                watch = _leak_watch.watch(inst.name, inst.info.version,
                                      _loader.namespaces_of(inst.private_name))
                 watch.atexit_notes = list(inst.direct_atexit)
                 watch.native = tuple(inst.native)
@@ -137,7 +138,7 @@ class Teardown:
         """Take back what the module's code left in process registries (never raises)."""
         with self._table.lock:
             extra = list(self.scrubbers)
-        removed, failures = _scrub.scrub_instance(
+        removed, failures = _scrub_registries.scrub_instance(
             inst, _loader.namespaces_of(inst.private_name), extra, [self._bridge.loop])
         if removed:
             self._journal.event("scrubbed", inst.name,

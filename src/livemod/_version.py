@@ -11,10 +11,18 @@ import re
 from dataclasses import dataclass
 from typing import Final, final
 
-__all__ = ["NAME_RE", "Requirement", "VersionKey", "parse_version"]
+__all__ = ["ALIAS_RE", "NAME_RE", "Requirement", "VersionKey", "is_pattern", "parse_version"]
 
 #: A module name or alias: what a requirement starts with.
 NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+#: An alias may also be a modalias-like key or a pattern of them, for ``Host.request``:
+#: ``codec:image/png``, ``codec:image/*`` (fnmatch syntax: ``*``, ``?``, ``[...]``).
+ALIAS_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/+=,@*?\[\]!-]*")
+
+
+def is_pattern(alias: str) -> bool:
+    """Whether ``alias`` is a pattern (has ``*``, ``?`` or ``[``) rather than a key."""
+    return any(c in alias for c in "*?[")
 
 _VERSION_RE: Final = re.compile(
     r"""

@@ -18,6 +18,7 @@ __all__ = [
     "ModuleGoing",
     "ModuleNotFound",
     "NativeCacheFull",
+    "NotInstalled",
     "ParamError",
     "ProtocolError",
     "SignatureError",
@@ -200,3 +201,21 @@ class NativeCacheFull(LivemodError):
     process; see ``LIVEMOD_NATIVE_MAX_COPIES`` and ``LIVEMOD_NATIVE_MAX_BYTES``)."""
 
     code = "native-cache-full"
+
+
+class NotInstalled(LivemodError, ImportError):
+    """A feature needs an optional package that is not installed (an extra of livemod:
+    ``sign``, ``watch``, ``web``, ``docs``). The message gives the pip command to run;
+    ``extra`` names the extra. The CLI exits with 15 (not supported) for it."""
+
+    code = "not-installed"
+
+    def __init__(self, message: str, *, extra: str, module: str | None = None) -> None:
+        super().__init__(message, module=module)
+        self.extra = extra
+
+
+def missing_extra(feature: str, package: str, extra: str) -> NotInstalled:
+    """The error for ``feature`` needing ``package`` from livemod's ``extra``."""
+    return NotInstalled(f"{feature} needs the {package} package, which is not installed: "
+                        f"pip install 'livemod[{extra}]'", extra=extra)

@@ -19,18 +19,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import _leaks, _loader, _manifest, _quiesce, _trampolines
+from . import _leaks, _loader, _manifest, _quiesce, _request, _serve, _size, _startup, _wire
 from ._aio import LoopBridge
 from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook, HookTable
+from ._imports import ModuleView
 from ._instance import Module, ModuleStatus
 from ._journal import Journal, Subscriber
 from ._leaks import Leak
@@ -39,24 +39,22 @@ from ._metadata import ModuleInfo
 from ._modpath import ModPath
 from ._records import Event, Hold, HostStatistics, Taint
 from ._registrar import Registrar
-from ._scrub import Scrubber
+from ._scrub import ScrubberMixin
 from ._settings import Settings
 from ._signing import Policy, make_verifier
 from ._state import State
 from ._table import ModuleTable
 from .config import Config
-from .errors import LivemodError, ModuleNotFound
+from .errors import ModuleNotFound
 
 if TYPE_CHECKING:
     from typing import Self
 
 __all__ = ["Host"]
-
-_log = logging.getLogger("livemod")
 _host_ids = itertools.count(1)
 
 
-class Host:
+class Host(ScrubberMixin):
     """A live module host: load, call, unload and inspect modules in this process.
 
     Args:
@@ -81,6 +79,9 @@ class Host:
         trusted_keys: a folder of ``*.pub`` Ed25519 public keys (``livemod keygen``).
         allow_outside_modpath: whether insmod may load a path outside the modpath under
             ``enforce`` (default: no; always yes under the other policies).
+        control: serve the control socket: ``True`` (default path) or a path (``close()``
+            stops it; ``host.control`` is the server).
+        autoload: ``mod.require`` of a module on the modpath loads it (else DependencyError).
     """
 
     def __init__(
@@ -96,12 +97,14 @@ class Host:
         signatures: Policy = "off",
         trusted_keys: str | os.PathLike[str] | None = None,
         allow_outside_modpath: bool | None = None,
+        control: bool | str | os.PathLike[str] = False,
+        autoload: bool = True,
     ) -> None:
         if errors not in ("raise", "isolate"):
             raise ValueError(f"errors must be 'raise' or 'isolate', not {errors!r}")
         self._id = next(_host_ids)
         self.name = name or f"host-{os.getpid()}-{self._id}"
-        self._tag = f"_h{self._id}"
+        self._tag = _wire.host_tag(name, self._id)
         self._settings = Settings(
             modpath=[os.path.abspath(os.fspath(p)) for p in modpath], timeout=timeout,
             leak_check=leak_check, exit_timeout=exit_timeout,
@@ -124,8 +127,9 @@ class Host:
                                self._settings, self._registrar, self._modpath)
         self._detach_state: Callable[[], None] | None = None
         _loader.install_finder()
-        _trampolines.install()
         _leaks.watch_collections()
+        self._registrar.autoload = self.modprobe if autoload else None
+        self.control: Any = _serve.serve_control(self, control)  # a ControlServer, or None
 
     # The settings the lifecycle reads, as plain attributes of the host.
 
@@ -194,25 +198,8 @@ class Host:
         From then on every change is saved to the state file. A module of the ``load`` list
         (or of the state file) that fails is logged in the event log; the rest still load.
         """
-        from ._statefile import StateFile
-
         host = cls(**config.host.host_kwargs(), config=config)
-        state_file = config.host.state_file
-        if state_file is not None:
-            state = StateFile(state_file)
-            if restore:
-                report = state.restore(host)
-                for failure in report.failed:
-                    _log.error("restoring %r from %s failed: %s", failure.name, state_file,
-                               failure.error)
-            host._detach_state = state.attach(host)
-        for plan in config.load_plan():
-            if host._table.find(plan.name) is not None:
-                continue  # restored with the params it had; options apply to new loads
-            try:
-                host.modprobe(plan.requested)
-            except LivemodError as exc:
-                host._journal.event("load-failed", plan.name, f"start-up load failed: {exc}")
+        _startup.restore_and_load(host, config, restore=restore)
         return host
 
     def modprobe(self, name: str, **params: object) -> Module:
@@ -223,6 +210,15 @@ class Host:
         With a ``config``, its aliases, blacklist, options and soft dependencies apply.
         """
         return self._life.modprobe(name, params, self.config)
+
+    def request(self, key: str, **params: object) -> Module:
+        """Load on demand: modprobe ``key``'s module (name, alias, best pattern; _request)."""
+        name = _request.resolve(key, self.config, self._table, self._modpath)
+        return self.modprobe(name, **params)
+
+    def modprobe_plan(self, name: str, *, include_loaded: bool = False) -> list[ModuleInfo]:
+        """What modprobe would load, in order, loading nothing (``-n``; ``--show-depends``)."""
+        return self._life.plan(name, include_loaded, self.config)
 
     # -------------------------------------------------------------- public: unloading
 
@@ -302,6 +298,7 @@ class Host:
         Each module gets ``timeout`` seconds to go quiet (holds and pins included); one that
         does not is forced (which taints the host), so ``close`` always finishes.
         """
+        _serve.stop(self.control)  # stop taking requests before anything is unloaded
         self._life.close(timeout, self._detach_state)
 
     def __enter__(self) -> Host:
@@ -368,7 +365,9 @@ class Host:
     def lsmod(self) -> list[ModuleStatus]:
         """One frozen row per module in the table, in load order."""
         with self._table.lock:
-            return self._table.statuses_unlocked(self._journal.taints_unlocked())
+            rows = self._table.statuses_unlocked(self._journal.taints_unlocked())
+            everyone = self._table.everyone_unlocked()
+        return _size.sized(rows, everyone)  # measured outside the lock: queries never wait
 
     def modinfo(self, path_or_name: str | os.PathLike[str]) -> ModuleInfo:
         """Static metadata of a module file, package, loaded module or modpath name.
@@ -396,6 +395,19 @@ class Host:
         and reports broken modules. ``full`` reads every module again.
         """
         return self._modpath.depmod(full=full)
+
+    def namespace(self, name: str) -> ModuleView:
+        """A view of loaded module ``name``'s namespace, for the program that loaded it.
+
+        ``host.namespace("rich").console.Console`` reaches the module's objects without
+        hunting ``sys.modules`` for its private name. The view looks the module up on each
+        access (it follows an upgrade) and does not keep it alive.
+
+        Raises (on each access, not here):
+            ModuleNotFound: the module is not loaded.
+            ModuleGoing: it is being unloaded, or not yet LIVE.
+        """
+        return ModuleView(self._table, name)
 
     def hook(self, name: str, *, errors: ErrorPolicy | None = None) -> Hook:
         """The hook point ``name``, created on first use. ``errors`` applies at creation."""
@@ -442,20 +454,6 @@ class Host:
         """
         return self._journal.on_event(listener)
 
-    def scrubber(self, fn: Scrubber) -> Scrubber:
-        """Add a scrubber for a registry livemod does not know (usable as a decorator).
-
-        After each unload (after exit, the managed undo and livemod's own scrub of
-        CPython's registries) ``fn(scrub)`` is called with a :class:`livemod.Scrub` for
-        the module: ``scrub.owns(obj)`` says whether an object is the module's without
-        running its code, and ``scrub.removed(what)`` reports what ``fn`` took out. A
-        scrubber must not keep what it is given; one that raises is logged and the unload
-        completes. Returns ``fn``.
-        """
-        with self._table.lock:
-            self._life.teardown.scrubbers.append(fn)
-        return fn
-
     def set_param(self, name: str, key: str, value: object) -> object:
         """Set a writable parameter of a LIVE module; returns the converted value.
 
@@ -464,8 +462,9 @@ class Host:
         the old value is put back and ``ParamError`` says why.
 
         Raises:
-            ModuleNotFound, ModuleGoing, ParamError (unknown, not writable, bad value,
-            refused by the module).
+            ModuleNotFound: no such module is loaded.
+            ModuleGoing: it is being unloaded.
+            ParamError: unknown, not writable, a bad value, or refused by the module.
         """
         return self._life.set_param(name, key, value)
 

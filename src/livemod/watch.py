@@ -22,12 +22,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, final
 
-from .errors import LivemodError
+from .errors import LivemodError, missing_extra
 
 if TYPE_CHECKING:
     from livemod import Host
 
-__all__ = ["HostTarget", "Target", "UpgradeOutcome", "owners", "upgrade_changed", "watch"]
+__all__ = ["HostTarget", "Target", "UpgradeOutcome", "UpgradeResult", "owners",
+           "upgrade_changed", "watch"]
 
 
 class Target(Protocol):
@@ -37,23 +38,36 @@ class Target(Protocol):
         """``(name, version, path)`` of each LIVE module."""
         ...
 
-    def upgrade(self, name: str) -> str:
-        """Upgrade ``name`` from its own path; return the new version."""
+    def upgrade(self, name: str) -> UpgradeResult:
+        """Upgrade ``name`` from its own path (refusing a downgrade unless the target was
+        told to allow them); return the new version and what is still draining."""
         ...
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UpgradeResult:
+    """What one upgrade did: the new version, and the old one's users that keep it GOING
+    ("removal pending") if it could not drain in time."""
+
+    version: str
+    removal_pending: tuple[str, ...] = ()
 
 
 @final
 class HostTarget:
     """A ``livemod.Host`` in this process."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, *, downgrade: bool = False) -> None:
         self._host = host
+        self._downgrade = downgrade
 
     def modules(self) -> list[tuple[str, str, str]]:
         return [(s.name, s.version, s.path) for s in self._host.lsmod() if s.state.name == "LIVE"]
 
-    def upgrade(self, name: str) -> str:
-        return self._host.replace(name, cascade=True, downgrade=True).version
+    def upgrade(self, name: str) -> UpgradeResult:
+        module = self._host.replace(name, cascade=True, downgrade=self._downgrade)
+        return UpgradeResult(module.version, tuple(module.removal_pending))
 
 
 @final
@@ -66,12 +80,23 @@ class UpgradeOutcome:
     new_version: str
     seconds: float
     error: str
+    #: What still uses the old version, which stays GOING until they are done.
+    removal_pending: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         if self.error:
             return f"x {self.name}: kept {self.old_version} running: {self.error}"
+        pending = (f"; {self.old_version} still in use ({'; '.join(self.removal_pending)}): "
+                   f"removal pending (see lsmod)" if self.removal_pending else "")
         return (f"upgraded {self.name} {self.old_version} -> {self.new_version} "
-                f"in {self.seconds * 1000:.1f} ms")
+                f"in {self.seconds * 1000:.1f} ms{pending}")
+
+    def as_dict(self) -> dict[str, object]:
+        """The outcome as plain JSON (``livemod watch --json``)."""
+        return {"name": self.name, "old_version": self.old_version,
+                "new_version": self.new_version, "seconds": round(self.seconds, 4),
+                "ok": not self.error, "error": self.error,
+                "removal_pending": list(self.removal_pending)}
 
 
 def owners(changed: Iterable[str], modules: Sequence[tuple[str, str, str]]) -> list[str]:
@@ -93,12 +118,13 @@ def upgrade_changed(target: Target, changed: Iterable[str]) -> list[UpgradeOutco
     for name in owners(changed, modules):
         started = time.perf_counter()
         try:
-            new = target.upgrade(name)
+            result = target.upgrade(name)
             error = ""
         except LivemodError as exc:
-            new, error = versions[name], str(exc)
-        outcomes.append(UpgradeOutcome(name, versions[name], new,
-                                       time.perf_counter() - started, error))
+            result, error = UpgradeResult(versions[name]), str(exc)
+        outcomes.append(UpgradeOutcome(name, versions[name], result.version,
+                                       time.perf_counter() - started, error,
+                                       result.removal_pending))
     return outcomes
 
 
@@ -107,20 +133,22 @@ def watch(
     folders: Sequence[str],
     *,
     report: Callable[[str], object] = print,
+    on_outcome: Callable[[UpgradeOutcome], object] | None = None,
     stop: threading.Event | None = None,
     debounce_ms: int = 200,
 ) -> None:
     """Upgrade modules on every saved change under ``folders`` until ``stop`` is set.
 
+    ``report`` is given the "watching ..." line first, then one line per upgrade;
+    ``on_outcome`` (if given) each :class:`UpgradeOutcome` as a record.
+
     Raises:
-        LivemodError: the ``watchfiles`` package is not installed (pip install livemod[watch]).
+        NotInstalled: the ``watchfiles`` package is not installed (pip install livemod[watch]).
     """
     try:
         import watchfiles
     except ImportError:
-        raise LivemodError(
-            "livemod watch needs the watchfiles package: pip install 'livemod[watch]'"
-        ) from None
+        raise missing_extra("livemod watch", "watchfiles", "watch") from None
     report(f"watching {', '.join(folders)} (Ctrl-C to stop)")
     for changes in watchfiles.watch(
         *folders, debounce=debounce_ms, stop_event=stop, watch_filter=_python_files,
@@ -128,6 +156,8 @@ def watch(
     ):
         for outcome in upgrade_changed(target, (path for _, path in changes)):
             report(str(outcome))
+            if on_outcome is not None:
+                on_outcome(outcome)
 
 
 def _python_files(change: object, path: str) -> bool:

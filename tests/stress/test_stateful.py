@@ -419,6 +419,7 @@ def init(mod):
 '''
 
 
+@pytest.mark.asserts_leak
 def test_leak_check_while_another_thread_collects(tmp_path: Path) -> None:
     path = tmp_path / "cyclic.py"
     path.write_text(_CYCLIC)

@@ -27,7 +27,8 @@ Exit codes (one per error class, so scripts can tell failures apart without pars
 12    ProtocolError -- the host and the command do not understand each other
 13    HostUnreachable -- no host on the socket (not running, wrong path, no answer)
 14    PermissionDenied -- the host refuses this user
-15    NotSupported -- the host cannot do this operation
+15    NotSupported -- the host cannot do this operation; NotInstalled -- it needs an extra
+      that is not installed (the message gives the pip command)
 16    TooManyClients -- the host serves its maximum of clients; retry
 17    UpgradeError -- a hot upgrade was refused
 18    ConfigError -- the configuration file (``livemod host --config``) is unusable
@@ -37,15 +38,17 @@ Exit codes (one per error class, so scripts can tell failures apart without pars
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from typing import Final
 
 from .. import errors
 from ..control import errors as control_errors
-from ._parser import build_parser
+from ._messages import cli_message
+from ._parser import _Parser, build_parser
 
-__all__ = ["EXIT_CODES", "exit_code", "main"]
+__all__ = ["EXIT_CODES", "cli_message", "error_record", "exit_code", "main"]
 
 #: Exit code per error class (most specific first); documented above.
 EXIT_CODES: Final[dict[type[errors.LivemodError], int]] = {
@@ -62,6 +65,7 @@ EXIT_CODES: Final[dict[type[errors.LivemodError], int]] = {
     control_errors.HostUnreachable: 13,
     control_errors.PermissionDenied: 14,
     control_errors.NotSupported: 15,
+    errors.NotInstalled: 15,
     control_errors.TooManyClients: 16,
     errors.UpgradeError: 17,
     errors.ConfigError: 18,
@@ -79,15 +83,33 @@ def exit_code(exc: errors.LivemodError) -> int:
     return 1
 
 
+def error_record(exc: errors.LivemodError) -> dict[str, object]:
+    """What ``--json`` prints for an error: ``{"error": {code, exit, message, ...}}``."""
+    record: dict[str, object] = {"code": exc.code, "exit": exit_code(exc),
+                                 "message": cli_message(str(exc))}
+    if exc.module is not None:
+        record["module"] = exc.module
+    holders = getattr(exc, "holders", ())
+    if holders:
+        record["holders"] = list(holders)
+    return {"error": record}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``livemod`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_requested = "--json" in argv
     args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
     try:
         code: int = args.run(args)
         sys.stdout.flush()
         return code
     except errors.LivemodError as exc:
-        print(f"livemod {args.command}: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(error_record(exc), indent=2), flush=True)
+            return exit_code(exc)
+        print(f"livemod {args.command}: {cli_message(str(exc))}", file=sys.stderr)
         for holder in getattr(exc, "holders", ()):
             print(f"  held by: {holder}", file=sys.stderr)
         return exit_code(exc)

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import livemod
 
-from ..control import ControlClient, find_socket
-from ..control.records import info_to_dict, to_jsonable
+from ..control import ControlClient, HostUnreachable, find_socket
+from ..control.records import config_to_dict, info_to_dict, to_jsonable
+from ..watch import UpgradeOutcome, UpgradeResult
 from . import _render
+from ._messages import cli_message
 
 __all__ = [
+    "check",
     "demo",
     "depmod",
     "insmod",
@@ -42,9 +46,19 @@ __all__ = [
 _REPEAT_EVERY = 2.0
 
 
+#: ``_client(timeout=FOREVER)``: wait for ever (``log --follow``); distinct from "not given".
+FOREVER: Final = -1.0
+
+
+def _stale(path: str) -> None:
+    print(f"livemod: removed stale socket {path} (no host listens on it any more)",
+          file=sys.stderr, flush=True)
+
+
 def _client(args: argparse.Namespace, *, timeout: float | None = None) -> ControlClient:
-    path = find_socket(getattr(args, "socket", None))
-    return ControlClient(path, timeout=timeout if timeout is not None else args.timeout)
+    path = find_socket(getattr(args, "socket", None), on_stale=_stale)
+    limit = args.timeout if timeout is None else None if timeout == FOREVER else timeout
+    return ControlClient(path, timeout=limit)
 
 
 def _show(args: argparse.Namespace, result: Any, *, text: str | None = None) -> int:
@@ -124,9 +138,9 @@ def keygen(args: argparse.Namespace) -> int:
     from ..signing import keygen as make
 
     private, public = make(args.key)
-    print(f"private key: {private} (mode 0600; keep it secret)\n"
-          f"public key:  {public} (copy it into the host's trusted_keys folder)")
-    return 0
+    return _show(args, {"private": str(private), "public": str(public)},
+                 text=f"private key: {private} (mode 0600; keep it secret)\n"
+                      f"public key:  {public} (copy it into the host's trusted_keys folder)")
 
 
 def sign(args: argparse.Namespace) -> int:
@@ -134,9 +148,10 @@ def sign(args: argparse.Namespace) -> int:
     from ..signing import sign as write_signature
 
     signed = write_signature(args.module, args.key)
-    print(f"signed {signed.info.name} {signed.info.version} ({len(signed.files)} file(s)): "
-          f"{signed.signature}")
-    return 0
+    return _show(args, {"name": signed.info.name, "version": signed.info.version,
+                        "files": len(signed.files), "signature": str(signed.signature)},
+                 text=f"signed {signed.info.name} {signed.info.version} "
+                      f"({len(signed.files)} file(s)): {signed.signature}")
 
 
 def upgrade(args: argparse.Namespace) -> int:
@@ -166,15 +181,17 @@ class _SocketTarget:
             rows = client.call("lsmod")
         return [(r["name"], r["version"], r["path"]) for r in rows if r["state"] == "LIVE"]
 
-    def upgrade(self, name: str) -> str:
+    def upgrade(self, name: str) -> UpgradeResult:
         with _client(self._args, timeout=max(self._args.timeout, 60.0)) as client:
-            row = client.call("upgrade", name=name, cascade=True, downgrade=True)
-        return str(row["version"])
+            row = client.call("upgrade", name=name, cascade=True,
+                              downgrade=self._args.downgrade)
+        return UpgradeResult(str(row["version"]), tuple(row.get("removal_pending") or ()))
 
 
 def watch(args: argparse.Namespace) -> int:
     """``livemod watch [DIR ...]``: upgrade modules of the running host as files are saved
-    (DIR defaults to the folders of the loaded modules)."""
+    (DIR defaults to the folders of the loaded modules). Downgrades are refused, as
+    ``upgrade`` refuses them, unless ``--downgrade``."""
     from ..watch import watch as run_watch
 
     target = _SocketTarget(args)
@@ -183,13 +200,78 @@ def watch(args: argparse.Namespace) -> int:
     )
     if not folders:
         raise livemod.LivemodError("nothing to watch: no module is loaded; give a folder")
+
+    def report(line: str) -> None:
+        if args.json:
+            if line.startswith("watching "):
+                _render.dump_json({"watching": folders}, sys.stdout, lines=True)
+        else:
+            print(cli_message(line), flush=True)
+
+    def on_outcome(outcome: UpgradeOutcome) -> None:
+        if args.json:
+            record = outcome.as_dict()
+            record["error"] = cli_message(str(record["error"]))
+            _render.dump_json(record, sys.stdout, lines=True)
+
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
-        run_watch(target, folders, report=lambda line: print(line, flush=True))
+        run_watch(target, folders, report=report, on_outcome=on_outcome)
     return 0
 
 
+def _offline(args: argparse.Namespace) -> livemod.Host | None:
+    """A host that loads nothing, on ``--modpath``/``--config``, to answer here; None when
+    neither was given (the running host is asked)."""
+    if not args.modpath and not args.config:
+        return None
+    config = None
+    folders = [os.path.abspath(d) for d in args.modpath]
+    if args.config:
+        from ..config import load_config
+
+        config = load_config(args.config)
+        folders = [*config.host.modpath, *folders]
+    return livemod.Host(folders, config=config, name="livemod-offline", leak_check=False)
+
+
+def _insmod_line(row: dict[str, Any]) -> str:
+    return f"insmod {row['path']}" + ("  # loaded" if row.get("loaded") else "")
+
+
 def modprobe(args: argparse.Namespace) -> int:
-    """``livemod modprobe [-r] NAME [param=value ...]``."""
+    """``livemod modprobe [-r | -n | --show-depends | -c] NAME [param=value ...]``."""
+    if args.showconfig:
+        if args.name:
+            raise livemod.ParamError("modprobe -c takes no module name")
+        local = _offline(args)
+        if local is not None:
+            with local:
+                config = config_to_dict(local.config, local.modpath)
+        else:
+            with _client(args) as client:
+                config = client.call("config")
+        if args.json:
+            return _show(args, config)
+        _render.config(config, sys.stdout)
+        return 0
+    if not args.name:
+        raise livemod.ParamError("modprobe needs a module name (or -c)")
+    if args.dry_run or args.show_depends:
+        local = _offline(args)
+        include = bool(args.show_depends)
+        if local is not None:
+            with local:
+                plan: list[dict[str, Any]] = [
+                    {"name": i.name, "version": i.version, "path": i.path, "loaded": False}
+                    for i in local.modprobe_plan(args.name, include_loaded=include)]
+        else:
+            with _client(args) as client:
+                plan = client.call("plan", name=args.name, include_loaded=include)
+        lines = [_insmod_line(row) for row in plan] or [f"{args.name}: already loaded"]
+        return _show(args, plan, text="\n".join(lines))
+    if args.modpath or args.config:
+        raise livemod.ParamError("--modpath and --config only apply to modprobe -n, "
+                                 "--show-depends and -c (a host loads from its own modpath)")
     with _client(args) as client:
         if args.remove:
             if args.params:
@@ -206,15 +288,25 @@ def _is_path(target: str) -> bool:
 
 def modinfo(args: argparse.Namespace) -> int:
     """``livemod modinfo PATH`` reads the file here, statically (no host needed);
-    ``livemod modinfo NAME`` asks the host (loaded, or found on its modpath)."""
-    if _is_path(args.target):
-        with livemod.Host(name="livemod-modinfo", leak_check=False) as local:
-            info = info_to_dict(local.modinfo(args.target))
-        note = None
+    ``livemod modinfo NAME --modpath DIR`` (or ``--config FILE``) resolves the name here,
+    offline, like kmod's; ``livemod modinfo NAME`` alone asks the running host (loaded, or
+    found on its modpath)."""
+    local = _offline(args)
+    note = None
+    if _is_path(args.target) or local is not None:
+        with local or livemod.Host(name="livemod-modinfo", leak_check=False) as host:
+            target = args.target
+            if host.config is not None and not _is_path(target):
+                target = host.config.resolve(target)
+            info = info_to_dict(host.modinfo(target))
     else:
-        with _client(args) as client:
-            info = client.call("modinfo", target=args.target)
-            note = None if args.json else _leak_note(client)
+        try:
+            with _client(args) as client:
+                info = client.call("modinfo", target=args.target)
+                note = None if args.json else _leak_note(client)
+        except HostUnreachable as exc:
+            raise HostUnreachable(f"{exc} (or read it offline: livemod modinfo "
+                                  f"{args.target} --modpath DIR)") from None
     if args.json:
         return _show(args, info)
     _render.modinfo(info, sys.stdout)
@@ -235,12 +327,7 @@ def depmod(args: argparse.Namespace) -> int:
             result = client.call("depmod")
     if args.json:
         return _show(args, result)
-    if isinstance(result, dict):
-        for key, value in result.items():
-            shown = len(value) if isinstance(value, list | dict) else value
-            print(f"{key + ':':<12}{shown}")
-    else:
-        print(result)
+    _render.depmod(result, sys.stdout)
     return 0
 
 
@@ -262,7 +349,8 @@ def param(args: argparse.Namespace) -> int:
 
 
 def log(args: argparse.Namespace) -> int:
-    """``livemod log [--follow]``; following ends with Ctrl-C (exit 0) or the host."""
+    """``livemod log [--follow] [-n N]``; following goes on, idle or not, until Ctrl-C
+    (exit 0) or the host stops. ``-n 0`` shows none of the past events (as ``tail -n 0``)."""
     if not args.follow:
         with _client(args) as client:
             events = client.call("log", limit=args.limit)
@@ -271,7 +359,7 @@ def log(args: argparse.Namespace) -> int:
         for event in events:
             print(_render.event_line(event))
         return 0
-    with _client(args, timeout=None) as client:
+    with _client(args, timeout=FOREVER) as client:
         try:
             for kind, payload in client.stream("log", follow=True, limit=args.limit):
                 if kind != "event":
@@ -305,4 +393,23 @@ def demo(args: argparse.Namespace) -> int:
     """``livemod demo``: a host under load in this process (no socket involved)."""
     from ..demo import run
 
-    return run(seconds=args.seconds)
+    if not args.json:
+        return run(seconds=args.seconds)
+    out = io.StringIO()
+    code = run(seconds=args.seconds, out=out)
+    return _show(args, {"ok": code == 0, "exit": code, "lines": out.getvalue().splitlines()})
+
+
+def check(args: argparse.Namespace) -> int:
+    """``livemod check PATH...``: each module loaded, called, upgraded to itself and
+    unloaded in a fresh host, leak-checked; exit 0 when every one is clean, 1 otherwise."""
+    from ..testing import check_paths
+
+    results = check_paths(args.paths, params=dict(args.params))
+    ok = all(r.ok for r in results)
+    if args.json:
+        _show(args, {"ok": ok, "modules": [r.as_dict() for r in results]})
+    else:
+        for r in results:
+            print(str(r))
+    return 0 if ok else 1

@@ -7,7 +7,8 @@ override the file's ``[host]`` settings. ``--load NAME`` modules are modprobe'd 
 and one that fails stops the start with its error and exit code.
 
 It prints one line when it is ready (``livemod host NAME (pid N) ready on PATH``, flushed,
-for whoever started it to wait for). SIGTERM or SIGINT stop it cleanly: the socket stops
+for whoever started it to wait for; with ``--json`` a JSON line ``{"event": "ready", "name",
+"pid", "socket"}``). SIGTERM or SIGINT stop it cleanly: the socket stops
 serving, every module is unloaded, dependents first (``Host.close``), the socket file is
 removed, and the exit code is 0.
 """
@@ -92,8 +93,12 @@ def run(args: argparse.Namespace) -> int:
             host.modprobe(name)
         server = ControlServer(host, access.socket, allow_users=access.allow_users,
                                allow_groups=access.allow_groups).start()
-        print(f"livemod host {host.name} (pid {os.getpid()}) ready on {server.path}",
-              flush=True)
+        if args.json:
+            _render.dump_json({"event": "ready", "name": host.name, "pid": os.getpid(),
+                               "socket": server.path}, sys.stdout, lines=True)
+        else:
+            print(f"livemod host {host.name} (pid {os.getpid()}) ready on {server.path}",
+                  flush=True)
         while not stop.wait(1.0):
             pass
         print(f"livemod host {host.name}: stopping: unloading "

@@ -7,7 +7,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["dump_json", "event_line", "leaks", "lsmod", "modinfo", "params", "status", "table"]
+__all__ = ["config", "depmod", "dump_json", "event_line", "leaks", "lsmod", "modinfo", "params",
+           "status", "table"]
 
 
 def dump_json(value: Any, out: TextIO, *, lines: bool = False) -> None:
@@ -27,12 +28,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO)
 
 
 def lsmod(rows: Sequence[Mapping[str, Any]], out: TextIO) -> None:
-    """Like the kernel's: ``Used by`` is a count and then the names. ``Holds`` counts holds
-    and pins together (both keep a module from being removed)."""
+    """Like the kernel's: ``Size`` is the bytes the module's objects hold, ``Used by`` a
+    count and then the names. ``Holds`` counts holds and pins together (both keep a module
+    from being removed)."""
     tainted = any(r.get("taints") for r in rows)
     table(
-        ["Module", "Version", "State", "Holds", "Used by", *(["Taints"] if tainted else [])],
-        [[r["name"], r["version"], r["state"], r["holds"] + r.get("pins", 0),
+        ["Module", "Version", "State", "Size", "Holds", "Used by",
+         *(["Taints"] if tainted else [])],
+        [[r["name"], r["version"], r["state"], r.get("size", 0), r["holds"] + r.get("pins", 0),
           f"{len(r['used_by'])} {','.join(r['used_by'])}".rstrip(),
           *([",".join(r.get("taints", ())) or "-"] if tainted else [])] for r in rows],
         out,
@@ -40,15 +43,68 @@ def lsmod(rows: Sequence[Mapping[str, Any]], out: TextIO) -> None:
 
 
 def modinfo(info: Mapping[str, Any], out: TextIO) -> None:
-    """One ``key: value`` line per field and one ``parm:`` line per parameter."""
-    for key in ("name", "version", "description", "license", "author", "path"):
-        out.write(f"{key + ':':<13}{info.get(key, '')}\n")
-    out.write(f"{'depends:':<13}{', '.join(info.get('depends', ())) or '-'}\n")
-    out.write(f"{'aliases:':<13}{', '.join(info.get('aliases', ())) or '-'}\n")
+    """kmod's layout and field names: ``filename``, ``name``, ``version``, ``description``,
+    ``license``, ``author``, one ``alias`` line per alias, ``depends`` (comma-separated) and
+    one ``parm`` line per parameter. Empty fields are left out, as kmod leaves them out."""
+    fields: list[tuple[str, object]] = [
+        ("filename", info.get("path")), ("name", info.get("name")),
+        ("version", info.get("version")), ("description", info.get("description")),
+        ("license", info.get("license")), ("author", info.get("author")),
+        *(("alias", a) for a in info.get("aliases", ())),
+        ("depends", ",".join(info.get("depends", ()))),
+    ]
     for name, p in info.get("params", {}).items():
         default = "required" if p["required"] else f"default {p['default']!r}"
         flag = ", writable" if p["writable"] else ""
-        out.write(f"{'parm:':<13}{name}:{p['type']} ({default}{flag}) {p['doc']}\n")
+        doc = f" {p['doc']}" if p.get("doc") else ""
+        fields.append(("parm", f"{name}:{p['type']} ({default}{flag}){doc}"))
+    for key, value in fields:
+        if value not in (None, ""):
+            out.write(f"{key + ':':<13}{value}\n")
+
+
+def depmod(report: Any, out: TextIO) -> None:
+    """``depmod``'s report: counts aligned in one column, lists counted, seconds rounded."""
+    if not isinstance(report, Mapping):
+        out.write(f"{report}\n")
+        return
+    rows: list[tuple[str, str]] = []
+    for key, value in report.items():
+        if key == "seconds" and isinstance(value, int | float):
+            shown = f"{value:.3f} s"
+        elif isinstance(value, list | dict):
+            shown = str(len(value))
+        else:
+            shown = str(value)
+        rows.append((key.replace("_", " "), shown))
+    width = max(len(k) for k, _ in rows) + 2
+    for key, shown in rows:
+        out.write(f"{key + ':':<{width}}{shown}\n")
+    broken = report.get("broken")
+    for item in broken if isinstance(broken, list) else ():
+        path, why = (item if isinstance(item, list) and len(item) == 2 else (item, ""))
+        out.write(f"  broken: {path}: {why}\n")
+
+
+def config(record: Mapping[str, Any], out: TextIO) -> None:
+    """``modprobe -c``: the effective configuration, one kmod-style line per setting."""
+    out.write(f"# {record.get('config') or 'no configuration file'}\n")
+    for folder in record.get("modpath", ()):
+        out.write(f"modpath {folder}\n")
+    for alias, target in record.get("aliases", {}).items():
+        out.write(f"alias {alias} {target}\n")
+    for name in record.get("blacklist", ()):
+        out.write(f"blacklist {name}\n")
+    for module, options in record.get("options", {}).items():
+        values = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                          for k, v in options.items())
+        out.write(f"options {module} {values}\n")
+    for module, deps in record.get("softdeps", {}).items():
+        parts = [f"pre: {' '.join(deps['pre'])}" if deps.get("pre") else "",
+                 f"post: {' '.join(deps['post'])}" if deps.get("post") else ""]
+        out.write(f"softdep {module} {' '.join(p for p in parts if p)}\n")
+    for name in record.get("load", ()):
+        out.write(f"load {name}\n")
 
 
 def params(values: Mapping[str, Mapping[str, Any]], out: TextIO) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ..errors import ProtocolError
 from .errors import HostUnreachable, PermissionDenied
-from .paths import ENV_VAR
+from .paths import ENV_VAR, not_a_socket
 from .protocol import MAX_REPLY, Decoder, encode, error_from_wire, request
 
 __all__ = ["ControlClient", "StreamItem"]
@@ -53,8 +53,9 @@ class ControlClient:
         """Perform ``op`` and return its result (events, such as progress, are skipped).
 
         Raises:
-            The LivemodError subclass of the reply's error code; HostUnreachable when no
-            host answers; PermissionDenied when the host refuses this user.
+            LivemodError: the subclass of the reply's error code.
+            HostUnreachable: no host answers.
+            PermissionDenied: the host refuses this user.
         """
         for kind, payload in self.stream(op, **args):
             if kind == "result":
@@ -117,6 +118,9 @@ class ControlClient:
     def _connect(self) -> socket.socket:
         if self._sock is not None:
             return self._sock
+        why = not_a_socket(self.path)
+        if why is not None:
+            raise HostUnreachable(why)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:

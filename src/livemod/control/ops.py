@@ -15,6 +15,9 @@ rmmod      name, wait=false, timeout=null,             {"removed": name}; events
 modprobe   name, params={}, remove=false,              module row; with remove:
            wait=false, timeout=null                    {"removed": [names]}
 modinfo    target (path, name or alias)                modinfo record
+plan       name, include_loaded=false                  [{name, version, path, loaded}], what
+                                                       modprobe would load, in order
+config     --                                          the effective configuration
 depmod     folder=null                                 the host's depmod record
 param      name, key=null, value=null                  no key: {key: {type, default, required,
                                                        writable, doc, value}}; else
@@ -44,6 +47,7 @@ from ..errors import ParamError, ProtocolError
 from .errors import NotSupported
 from .protocol import VERSION
 from .records import (
+    config_to_dict,
     event_to_dict,
     info_to_dict,
     leak_to_dict,
@@ -140,6 +144,18 @@ def _modinfo(call: Call) -> object:
     return info_to_dict(call.host.modinfo(call.args["target"]))
 
 
+def _plan(call: Call) -> object:
+    loaded = {st.name for st in call.host.lsmod()}
+    return [{"name": info.name, "version": info.version, "path": info.path,
+             "loaded": info.name in loaded}
+            for info in call.host.modprobe_plan(call.args["name"],
+                                                include_loaded=call.args["include_loaded"])]
+
+
+def _config(call: Call) -> object:
+    return config_to_dict(call.host.config, call.host.modpath)
+
+
 def _depmod(call: Call) -> object:
     depmod = getattr(call.host, "depmod", None)
     if not callable(depmod):
@@ -173,11 +189,17 @@ def _param(call: Call) -> object:
     return {k: {**specs.get(k, {}), "value": v} for k, v in values.items()}
 
 
+def _last(events: list[livemod.Event], limit: int | None) -> list[livemod.Event]:
+    # As ``tail -n``: no limit is everything, 0 is nothing (``log -n 0 --follow``: only
+    # what happens from now on).
+    return events if limit is None else events[len(events) - limit:] if limit else []
+
+
 def _log(call: Call) -> object:
     limit, host = call.args["limit"], call.host
     if not call.args["follow"]:
         events = host.events()
-        return [event_to_dict(e) for e in (events[-limit:] if limit else events)]
+        return [event_to_dict(e) for e in _last(events, limit)]
     # Subscribe before reading the backlog so nothing falls in between; events that arrive
     # before the backlog is out are queued, then sent after it, once each, in order. The
     # lock also keeps two threads' events from being sent interleaved out of order.
@@ -196,7 +218,7 @@ def _log(call: Call) -> object:
     backlog = host.events()
     seen = {id(e) for e in backlog}
     with lock:
-        for ev in backlog[-limit:] if limit else backlog:
+        for ev in _last(backlog, limit):
             call.emit(event_to_dict(ev))
         for ev in early:
             if id(ev) not in seen:
@@ -233,6 +255,8 @@ OPS: Final[Mapping[str, tuple[Handler, ArgSpec, bool]]] = {
                            "cascade": ((bool,), False), "downgrade": ((bool,), False),
                            **_PARAMS}, True),
     "modinfo": (_modinfo, {"target": ((str,), _REQUIRED)}, False),
+    "plan": (_plan, {"name": ((str,), _REQUIRED), "include_loaded": ((bool,), False)}, False),
+    "config": (_config, {}, False),
     "depmod": (_depmod, {"folder": ((str, type(None)), None)}, True),
     "param": (_param, {"name": ((str,), _REQUIRED), "key": ((str, type(None)), None),
                        "value": ((*_ANY, type(None)), None)}, False),

@@ -11,12 +11,14 @@ import enum
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import Event, HostStatistics, Leak, ModuleInfo, ModuleStatus, Taint
+from ..config import Config
 
 __all__ = [
+    "config_to_dict",
     "event_to_dict",
     "info_to_dict",
     "leak_to_dict",
@@ -64,6 +66,7 @@ def status_to_dict(st: ModuleStatus) -> dict[str, Any]:
         "errors": st.errors,
         "state_seconds": round(max(0.0, time.monotonic() - st.since), 3),
         "taints": list(st.taints),
+        "size": st.size,
     }
 
 
@@ -89,6 +92,23 @@ def info_to_dict(info: ModuleInfo) -> dict[str, Any]:
             for p in info.params.values()
         },
     }
+
+
+def config_to_dict(config: Config | None, modpath: Sequence[str]) -> dict[str, Any]:
+    """The effective configuration (``modprobe -c``): the host's modpath and, when it was
+    started with a ``livemod.toml``, that file's aliases, blacklist, options, soft
+    dependencies and start-up list."""
+    record: dict[str, Any] = {"config": None, "modpath": list(modpath), "aliases": {},
+                              "blacklist": [], "options": {}, "softdeps": {}, "load": []}
+    if config is not None:
+        record.update(
+            config=config.path, aliases=dict(config.aliases), blacklist=list(config.blacklist),
+            options={m: to_jsonable(dict(o)) for m, o in config.options.items()},
+            softdeps={m: {"pre": list(d.pre), "post": list(d.post)}
+                      for m, d in config.softdeps.items()},
+            load=list(config.load),
+        )
+    return record
 
 
 def event_to_dict(ev: Event) -> dict[str, Any]:

@@ -69,8 +69,8 @@ class ControlServer:
         host: the host to control; the server uses only its public API and never closes it.
         path: the socket path; default ``$XDG_RUNTIME_DIR/livemod/<host.name>.sock`` (see
             :func:`~livemod.control.paths.default_socket_dir`).
-        allow_users, allow_groups: names or numeric ids admitted besides the host's own user
-            and root.
+        allow_users: user names or numeric ids admitted besides the host's own user and root.
+        allow_groups: group names or numeric ids whose members are admitted too.
         max_message: size limit of one request, in bytes.
         max_clients: connections served at once; more are told so and closed.
         max_output: bytes buffered for a client that does not read before it is dropped.

@@ -11,6 +11,8 @@ __livemod__ = {
                      "doc": "word to greet with"},
     },
 }
+# What `livemod check` calls the module's hooks with (livemod.testing).
+__livemod_smoke__ = {"request": [["Ada"]]}
 
 _exiting = False
 

@@ -1,0 +1,155 @@
+"""A bytecode cache keyed by the hash of the bytes that were read.
+
+Every load reads a module's files once into memory (``_source``), checks them (a signature
+covers those very bytes) and compiles them. Compiling is most of what a warm ``import``
+avoids with ``__pycache__``; livemod cannot use ``__pycache__`` -- a ``.pyc`` next to the
+module is validated by the file's mtime, not by what was read and verified, and writing
+into a module's folder is not ours to do. So the cache key is a digest of exactly what is
+compiled: the interpreter's magic number, the optimisation level, the file name the code
+object will carry, and the bytes. Same bytes, same code; different bytes can never hit.
+
+Kept in livemod's own folder (``$LIVEMOD_CACHE_DIR``, else ``$XDG_CACHE_HOME/livemod``,
+else ``~/.cache/livemod``), under ``bytecode/``. Safe under concurrent writers: each entry
+is written to a temporary file and renamed into place, so a reader sees a whole entry or
+none; an entry also carries a digest of its payload, so a torn or corrupt one is a miss.
+Bounded: past ``MAX_ENTRIES`` the oldest entries are removed. ``LIVEMOD_BYTECODE_CACHE=0``
+turns it off. Any failure of the cache (read-only disk, full disk) falls back to compiling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import marshal
+import os
+import sys
+import tempfile
+import threading
+from types import CodeType
+from typing import Final
+
+__all__ = ["cache_dir", "compile_cached", "enabled"]
+
+#: Most entries kept; past it, the oldest (by modification time) are removed.
+MAX_ENTRIES: Final = 4096
+_HEADER: Final = b"LMBC1\n"
+_DIGEST: Final = 32
+_lock = threading.Lock()  # protects: _writes (the count since the last prune)
+_writes = 0
+
+
+def enabled() -> bool:
+    """Whether the cache is on (``LIVEMOD_BYTECODE_CACHE=0`` / ``off`` turns it off)."""
+    return os.environ.get("LIVEMOD_BYTECODE_CACHE", "1").lower() not in ("0", "off", "no",
+                                                                         "false")
+
+
+def cache_dir() -> str:
+    """The folder bytecode is cached in."""
+    base = os.environ.get("LIVEMOD_CACHE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                               ".cache")
+        base = os.path.join(xdg, "livemod")
+    return os.path.join(base, "bytecode")
+
+
+def _key(source: bytes, filename: str) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    h.update(importlib.util.MAGIC_NUMBER)
+    h.update(str(sys.flags.optimize).encode())
+    h.update(os.fsencode(filename))
+    h.update(b"\0")
+    h.update(source)
+    return h.hexdigest()
+
+
+def compile_cached(source: bytes, filename: str) -> CodeType:
+    """``compile(source, filename, "exec", dont_inherit=True)``, through the cache.
+
+    Raises what ``compile`` raises (SyntaxError, ValueError) for code that does not compile;
+    nothing is cached for it.
+    """
+    if not enabled():
+        return compile(source, filename, "exec", dont_inherit=True)
+    key = _key(source, filename)
+    path = os.path.join(cache_dir(), key[:2], key[2:])
+    code = _read(path)
+    if code is not None:
+        return code
+    code = compile(source, filename, "exec", dont_inherit=True)
+    _write(path, code)
+    return code
+
+
+def _read(path: str) -> CodeType | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    head = len(_HEADER) + _DIGEST
+    if not data.startswith(_HEADER) or len(data) < head:
+        return None
+    payload = data[head:]
+    if hashlib.blake2b(payload, digest_size=_DIGEST).digest() != data[len(_HEADER):head]:
+        return None
+    try:
+        code = marshal.loads(payload)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return code if type(code) is CodeType else None
+
+
+def _write(path: str, code: CodeType) -> None:
+    global _writes
+    payload = marshal.dumps(code)
+    data = _HEADER + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or none
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:
+        return  # a cache that cannot be written only costs a compile next time
+    with _lock:
+        _writes += 1
+        due = _writes % 256 == 1
+    if due:
+        prune()
+
+
+def prune(limit: int = MAX_ENTRIES) -> int:
+    """Remove the oldest entries past ``limit``; return how many were removed."""
+    root = cache_dir()
+    entries: list[tuple[float, str]] = []
+    try:
+        for sub in os.scandir(root):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(sub.path):
+                try:
+                    entries.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
+                except OSError:
+                    continue
+    except OSError:
+        return 0
+    if len(entries) <= limit:
+        return 0
+    entries.sort()
+    removed = 0
+    for _, victim in entries[: len(entries) - limit]:
+        try:
+            os.unlink(victim)
+            removed += 1
+        except OSError:
+            pass
+    return removed

@@ -1,0 +1,174 @@
+"""Binding a module instance's import wiring to its host (see ``_wiring`` for the design).
+
+``wire`` builds the per-module ``__builtins__`` before the module's body runs; ``unwire``
+takes the wiring down at unload (or a failed load) and removes any public ``sys.modules``
+entry the module's code inserted for itself -- livemod never inserts one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import types
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _provenance, _scrub, _trampolines, _wiring
+from ._instance import Instance
+from ._state import State
+
+if TYPE_CHECKING:
+    from ._journal import Journal
+    from ._registrar import Registrar
+    from ._table import ModuleTable
+
+__all__ = ["import_names", "unwire", "wire"]
+
+
+def import_names(inst: Instance) -> tuple[str, ...]:
+    """The public top-level names a module is imported by: its file or folder name (what
+    its own absolute imports say) and, if different, its manifest name."""
+    info = inst.info
+    stem = os.path.basename(info.path.rstrip(os.sep))
+    if not info.is_package:
+        stem = os.path.splitext(stem)[0]
+    names = [stem] if stem.isidentifier() else []
+    if info.name not in names:
+        names.append(info.name)
+    return tuple(names)
+
+
+def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
+         inst: Instance) -> dict[str, Any]:
+    """Build ``inst``'s wiring and return the ``__builtins__`` its namespaces run with."""
+    _wiring.install()
+    _trampolines.install()  # what module code registers directly is undone at unload
+    inst.scrub_before = _scrub.baseline()  # the slots as they were before its body runs
+    inst_ref = weakref.ref(inst)
+    inst_name = inst.name
+    dep_of: dict[str, str] = {}  # public top-level name -> dependency's module name
+    with table.lock:
+        for req in inst.info.depends:
+            dep = table.usable_unlocked(req.name)
+            for top in import_names(dep) if dep is not None else (req.name,):
+                dep_of.setdefault(top, req.name)
+
+    def live() -> Instance:
+        i = inst_ref()
+        if i is None:
+            raise ImportError(f"module {inst_name!r} is unloaded; its imports are not wired",
+                              name=inst_name)
+        return i
+
+    def resolve_dep(top: str) -> str:
+        return registrar.edge(live(), dep_of[top], "import").private_name
+
+    def taken(top: str) -> str | None:
+        i = live()
+        with table.lock:
+            for other in table.names.values():
+                if other is not i and top in import_names(other):
+                    return other.name
+        return None
+
+    def metadata(top: str) -> tuple[str, str, str] | None:
+        target: Instance | None = live()
+        if top in dep_of:
+            with table.lock:
+                target = table.usable_unlocked(dep_of[top])
+        if target is None:
+            return None
+        return target.info.name, target.info.version, target.info.source_file
+
+    def on_mixed(top: str) -> None:
+        i = live()
+        if top in i.mixed_copies:
+            return
+        i.mixed_copies.add(top)
+        journal.taint("mixed-copies", i.name,
+                      f"module {i.name!r} imported {top!r} in a way livemod cannot wire "
+                      f"(native code, or a direct builtins.__import__), and the installed "
+                      f"copy loaded beside livemod's")
+
+    wiring = _wiring.Wiring(
+        inst.name, inst.info.path, inst.private_name, import_names(inst), tuple(dep_of),
+        resolve_dep, _taken_fast(taken), metadata, on_mixed,
+    )
+    inst.wiring = wiring
+    _wiring.register(wiring)
+
+    def livemod_import(name: str, fromlist: tuple[str, ...]) -> Any:
+        i = live()
+        if i.state is State.GONE:
+            raise ImportError(f"{name}: module {i.name!r} is unloaded", name=name)
+        return registrar.import_for(i, name, fromlist)
+
+    builtins = _wiring.module_builtins(wiring, livemod_import)
+    # Who made a call is one lookup on the caller frame's builtins (_provenance).
+    _provenance.mark(builtins, lambda frame: inst_ref())
+    return builtins
+
+
+def _taken_fast(taken: Any) -> Any:
+    # Most imports a module makes are of the standard library: a set lookup rules them out
+    # before the host's table is scanned.
+    def check(top: str) -> str | None:
+        if top not in _wiring._wired_names:
+            return None
+        return taken(top)  # type: ignore[no-any-return]
+
+    return check
+
+
+def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
+    """Take ``inst``'s wiring down; remove public ``sys.modules`` entries its code inserted
+    for its own modules, and report them. Returns the names removed."""
+    wiring = inst.wiring
+    if wiring is not None:
+        _wiring.unregister(wiring)
+    private = inst.private_name
+    below = private + "."
+    ids = inst.namespace_ids
+    removed = []
+    for key, value in list(sys.modules.items()):
+        if key == private or key.startswith(below):
+            continue
+        if types.ModuleType in type(value).__mro__:  # never isinstance: no module code runs
+            owner = object.__getattribute__(value, "__dict__")
+            name = owner.get("__name__", "")
+            ours = id(owner) in ids or (
+                isinstance(name, str) and (name == private or name.startswith(below)))
+            if ours and sys.modules.get(key) is value:
+                del sys.modules[key]
+                removed.append(key)
+    if removed:
+        event("sys-modules-removed", inst.name,
+                    f"removed sys.modules entries the module inserted itself: "
+                    f"{', '.join(sorted(removed))}", names=tuple(sorted(removed)))
+    return removed
+
+
+_tags_lock = threading.Lock()  # protects: _tags_in_use
+_tags_in_use: set[str] = set()
+
+
+def host_tag(name: str | None, host_id: int) -> str:
+    """The private-name tag of a host (``livemod.mods.<tag>.<module>``).
+
+    From the host's name, not a per-process counter, so every worker that names its host
+    alike gives a module the same private name (a pickle made in one loads in another). An
+    unnamed host uses its sequence number; a second host of the same name in one process
+    gets its sequence number appended.
+    """
+    if name is None:
+        tag = f"_h{host_id}"
+    else:
+        tag = "_h" + hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
+    with _tags_lock:
+        if tag in _tags_in_use:
+            tag = f"{tag}x{host_id}"
+        _tags_in_use.add(tag)
+    return tag
