@@ -98,7 +98,7 @@ def baseline() -> dict[str, Any]:
     before["sys.path"] = tuple(sys.path)
     # Ids only: a baseline must not keep a module alive that is later removed.
     before["sys.modules"] = {k: id(v) for k, v in list(sys.modules.items())}
-    before["builtins"] = {k: id(v) for k, v in vars(builtins).items()}
+    before["builtins"] = {k: id(v) for k, v in list(vars(builtins).items())}
     return before
 
 
