@@ -258,8 +258,8 @@ def _import_system(s: Scrub) -> None:
         s.removed(f"sys.path entry {entry!r}")
         sys.path_importer_cache.pop(entry, None)
     _drop_keys(sys.path_importer_cache, lambda k, v: s.owns(v))
-    for name in _drop_changed(s, "sys.modules", sys.modules, s.owns_name):
-        s.removed(f"sys.modules[{name!r}] (inserted by the module)")
+    # sys.modules entries the module inserted are taken out (and reported) by the wiring's
+    # unwire (_wire), which knows the names it wired.
 
 
 def _singledispatch(s: Scrub) -> None:
