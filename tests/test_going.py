@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import livemod
-from livemod import State, _hooktable, _leaks, _loader, _quiesce
+from livemod import State, _hooktable, _leak_watch, _loader, _quiesce
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -53,7 +53,7 @@ def test_a_failure_after_exit_began_still_ends_gone_and_tainted(
 ) -> None:
     host.insmod(THREADED)
     if step == "leak watch":
-        monkeypatch.setattr(_leaks, "watch", boom)
+        monkeypatch.setattr(_leak_watch, "watch", boom)
     else:
         monkeypatch.setattr(_loader, "remove_modules", boom)
     host.rmmod("threaded")  # returns: the module is gone, the host says what went wrong

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import livemod
-from livemod import _leaks
+from livemod import _leak_watch, _leaks
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -176,7 +176,7 @@ def test_the_referrer_search_is_bounded_in_calls_not_only_in_time(
     module = types.ModuleType("lm_rt_fanin")
     exec("def kept():\n    return 1\n", vars(module))
     fan_in = [[module.kept] for _ in range(3000)]
-    watch = _leaks.watch("fanin", "1", [module])
+    watch = _leak_watch.watch("fanin", "1", [module])
     calls = [0]
     real = gc.get_referrers
 

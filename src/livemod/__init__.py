@@ -16,6 +16,7 @@ from ._metadata import ModuleInfo, ParamSpec
 from ._ownership import guard
 from ._params import Params
 from ._records import Event, Hold, HostStatistics, Taint
+from ._scrub import Scrub
 from ._state import State
 from ._version import Requirement
 from .errors import (
@@ -30,6 +31,7 @@ from .errors import (
     ModuleExists,
     ModuleGoing,
     ModuleNotFound,
+    NativeCacheFull,
     NotInstalled,
     ParamError,
     ProtocolError,
@@ -67,6 +69,7 @@ __all__ = [
     "ModuleNotFound",
     "ModuleStatus",
     "ModuleView",
+    "NativeCacheFull",
     "NotInstalled",
     "ParamError",
     "ParamSpec",
@@ -74,6 +77,7 @@ __all__ = [
     "ProtocolError",
     "Registration",
     "Requirement",
+    "Scrub",
     "SignatureError",
     "SpecError",
     "State",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, final
 from ._instance import Instance
 from ._quiesce import describe_frame
 from ._state import State
+from ._trampolines import register_atexit
 from .errors import ModuleGoing
 
 if TYPE_CHECKING:
@@ -80,9 +81,11 @@ def watched_atexit(inst: Instance) -> Any:
 
     def register(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
         caller = sys._getframe(1)
-        notes.append((getattr(fn, "__qualname__", repr(fn)), describe_frame(caller)))
+        where = describe_frame(caller)
+        notes.append((getattr(fn, "__qualname__", repr(fn)), where))
         del caller
-        return atexit.register(fn, *args, **kwargs)
+        register_atexit(inst, fn, args, kwargs, where=where)
+        return fn
 
     view.register = register  # type: ignore[attr-defined]
     return view

@@ -133,6 +133,8 @@ class Instance:
         self.replaced: list[Instance] = []  # the versions an upgrade replaced with this one
         self.untrusted: str | None = None  # why its signature did not check (policy warn)
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
+        self.scrub_before: dict[str, object] = {}  # registry slots before its body ran
+        self.native: list[str] = []  # private names of its extension modules, once loaded
         self.stopping = threading.Event()
         # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.
         self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -180,6 +182,9 @@ class ModuleStatus:
     since: float
     #: Taint flags this module caused (permanent, like the kernel's per-module flags).
     taints: tuple[str, ...] = ()
+    #: Its extension modules loaded so far (``pkg._speedups``): native code, whose library
+    #: stays mapped for the life of the process after the module unloads.
+    native: tuple[str, ...] = ()
     #: Bytes of memory the module's own objects hold, measured when lsmod was called (see
     #: ``livemod._size``): ``lsmod``'s Size column.
     size: int = 0

@@ -20,7 +20,6 @@ host says so instead of reporting a leak; 3.14 collects these objects again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -32,21 +31,30 @@ import types
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, final
 
+from ._owned import attrs_of as _attrs
+from ._owned import class_qualname, safe_vars
+from ._owned import is_kind as _is
+from ._owned import key_words as _key
+from ._owned import module_name_of as _module_name
 from ._quiesce import Frame, thread_stacks
+
+_log = logging.getLogger("livemod")
 
 __all__ = [
     "Leak", "LeakWatch", "other_thread_collecting", "state", "unverifiable",
-    "warn_if_unverifiable", "watch", "watch_collections",
+    "warn_if_unverifiable", "watch_collections",
 ]
 
 _MAX_REFS: Final = 2000
 _MAX_DEPTH: Final = 8
 _MAX_NODES: Final = 5000
 _NO_ROOT: Final = "(no recognisable root found within the search bound)"
+_OUTSIDE_GC: Final = "(held outside the GC)"
+
+
 #: Calls to ``gc.get_referrers`` one ``explain()`` may make (each scans the whole heap).
 _MAX_REFERRER_CALLS: Final = 300
 
@@ -134,7 +142,8 @@ class LeakWatch:
     """Weak references to everything of one unloaded instance."""
 
     __slots__ = (
-        "atexit_notes", "chains", "files", "name", "names", "refs", "unloaded_at", "version",
+        "atexit_notes", "chains", "files", "name", "names", "native", "refs", "unloaded_at",
+        "version",
     )
 
     def __init__(
@@ -152,12 +161,37 @@ class LeakWatch:
         self.atexit_notes: list[tuple[str, str]] = []  # (qualname, where) registered directly
         self.unloaded_at = time.time()
         self.chains: tuple[str, ...] = ()
+        self.native: tuple[str, ...] = ()  # its extension modules (see held_outside_gc)
 
     def survivors(self) -> list[str]:
         return [desc for desc, ref in self.refs if ref() is not None]
 
     def explain(self, budget: float = 0.5) -> None:
-        """Compute referrer chains for the survivors (once, within ``budget`` seconds)."""
+        """Compute referrer chains for the survivors (once, within ``budget`` seconds).
+
+        Never raises: a report that fails says so in its chains (the unload that asked for
+        it has completed either way)."""
+        try:
+            self._explain(budget)
+        except Exception as exc:
+            _log.exception("module %r: the leak report failed", self.name)
+            self.chains = (f"(the leak report failed: {type(exc).__name__}; see the log)",)
+
+    def _explain(self, budget: float) -> None:
+        if self._explain_by_registries(budget / 2):
+            return
+        self._explain_by_walk(budget)
+
+    def _explain_by_registries(self, budget: float) -> bool:
+        """The known registries first: cheap, and they say in words who holds the module."""
+        from ._leak_registries import explain
+
+        found = explain(self.name, self.names, self.files, budget)
+        if found:
+            self.chains = tuple(found)
+        return bool(found)
+
+    def _explain_by_walk(self, budget: float) -> None:
         deadline = time.monotonic() + budget
         calls = _Calls(_MAX_REFERRER_CALLS)
         chains: list[str] = []
@@ -175,7 +209,7 @@ class LeakWatch:
             chain = walk.chain(obj, desc.rsplit(" (", 1)[0])
             if chain.endswith(_NO_ROOT):
                 # atexit keeps its callbacks where the garbage collector cannot see them.
-                qualname = getattr(obj, "__qualname__", None)
+                qualname = obj.__qualname__ if type(obj) is types.FunctionType else None
                 for noted, where in self.atexit_notes:
                     if noted == qualname:
                         chain = (f"{desc.rsplit(' (', 1)[0]} <- atexit callback registered "
@@ -186,7 +220,17 @@ class LeakWatch:
                 seen_roots.add(root)
                 chains.append(chain)
         explained = [c for c in chains if not c.endswith(_NO_ROOT)]
+        if not explained and self.native:
+            from ._leak_registries import outside_gc
+
+            chains = [outside_gc(c, self.native, _NO_ROOT, _OUTSIDE_GC) for c in chains]
         self.chains = tuple(explained or chains[:1])
+
+    def held_outside_gc(self) -> bool:
+        """Whether (after ``explain``) every chain ends in native code of the module: what
+        only a native library's statics hold is invisible to the garbage collector, and
+        the library stays mapped for the life of the process. Not a failed check."""
+        return bool(self.chains) and all(c.endswith(_OUTSIDE_GC) for c in self.chains)
 
     def to_leak(self) -> Leak:
         return Leak(self.name, self.version, self.unloaded_at, tuple(self.survivors()), self.chains)
@@ -214,43 +258,6 @@ def other_thread_collecting() -> bool:
     return bool(_collecting - {threading.get_ident()})
 
 
-def watch(name: str, version: str, modules: Iterable[types.ModuleType]) -> LeakWatch:
-    """Take weak references to the modules and what they define (call before unloading)."""
-    modules = list(modules)
-    ids = {id(vars(m)) for m in modules}
-    names = {m.__name__ for m in modules}
-    refs: list[tuple[str, weakref.ref[Any]]] = []
-    seen: set[int] = set()
-
-    def add(desc: str, obj: Any) -> None:
-        if id(obj) in seen or len(refs) >= _MAX_REFS:
-            return
-        seen.add(id(obj))
-        with contextlib.suppress(TypeError):  # not weak-referenceable: cannot be watched
-            refs.append((desc, weakref.ref(obj)))
-
-    def user_name(private: str) -> str:
-        return name + private[len(modules[0].__name__):] if modules else private
-
-    for m in modules:
-        short = user_name(m.__name__)
-        add(f"{short} (module)", m)
-        for value in list(vars(m).values()):
-            if isinstance(value, types.FunctionType) and id(value.__globals__) in ids:
-                add(f"{short}.{value.__qualname__} (function)", value)
-                add(f"{short}.{value.__qualname__} (code)", value.__code__)
-            elif isinstance(value, type) and value.__module__ in names:
-                add(f"{short}.{value.__qualname__} (class)", value)
-                for attr in list(vars(value).values()):
-                    fn = getattr(attr, "__func__", attr)
-                    if isinstance(fn, types.FunctionType) and id(fn.__globals__) in ids:
-                        add(f"{short}.{fn.__qualname__} (function)", fn)
-    watch = LeakWatch(name, version, refs, {m.__name__: user_name(m.__name__) for m in modules})
-    paths = (getattr(m, "__file__", None) for m in modules)
-    watch.files = frozenset(p for p in paths if isinstance(p, str))
-    return watch
-
-
 def _where(frame: types.FrameType | None) -> str:
     if frame is None:
         return "?"
@@ -259,19 +266,19 @@ def _where(frame: types.FrameType | None) -> str:
 
 
 def _short(obj: Any) -> str:
-    if isinstance(obj, types.FunctionType):
+    if _is(obj, types.FunctionType):
         return f"function {obj.__qualname__}"
-    if isinstance(obj, types.ModuleType):
-        return f"module {obj.__name__}"
-    if isinstance(obj, type):
-        return f"class {obj.__qualname__}"
-    if isinstance(obj, BaseException):
-        return f"{type(obj).__name__} exception"
-    if isinstance(obj, types.CoroutineType):
+    if _is(obj, types.ModuleType):
+        return f"module {_module_name(obj)}"
+    if _is(obj, type):
+        return f"class {class_qualname(obj)}"
+    if _is(obj, BaseException):
+        return f"{class_qualname(type(obj))} exception"
+    if _is(obj, types.CoroutineType):
         return f"coroutine {obj.__qualname__} (at {_where(obj.cr_frame)})"
-    if isinstance(obj, threading.local):
+    if _is(obj, threading.local):
         return "threading.local object"
-    return f"{type(obj).__qualname__} object"
+    return f"{class_qualname(type(obj))} object"
 
 
 def _is_thread_local_key(key: object) -> bool:
@@ -289,34 +296,35 @@ def _is_thread_local_key(key: object) -> bool:
 
 def _step(parent: Any, child: Any, names: dict[str, str]) -> str:
     """How ``parent`` refers to ``child``, in words."""
-    if isinstance(parent, dict):
-        owner = parent.get("__name__")
-        if isinstance(owner, str) and owner in names and parent.get("__builtins__") is not None:
-            key = next((k for k, v in parent.items() if v is child), "?")
-            return f"global {key!r} of unloaded {names[owner]}"
-        for key, value in parent.items():
+    if _is(parent, dict):
+        owner = dict.get(parent, "__name__")
+        if _is(owner, str) and owner in names and dict.get(parent, "__builtins__") is not None:
+            key = next((k for k, v in dict.items(parent) if v is child), "?")
+            return f"global {_key(key)} of unloaded {names[owner]}"
+        for key, value in dict.items(parent):
             if value is child:
                 if _is_thread_local_key(key):
                     return "thread-local storage"
-                return f"dict[{key!r}]"
+                return f"dict[{_key(key)}]"
         return "dict key"
-    if isinstance(parent, list | tuple):
+    if type(parent) is list or type(parent) is tuple:  # exact: a subclass __iter__ is module code
         for index, value in enumerate(parent):
             if value is child:
                 return f"{type(parent).__name__}[{index}]"
-    if isinstance(parent, set | frozenset):
-        return f"{type(parent).__name__} member"
-    if isinstance(parent, types.CellType):
+    if _is(parent, set | frozenset):
+        return f"{class_qualname(type(parent))} member"
+    if _is(parent, types.CellType):
         return "closure cell"
-    if isinstance(parent, types.FunctionType):
+    if _is(parent, types.FunctionType):
         if parent.__globals__ is child:
             return f"function {parent.__qualname__} (its globals)"
         return f"function {parent.__qualname__}"
-    if isinstance(parent, types.MethodType):
-        return f"bound method {parent.__func__.__qualname__}"
-    if isinstance(parent, types.FrameType):
+    if _is(parent, types.MethodType):
+        func = parent.__func__
+        return f"bound method {func.__qualname__ if _is(func, types.FunctionType) else '?'}"
+    if _is(parent, types.FrameType):
         return f"frame {_where(parent)}"
-    if isinstance(parent, types.TracebackType):
+    if _is(parent, types.TracebackType):
         return "traceback"
     return _short(parent)
 
@@ -337,17 +345,23 @@ def _root(
     obj: Any, child: Any, stacks: dict[int, list[Frame]], files: frozenset[str]
 ) -> str | None:
     """A description if ``obj`` is something a person recognises as a holder, else None."""
-    if isinstance(obj, threading.Thread):
-        frames = stacks.get(obj.ident or -1)
+    # Attributes are read through the stdlib classes' own descriptors: a module's subclass
+    # may have turned them into properties.
+    if _is(obj, threading.Thread):
+        frames = stacks.get(threading.Thread.ident.fget(obj) or -1)  # type: ignore[attr-defined]
         state = f"stack: {_telling(frames, files)}" if frames else "not running"
-        return f"thread {obj.name!r} ({state})"
-    if isinstance(obj, asyncio.Task):
-        stack = obj.get_stack(limit=1)
+        return f"thread {threading.Thread.name.fget(obj)!r} ({state})"  # type: ignore[attr-defined]
+    if _is(obj, asyncio.Task):
+        task: Any = asyncio.Task
+        stack = task.get_stack(obj, limit=1)
         at = _where(stack[-1]) if stack else "no frame"
-        return f"asyncio task {obj.get_name()!r} ({'done' if obj.done() else 'pending'}, at {at})"
-    if isinstance(obj, logging.Logger | logging.RootLogger):
-        what = "handler" if child is obj.handlers else "filter" if child is obj.filters else "attr"
-        return f"logging {what} on logger {obj.name!r}"
+        done = "done" if task.done(obj) else "pending"
+        return f"asyncio task {task.get_name(obj)!r} ({done}, at {at})"
+    if _is(obj, logging.Logger):
+        attrs = _attrs(obj)
+        what = ("handler" if child is attrs.get("handlers") else
+                "filter" if child is attrs.get("filters") else "attr")
+        return f"logging {what} on logger {attrs.get('name')!r}"
     return None
 
 
@@ -363,7 +377,8 @@ class _Walk:
         self.deadline = deadline
         self.calls = calls if calls is not None else _Calls(_MAX_REFERRER_CALLS)
         self.modules = {
-            id(vars(m)): n for n, m in list(sys.modules.items()) if isinstance(m, types.ModuleType)
+            id(ns): n for n, ns in ((n, safe_vars(m)) for n, m in list(sys.modules.items()))
+            if type(ns) is dict
         }
         # Other threads' stacks are read by _quiesce.thread_stacks (see there why it is
         # safe). A frame met in the walk is placed in a thread by its file and function.
@@ -437,17 +452,17 @@ class _Walk:
 
     def _is_unloaded_namespace(self, obj: Any) -> bool:
         return (
-            isinstance(obj, dict)
-            and obj.get("__name__") in self.names
-            and "__builtins__" in obj
+            _is(obj, dict)
+            and dict.get(obj, "__name__") in self.names
+            and dict.__contains__(obj, "__builtins__")
         )
 
     def _recognise(self, parent: Any, child: Any) -> str | None:
         pid = id(parent)
         if pid in self.modules and self.modules[pid] not in self.names:
-            key = next((k for k, v in parent.items() if v is child), "?")
-            return f"global {key!r} of module {self.modules[pid]}"
-        if isinstance(parent, types.FrameType):
+            key = next((k for k, v in dict.items(parent) if v is child), "?")
+            return f"global {_key(key)} of module {self.modules[pid]}"
+        if _is(parent, types.FrameType):
             code = parent.f_code
             running = self.thread_of.get((code.co_filename, code.co_name))
             if running is not None:

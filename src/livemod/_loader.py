@@ -26,8 +26,9 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from . import _wiring
+from . import _native, _wiring
 from ._bytecode import compile_cached
+from ._owned import kind
 
 __all__ = [
     "Importer",
@@ -96,14 +97,16 @@ def remove_modules(private_name: str) -> list[types.ModuleType]:
 
 def namespaces_of(private_name: str) -> list[types.ModuleType]:
     """The module and its submodules (a scan of ``sys.modules`` only for packages)."""
+    # By the real type only: hasattr/isinstance on a lazy module object (six's moves, a
+    # module that replaced itself in sys.modules) would run its __getattr__ or __class__.
     main = sys.modules.get(private_name)
-    if isinstance(main, types.ModuleType) and not hasattr(main, "__path__"):
+    if type(main) is types.ModuleType and "__path__" not in main.__dict__:
         return [main]
     below = private_name + "."
     return [
         m
         for n, m in list(sys.modules.items())
-        if (n == private_name or n.startswith(below)) and isinstance(m, types.ModuleType)
+        if (n == private_name or n.startswith(below)) and kind(m, types.ModuleType)
     ]
 
 
@@ -189,6 +192,9 @@ class _Finder(importlib.abc.MetaPathFinder):
                 spec.has_location = True
                 spec.loader_state = files
                 return spec
+            native = _native.find(files, folder, leaf) if files is not None else None
+            if native is not None:  # an extension module: mapped from a copy of its own
+                return _native.spec_for(fullname, native, files[native], vars(parent))  # type: ignore[index]
         if files is not None:
             # Returning None would let the path finder import the file from disk: a file
             # added since the load (and its signature check) must never run.

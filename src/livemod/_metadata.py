@@ -7,6 +7,7 @@ control plane) can pass them around without importing how they are read.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, final
@@ -74,3 +75,20 @@ class ModuleInfo:
     path: str
     source_file: str
     is_package: bool
+
+    @property
+    def native(self) -> tuple[str, ...]:
+        """The package's extension modules (``.so`` files, relative paths): native code,
+        loaded from a copy per version, which stays mapped for the life of the process."""
+        from ._native import SUFFIXES
+
+        if not self.is_package:
+            return ()
+        found: list[str] = []
+        for here, dirs, names in os.walk(self.path, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            found += [os.path.relpath(os.path.join(here, n), self.path).replace(os.sep, "/")
+                      for n in sorted(names) if n.endswith(SUFFIXES)]
+            if len(found) > 1000:
+                break
+        return tuple(found)

@@ -34,8 +34,10 @@ class Event:
     """One entry of the host's event log, like dmesg.
 
     ``kind`` is one of: ``load``, ``load-failed``, ``unload``, ``unload-refused``,
-    ``cleanup-failed``, ``param``, ``taint``. ``data`` carries machine-readable details
-    (for ``param``: ``key`` and ``value``).
+    ``cleanup-failed``, ``param``, ``taint``, ``scrubbed`` (what the unload took back from
+    process registries the module's code had registered in directly). ``data`` carries
+    machine-readable details (for ``param``: ``key`` and ``value``; for ``scrubbed``:
+    ``removed``).
     """
 
     when: float

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
 
+from . import _native
 from ._bytecode import compile_cached
 from ._locate import locate, package_files
 from ._manifest import parse_manifest, parse_module
@@ -84,6 +85,7 @@ def read_module(
     if precheck is not None:
         precheck(abs_path, files, sig)
     info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
+    _native.check_room(info.name, by_path)  # NativeCacheFull, before anything changes
     try:
         code = compile_cached(source, source_file)
     except (SyntaxError, ValueError) as exc:

@@ -231,6 +231,7 @@ class ModuleTable:
                 path=inst.info.path, params=inst.params.as_dict(), errors=inst.errors,
                 since=inst.state_since,
                 taints=tuple(sorted({t.flag for t in taints if t.module == inst.name})),
+                native=tuple(inst.native),
             )
             for inst in everyone
         ]

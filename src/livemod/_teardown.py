@@ -7,7 +7,9 @@ The steps, in this order, and why:
 2. ``exit`` runs (an unload of a module whose init succeeded only), in a thread of its own
    and bounded by ``exit_timeout``: a module whose exit hangs cannot hang the host.
 3. The managed undo stack unwinds, newest first, and a failing undo never stops the others.
-   It comes after exit because exit may still use what the module took.
+   It comes after exit because exit may still use what the module took. Then the scrub
+   (``_scrub``) takes back what the module's code left directly in CPython's registries,
+   while its namespaces are still alive to identify its objects (a failed load too).
 4. The leak watch takes its weak references *before* the namespaces leave ``sys.modules``
    (afterwards nothing would name them).
 5. Out of ``sys.modules``, out of the table and GONE in one hold of the lock, then the
@@ -31,7 +33,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from . import _leaks, _loader, _wire
+from . import _leak_watch, _leaks, _loader, _scrub, _scrub_registries, _wire
 from ._aio import LoopBridge
 from ._instance import Instance, ModuleIdentity
 from ._journal import Journal
@@ -56,7 +58,7 @@ BASELINE: list[Baseline] = []
 class Teardown:
     """Tears instances down for one host; see the module docstring for the order."""
 
-    __slots__ = ("_bridge", "_journal", "_settings", "_table")
+    __slots__ = ("_bridge", "_journal", "_settings", "_table", "scrubbers")
 
     def __init__(self, table: ModuleTable, journal: Journal, bridge: LoopBridge,
                  settings: Settings) -> None:
@@ -64,6 +66,7 @@ class Teardown:
         self._journal = journal
         self._bridge = bridge
         self._settings = settings
+        self.scrubbers: list[_scrub.Scrubber] = []  # Host.scrubber; guarded by table.lock
         if not BASELINE:  # before any module could have touched livemod
             BASELINE.append(Baseline())
 
@@ -117,6 +120,7 @@ class Teardown:
         if unloading:
             self._exit(inst)
         failures = inst.undo.unwind(self.complete)
+        self._scrub(inst, unloading=unloading)
         watch = None
         leak_check = self._settings.leak_check
         unverifiable = _leaks.unverifiable() if leak_check else None
@@ -124,10 +128,24 @@ class Teardown:
             for failure in failures:
                 self._journal.event("cleanup-failed", inst.name, f"cleanup failed: {failure}")
             if leak_check and unverifiable is None:
-                watch = _leaks.watch(inst.name, inst.info.version,
+                watch = _leak_watch.watch(inst.name, inst.info.version,
                                      _loader.namespaces_of(inst.private_name))
                 watch.atexit_notes = list(inst.direct_atexit)
+                watch.native = tuple(inst.native)
         return watch
+
+    def _scrub(self, inst: Instance, *, unloading: bool) -> None:
+        """Take back what the module's code left in process registries (never raises)."""
+        with self._table.lock:
+            extra = list(self.scrubbers)
+        removed, failures = _scrub_registries.scrub_instance(
+            inst, _loader.namespaces_of(inst.private_name), extra, [self._bridge.loop])
+        if removed:
+            self._journal.event("scrubbed", inst.name,
+                                f"took back what it left: {'; '.join(removed)}",
+                                removed=tuple(removed))
+        for failure in failures:
+            self._journal.event("cleanup-failed", inst.name, f"scrub failed: {failure}")
 
     def _gone(self, inst: Instance, watch: _leaks.LeakWatch | None, *, unloading: bool) -> None:
         with self._table.lock:
@@ -216,6 +234,12 @@ class Teardown:
         gc.collect()
         if watch.survivors():
             watch.explain()
+            if watch.held_outside_gc():  # only native code holds them: not a failure
+                self._journal.event(
+                    "unload", watch.name, f"{len(watch.survivors())} object(s) held outside "
+                    f"the GC by native code ({', '.join(watch.native)})",
+                    held_outside_gc=watch.chains)
+                return
             self._journal.add_leak(watch)
             self._journal.taint("module-leaked", watch.name, "objects still alive after unload")
 

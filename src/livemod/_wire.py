@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _wiring
+from . import _provenance, _scrub, _trampolines, _wiring
 from ._instance import Instance
 from ._state import State
 
@@ -45,6 +45,8 @@ def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
          inst: Instance) -> dict[str, Any]:
     """Build ``inst``'s wiring and return the ``__builtins__`` its namespaces run with."""
     _wiring.install()
+    _trampolines.install()  # what module code registers directly is undone at unload
+    inst.scrub_before = _scrub.baseline()  # the slots as they were before its body runs
     inst_ref = weakref.ref(inst)
     inst_name = inst.name
     dep_of: dict[str, str] = {}  # public top-level name -> dependency's module name
@@ -104,7 +106,10 @@ def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
             raise ImportError(f"{name}: module {i.name!r} is unloaded", name=name)
         return registrar.import_for(i, name, fromlist)
 
-    return _wiring.module_builtins(wiring, livemod_import)
+    builtins = _wiring.module_builtins(wiring, livemod_import)
+    # Who made a call is one lookup on the caller frame's builtins (_provenance).
+    _provenance.mark(builtins, lambda frame: inst_ref())
+    return builtins
 
 
 def _taken_fast(taken: Any) -> Any:

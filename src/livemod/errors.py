@@ -19,6 +19,7 @@ __all__ = [
     "ModuleExists",
     "ModuleGoing",
     "ModuleNotFound",
+    "NativeCacheFull",
     "NotInstalled",
     "ParamError",
     "ProtocolError",
@@ -259,6 +260,15 @@ class ProtocolError(LivemodError, ValueError):
     ) -> None:
         super().__init__(message, module=module)
         self.request_id = request_id
+
+
+class NativeCacheFull(LivemodError):
+    """A load or upgrade was refused before anything changed: the module's extension
+    modules would pass the cap on native copies mapped in this process (each load of a
+    module with native code maps a copy of its ``.so`` that stays for the life of the
+    process; see ``LIVEMOD_NATIVE_MAX_COPIES`` and ``LIVEMOD_NATIVE_MAX_BYTES``)."""
+
+    code = "native-cache-full"
 
 
 class NotInstalled(LivemodError, ImportError):

@@ -40,6 +40,7 @@ from ._metadata import ModuleInfo
 from ._modpath import ModPath
 from ._records import Event, Hold, HostStatistics, Taint
 from ._registrar import Registrar
+from ._scrub import ScrubberMixin
 from ._settings import Settings
 from ._signing import Policy, make_verifier
 from ._state import State
@@ -51,11 +52,10 @@ if TYPE_CHECKING:
     from typing import Self
 
 __all__ = ["Host"]
-
 _host_ids = itertools.count(1)
 
 
-class Host:
+class Host(ScrubberMixin):
     """A live module host: load, call, unload and inspect modules in this process.
 
     Args:

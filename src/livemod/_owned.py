@@ -1,0 +1,237 @@
+"""Whether an object belongs to one module -- decided without running any of its code.
+
+The scrub at unload and the leak report both ask of objects found in process registries
+"is this the unloaded module's?". The objects are arbitrary: a module may give its classes
+a ``__class__`` property, a ``__getattr__`` (six's lazy attributes import on access), a
+metaclass with ``__eq__``/``__hash__``/``__getattribute__``. ``isinstance`` reads
+``__class__`` when the plain type check fails, ``getattr`` runs properties and
+``__getattr__``, ``==`` runs ``__eq__``. So everything here reads through the descriptors of
+the *builtin* types (``type.__dict__['__mro__']``, ``ModuleType.__dict__['__dict__']``...),
+which no module can override, compares with ``is``, and looks at ``type(x)`` only.
+
+A module is known by its private module names (``livemod.mods._h1.shop`` and its
+submodules), the ids of its namespace dicts (valid only while the namespaces are alive: the
+scrub runs before they are released), and its source files.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Iterable, Iterator
+from typing import Any, Final, final
+
+__all__ = [
+    "Owner", "among", "attrs_of", "class_module", "class_qualname", "is_kind", "key_words", "kind",
+    "module_name_of", "mro", "safe_vars",
+]
+
+_TYPE_MRO: Final = type.__dict__["__mro__"]
+_TYPE_MODULE: Final = type.__dict__["__module__"]
+_TYPE_DICT: Final = type.__dict__["__dict__"]
+_TYPE_QUALNAME: Final = type.__dict__["__qualname__"]
+_MODULE_DICT: Final[Any] = vars(types.ModuleType)["__dict__"]
+_PARTIAL: Final = functools.partial
+#: Types whose instances can never belong to a module (nor hold one by themselves).
+_NEVER: Final = frozenset(map(id, {
+    type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set,
+    frozenset, types.WrapperDescriptorType,
+    types.MethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType,
+}))
+
+
+def mro(cls: type) -> tuple[type, ...]:
+    """``cls.__mro__`` read through ``type``'s own descriptor (a metaclass cannot intercept)."""
+    try:
+        return _TYPE_MRO.__get__(cls)  # type: ignore[no-any-return]
+    except TypeError:
+        return ()
+
+
+def among(x: object, items: Iterable[object]) -> bool:
+    """``x in items`` by identity (``in`` would call ``__eq__``, a metaclass's too)."""
+    return any(i is x for i in items)
+
+
+def kind(obj: object, base: type) -> bool:
+    """``isinstance(obj, base)`` by the real type only (never reads ``obj.__class__``)."""
+    return among(base, mro(type(obj)))
+
+
+def class_module(cls: type) -> str | None:
+    """A class's ``__module__`` read from its own dict (heap types) or tp_name (static)."""
+    try:
+        value = _TYPE_MODULE.__get__(cls)
+    except (TypeError, AttributeError):
+        return None
+    return value if type(value) is str else None
+
+
+def class_qualname(cls: type) -> str:
+    try:
+        value = _TYPE_QUALNAME.__get__(cls)
+    except (TypeError, AttributeError):
+        return "?"
+    return value if type(value) is str else "?"
+
+
+def safe_vars(obj: object) -> dict[str, Any] | types.MappingProxyType[str, Any] | None:
+    """The namespace of a module or class without running code, else None."""
+    t = type(obj)
+    if t is types.ModuleType:  # the common cases first: this runs over every module
+        return obj.__dict__
+    if t is type:
+        return _TYPE_DICT.__get__(obj)  # type: ignore[no-any-return]
+    if kind(obj, type):
+        try:
+            return _TYPE_DICT.__get__(obj)  # type: ignore[no-any-return]
+        except TypeError:
+            return None
+    if kind(obj, types.ModuleType):
+        try:
+            found = _MODULE_DICT.__get__(obj)
+        except TypeError:
+            return None
+        return found if type(found) is dict else None
+    return None
+
+
+def module_name(module: types.ModuleType) -> str | None:
+    ns = safe_vars(module)
+    name = dict.get(ns, "__name__") if type(ns) is dict else None
+    return name if type(name) is str else None
+
+
+@final
+class Owner:
+    """One module's identity, for asking "is this object its?".
+
+    Attributes:
+        name: the name a person knows (``shop``).
+        private_name: its private module name (``livemod.mods._h1.shop``).
+        dict_ids: ids of its namespace dicts (only meaningful while they are alive).
+        files: its source files (absolute paths).
+    """
+
+    __slots__ = ("_below", "_types", "dict_ids", "files", "name", "private_name")
+
+    def __init__(
+        self,
+        name: str,
+        private_name: str,
+        dict_ids: Iterable[int] = (),
+        files: Iterable[str] = (),
+    ) -> None:
+        self.name = name
+        self.private_name = private_name
+        self._below = private_name + "."
+        self.dict_ids = frozenset(dict_ids)
+        self.files = frozenset(files)
+        # id(type) -> (the type, whether it or a base is the module's). The type is kept so
+        # that its id cannot be reused while this Owner lives (one scrub or one report).
+        self._types: dict[int, tuple[type, bool]] = {}
+
+    def owns_name(self, module: object) -> bool:
+        """Whether a module name (a string) is the module's or one of its submodules'."""
+        if type(module) is not str:
+            return False
+        return module.startswith(self._below) or module == self.private_name
+
+    def owns_class(self, cls: type) -> bool:
+        return self.owns_name(class_module(cls))
+
+    def owns(self, obj: object, depth: int = 2) -> bool:
+        """Whether ``obj`` is the module's: its function, class, module, code, an instance
+        of one of its classes, or a bound method / partial of such (``depth`` levels)."""
+        t = type(obj)
+        if id(t) in _NEVER:
+            return False
+        if t is types.FunctionType:
+            return self._owns_function(obj)  # type: ignore[arg-type]
+        if t is types.ModuleType:  # the plain type: its __dict__ is ModuleType's own
+            ns = obj.__dict__
+            return id(ns) in self.dict_ids or self.owns_name(ns.get("__name__"))
+        if t is types.CodeType:
+            return obj.co_filename in self.files  # type: ignore[attr-defined]
+        if depth > 0 and (t is types.MethodType or t is types.BuiltinMethodType):
+            if t is types.MethodType and self.owns(obj.__func__, depth - 1):  # type: ignore[attr-defined]
+                return True
+            return self.owns(obj.__self__, depth - 1)  # type: ignore[attr-defined]
+        if depth > 0 and t is _PARTIAL:
+            return self.owns(obj.func, depth - 1) or any(  # type: ignore[attr-defined]
+                self.owns(a, depth - 1) for a in obj.args  # type: ignore[attr-defined]
+            )
+        meta = mro(t)
+        if among(type, meta):  # a class (its metaclass counts too)
+            return any(self.owns_class(c) for c in (*mro(obj), *meta))  # type: ignore[arg-type]
+        if among(types.ModuleType, meta):
+            found: Any = safe_vars(obj)
+            if found is not None and id(found) in self.dict_ids:
+                return True
+            return self.owns_name(module_name(obj))  # type: ignore[arg-type]
+        return self._owns_type(t)
+
+    def _owns_type(self, t: type) -> bool:
+        known = self._types.get(id(t))
+        if known is None:
+            known = (t, any(self.owns_class(c) for c in mro(t)))
+            self._types[id(t)] = known
+        return known[1]
+
+    def _owns_function(self, fn: types.FunctionType) -> bool:
+        g = fn.__globals__
+        if id(g) in self.dict_ids:
+            return True
+        name = dict.get(g, "__name__")
+        if name is not None:  # another version loaded from the same file has another name
+            return self.owns_name(name)
+        return fn.__code__.co_filename in self.files  # exec'd with fresh globals
+
+    def describe(self, obj: object) -> str:
+        """A short name for one of the module's objects, for reports (no code runs)."""
+        t = type(obj)
+        if t is types.FunctionType:
+            return f"{self.name}.{obj.__qualname__}"  # type: ignore[attr-defined]
+        if among(type, mro(t)):
+            return f"class {self.public(class_module(obj) or '')}.{class_qualname(obj)}"  # type: ignore[arg-type]
+        if t is types.MethodType:
+            return f"bound method {self.describe(obj.__func__)}"  # type: ignore[attr-defined]
+        return f"{self.public(class_module(t) or '?')}.{class_qualname(t)} object"
+
+    def public(self, private: str) -> str:
+        """The name a person knows for one of its private module names."""
+        if self.owns_name(private):
+            return self.name + private[len(self.private_name):]
+        return private
+
+
+def owned_in(owner: Owner, items: Iterable[Any]) -> Iterator[Any]:
+    return (item for item in items if owner.owns(item))
+
+
+def is_kind(obj: object, cls: Any) -> bool:
+    """``isinstance`` by the real type only: never reads ``obj.__class__`` (a property of a
+    module's class would run)."""
+    bases = mro(type(obj))
+    return any(among(c, bases) for c in getattr(cls, "__args__", (cls,)))
+
+
+def key_words(key: object) -> str:
+    """A dict key in words; only plain keys are repr'd (a module's ``__repr__`` would run)."""
+    t = type(key)
+    plain = t is str or t is int or t is float or t is bool or t is bytes
+    return repr(key) if plain else f"{class_qualname(t)} object"
+
+
+def module_name_of(module: Any) -> str:
+    ns = safe_vars(module)
+    name = dict.get(ns, "__name__") if type(ns) is dict else None
+    return name if type(name) is str else "?"
+
+
+def attrs_of(obj: object) -> dict[str, Any]:
+    try:
+        found = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        return {}
+    return found if type(found) is dict else {}

@@ -1,0 +1,213 @@
+"""Taking back what a module's code left in CPython's own registries, at unload.
+
+Code written without livemod in mind registers things directly: warnings filters, codecs,
+loggers and handlers, excepthooks, copyreg reducers, import hooks, ``sys.modules`` entries,
+singledispatch implementations, finalizers, gc callbacks, signal handlers, trace hooks,
+asyncio policies. After exit and the managed undo, the scrub goes through each of these
+registries and removes the unloaded module's own entries -- found *by identity* with
+``_owned.Owner`` (never by running module code: no ``==``, no ``isinstance``, no attribute
+that a module could have turned into a property). Slots (``sys.excepthook`` and the like)
+are put back to what they were before the module loaded, and only if they still hold the
+module's value: someone who replaced it since keeps theirs. typing's caches are cleared
+whole: CPython offers nothing finer.
+
+Every registry is one small function (in ``_scrub_registries``); a failure in one is logged
+and the others still run, and nothing here can make an unload fail. ``Host.scrubber(fn)``
+adds third-party registries (an ORM's model registry, a serializer's type table).
+"""
+
+from __future__ import annotations
+
+import _signal as _signal_c  # type: ignore[import-not-found]
+import asyncio
+import builtins
+import logging
+import signal
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, final
+
+from ._owned import Owner, among
+from ._owned import mro as _mro
+
+_TYPE_DICT: Final[Any] = type.__dict__["__dict__"]
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["SIGNALS", "SLOTS", "Scrub", "Scrubber", "ScrubberMixin", "baseline", "getsignal", "run"]
+
+_log = logging.getLogger("livemod")
+
+#: Slots restored to their value before the load, if they still hold the module's value.
+#: name -> (read, write, default).
+_Slot = tuple[Callable[[], Any], Callable[[Any], None], Callable[[], Any]]
+
+
+def _set(owner: Any, attr: str) -> Callable[[Any], None]:
+    return lambda value: setattr(owner, attr, value)
+
+
+SLOTS: Final[dict[str, _Slot]] = {
+    "sys.excepthook": (lambda: sys.excepthook, _set(sys, "excepthook"),
+                       lambda: sys.__excepthook__),
+    "threading.excepthook": (lambda: threading.excepthook, _set(threading, "excepthook"),
+                             lambda: threading.__excepthook__),
+    "sys.unraisablehook": (lambda: sys.unraisablehook, _set(sys, "unraisablehook"),
+                           lambda: sys.__unraisablehook__),
+    "sys.displayhook": (lambda: sys.displayhook, _set(sys, "displayhook"),
+                        lambda: sys.__displayhook__),
+    "sys.breakpointhook": (lambda: sys.breakpointhook, _set(sys, "breakpointhook"),
+                           lambda: sys.__breakpointhook__),
+    "warnings.showwarning": (lambda: warnings.showwarning, _set(warnings, "showwarning"),
+                             lambda: getattr(warnings, "_showwarning_orig", None)),
+    "warnings.formatwarning": (lambda: warnings.formatwarning, _set(warnings, "formatwarning"),
+                               lambda: getattr(warnings, "_formatwarning_orig", None)),
+    "asyncio event loop policy": (
+        lambda: getattr(asyncio.events, "_event_loop_policy", None),
+        lambda value: setattr(asyncio.events, "_event_loop_policy", value),
+        lambda: None,
+    ),
+    "logging logger class": (logging.getLoggerClass, logging.setLoggerClass,
+                             lambda: logging.Logger),
+    "logging record factory": (logging.getLogRecordFactory, logging.setLogRecordFactory,
+                               lambda: logging.LogRecord),
+    "threading.settrace hook": (lambda: getattr(threading, "_trace_hook", None),
+                                _set(threading, "_trace_hook"), lambda: None),
+    "threading.setprofile hook": (lambda: getattr(threading, "_profile_hook", None),
+                                  _set(threading, "_profile_hook"), lambda: None),
+}
+
+
+def baseline() -> dict[str, Any]:
+    """What the slots hold before a module's body runs (taken at the start of each load)."""
+    before: dict[str, Any] = {}
+    for name, (read, _write, _default) in SLOTS.items():
+        try:
+            before[name] = read()
+        except Exception:  # a slot missing on this version
+            continue
+    for signum in SIGNALS:
+        try:
+            before[f"signal {signum}"] = getsignal(signum)
+        except (ValueError, OSError):
+            continue
+    before["sys.path"] = tuple(sys.path)
+    # Ids only: a baseline must not keep a module alive that is later removed.
+    before["sys.modules"] = {k: id(v) for k, v in list(sys.modules.items())}
+    before["builtins"] = {k: id(v) for k, v in list(vars(builtins).items())}
+    return before
+
+
+#: Every signal number, and the C-level getsignal (no enum conversion: this runs at every
+#: load and unload).
+SIGNALS: Final = tuple(sorted(int(s) for s in signal.valid_signals()))
+getsignal: Final[Callable[[int], Any]] = getattr(_signal_c, "getsignal", signal.getsignal)
+
+
+@final
+class Scrub:
+    """What a scrubber (``Host.scrubber``) is given for one unloaded module.
+
+    Attributes:
+        name: the module's name.
+        version: its version.
+        private_name: the name its code ran under (``livemod.mods._h1.<name>``); its
+            submodules are below it.
+    """
+
+    __slots__ = (
+        "_before",
+        "_classes",
+        "_loops",
+        "_owner",
+        "name",
+        "namespaces",
+        "private_name",
+        "removed_entries",
+        "version",
+        "where",
+    )
+
+    def __init__(
+        self,
+        owner: Owner,
+        version: str,
+        *,
+        before: dict[str, Any] | None = None,
+        loops: Iterable[Any] = (),
+        where: str = "",
+    ) -> None:
+        self._owner = owner
+        self._before = before or {}
+        self._loops = tuple(loops)
+        self._classes: list[type] | None = None
+        self.namespaces: list[dict[str, Any]] = []  # the module's own (set by scrub_instance)
+        self.name = owner.name
+        self.version = version
+        self.private_name = owner.private_name
+        self.where = where  # the module's folder or file
+        self.removed_entries: list[str] = []
+
+    def owns(self, obj: object) -> bool:
+        """Whether ``obj`` is the module's: one of its functions, classes, modules, an
+        instance of one of its classes, or a bound method or partial of those. Decided
+        without running any of the module's code."""
+        return self._owner.owns(obj)
+
+    def owns_name(self, module_name: object) -> bool:
+        """Whether a module name (``cls.__module__``, a logger name) is the module's."""
+        return self._owner.owns_name(module_name)
+
+    def has_classes(self, base: type = object) -> bool:
+        """Whether the module's namespaces define a class (derived from ``base``): a cheap
+        pre-check for registries keyed by classes."""
+        if self._classes is None:
+            self._classes = [v for ns in self.namespaces for v in list(ns.values())
+                             if among(type, _mro(type(v))) and self._owner.owns_class(v)]
+        return any(among(base, _mro(c)) for c in self._classes)
+
+    def removed(self, what: str) -> None:
+        """Say what a scrubber took out (it appears in the unload's event)."""
+        self.removed_entries.append(what)
+
+
+Scrubber = Callable[[Scrub], object]
+
+
+def run(scrub: Scrub, scrubbers: Iterable[tuple[str, Scrubber]]) -> list[str]:
+    """Run each scrubber; return the failures (each already logged). Never raises."""
+    failures: list[str] = []
+    for label, fn in scrubbers:
+        try:
+            fn(scrub)
+        except Exception as exc:
+            text = "".join(traceback.format_exception_only(exc)).strip()
+            failures.append(f"{label}: {text}")
+            _log.error("module %r: scrubbing %s failed; carrying on with the rest:\n%s",
+                       scrub.name, label, "".join(traceback.format_exception(exc)))
+            del exc
+    return failures
+
+
+class ScrubberMixin:
+    """``Host.scrubber`` (a mixin, so the host file stays the place where things join up)."""
+
+    __slots__ = ()
+    def scrubber(self, fn: Scrubber) -> Scrubber:
+        """Add a scrubber for a registry livemod does not know (usable as a decorator).
+
+        After each unload (after exit, the managed undo and livemod's own scrub of
+        CPython's registries) ``fn(scrub)`` is called with a :class:`livemod.Scrub` for
+        the module: ``scrub.owns(obj)`` says whether an object is the module's without
+        running its code, and ``scrub.removed(what)`` reports what ``fn`` took out. A
+        scrubber must not keep what it is given; one that raises is logged and the unload
+        completes. Returns ``fn``.
+        """
+        host: Any = self  # a Host (not imported: the host module imports this one)
+        with host._table.lock:
+            host._life.teardown.scrubbers.append(fn)
+        return fn

@@ -1,0 +1,457 @@
+"""The registries the scrub knows, one small function each (see ``_scrub`` for the why).
+
+Each takes a ``Scrub`` and removes the unloaded module's own entries by identity, never
+running its code; ``scrub_instance`` runs them all, then the host's own scrubbers.
+"""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import copyreg
+import functools
+import gc
+import logging
+import re
+import signal
+import sys
+import threading
+import types
+import typing
+import warnings
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from ._owned import Owner, class_qualname, safe_vars
+from ._scrub import SIGNALS, SLOTS, Scrub, Scrubber, getsignal, run
+
+if TYPE_CHECKING:
+    from ._instance import Instance
+
+__all__ = ["BUILTIN", "dispatchers", "registry_of", "scrub_instance"]
+
+_log = logging.getLogger("livemod")
+_TYPE_DICT: Final[Any] = type.__dict__["__dict__"]
+
+
+def _drop_changed(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], bool]) -> list[str]:
+    """Delete the entries of ``d`` that are new or rebound since the load and the module's
+    (an entry untouched since cannot be its doing); return their keys."""
+    before: dict[str, int] = s._before.get(key) or {}
+    get = before.get
+    changed = [k for k, v in list(d.items()) if get(k) != id(v)]
+    gone = [k for k in changed if not skip(k) and s.owns(d.get(k))]
+    for k in gone:
+        d.pop(k, None)
+    return gone
+
+
+# -- one function per registry ----------------------------------------------------------
+
+
+def _remove_identity(items: list[Any], pred: Callable[[Any], bool]) -> list[Any]:
+    """Remove from ``items`` (in place, by position) every entry ``pred`` accepts."""
+    gone = [item for item in list(items) if pred(item)]
+    for item in gone:
+        for i, existing in enumerate(items):
+            if existing is item:
+                del items[i]
+                break
+    return gone
+
+
+def _drop_keys(d: dict[Any, Any], pred: Callable[[Any, Any], bool]) -> list[Any]:
+    """Delete the entries ``pred(key, value)`` accepts, without hashing or comparing an
+    owned key (its metaclass may define ``__hash__``/``__eq__``): the dict is rebuilt from
+    the entries that stay when a key's type is not an ordinary one."""
+    gone = [k for k, v in list(d.items()) if pred(k, v)]
+    if not gone:
+        return gone
+    if all(type(k) is str or type(k) is int or type(k) is tuple for k in gone):
+        for k in gone:
+            d.pop(k, None)
+    else:
+        keep = [(k, v) for k, v in list(d.items()) if not any(k is g for g in gone)]
+        d.clear()
+        d.update(keep)
+    return gone
+
+
+def _warnings(s: Scrub) -> None:
+    filters: list[Any] = warnings.filters  # type: ignore[assignment]
+    private = s.private_name
+
+    def theirs(f: Any) -> bool:
+        if type(f) is not tuple or len(f) < 5:
+            return False
+        category, module = f[2], f[3]
+        if s.owns(category):
+            return True
+        pattern = module.pattern if type(module) is re.Pattern else None
+        return type(pattern) is str and pattern.replace("\\", "").startswith(private)
+
+    gone = _remove_identity(filters, theirs)
+    for f in gone:
+        s.removed(f"warnings filter {f[0]!r} for {_category(s, f[2])}")
+    if not s.has_classes(Warning):  # the registries below are keyed by warning categories
+        return _filters_changed(gone)
+    registry: dict[Any, Any] = warnings.onceregistry  # type: ignore[attr-defined]
+    _drop_keys(registry, lambda k, v: type(k) is tuple and any(s.owns(p) for p in k))
+    for module in list(sys.modules.values()):
+        ns = safe_vars(module)
+        reg = dict.get(ns, "__warningregistry__") if type(ns) is dict else None
+        if type(reg) is dict:
+            _drop_keys(reg, lambda k, v: type(k) is tuple and any(s.owns(p) for p in k))
+    _filters_changed(gone)
+
+
+def _filters_changed(gone: list[Any]) -> None:
+    if gone:
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if mutated is not None:
+            mutated()
+
+
+def _category(s: Scrub, cls: Any) -> str:
+    return s._owner.describe(cls)
+
+
+def _codecs(s: Scrub) -> None:
+    # The search path cannot be listed, but unregistering a function that is not
+    # registered does nothing: try each function of the module's namespaces (covers a
+    # search function registered on its behalf by other code).
+    for ns in s.namespaces:
+        for value in list(ns.values()):
+            if type(value) is types.FunctionType and s.owns(value):
+                codecs.unregister(value)
+
+
+def _logging(s: Scrub) -> None:
+    manager = logging.Logger.manager
+    with logging._lock:  # type: ignore[attr-defined]
+        loggers: dict[str, Any] = manager.loggerDict
+        removed = _drop_keys(loggers, lambda k, v: s.owns_name(k) or s.owns(v))
+        for name in removed:
+            s.removed(f"logger {s._owner.public(name)!r}")
+        for value in list(loggers.values()):
+            if type(value) is logging.PlaceHolder:
+                for lg in list(value.loggerMap):
+                    if s.owns(lg) or s.owns_name(vars(lg).get("name")):
+                        value.loggerMap.pop(lg, None)
+        everyone: list[Any] = [manager.root, *loggers.values()]
+        for lg in everyone:
+            if type(lg) is logging.PlaceHolder or s.owns(lg):
+                continue
+            _scrub_filterer(s, lg, f"logger {lg.name!r}")
+            for h in _remove_identity(lg.handlers, lambda h: _handler_is_theirs(s, h)):
+                s.removed(f"logging handler {s._owner.describe(h)} on logger {lg.name!r}")
+            for h in lg.handlers:
+                if not s.owns(h):
+                    _scrub_filterer(s, h, f"handler {class_qualname(type(h))} on {lg.name!r}")
+        parent_fix = [lg for lg in loggers.values()
+                      if type(lg) is not logging.PlaceHolder and s.owns(lg.parent)]
+        for lg in parent_fix:
+            lg.parent = manager.root
+
+
+def _handler_is_theirs(s: Scrub, h: Any) -> bool:
+    if s.owns(h):
+        return True
+    fmt = vars(h).get("formatter")
+    return fmt is not None and s.owns(fmt)
+
+
+def _scrub_filterer(s: Scrub, target: Any, label: str) -> None:
+    filters = vars(target).get("filters")
+    if type(filters) is list:
+        for f in _remove_identity(filters, s.owns):
+            s.removed(f"logging filter {s._owner.describe(f)} on {label}")
+
+
+def _slots(s: Scrub) -> None:
+    for name, (read, write, default) in SLOTS.items():
+        try:
+            now = read()
+        except Exception:
+            continue
+        if not s.owns(now):
+            continue
+        before = s._before.get(name, default())
+        write(default() if s.owns(before) else before)
+        s.removed(name)
+
+
+def _trace(s: Scrub) -> None:
+    if s.owns(sys.gettrace()):
+        sys.settrace(None)
+        s.removed("sys.settrace hook")
+    if s.owns(sys.getprofile()):
+        sys.setprofile(None)
+        s.removed("sys.setprofile hook")
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is None:
+        return
+    events = [v for k, v in vars(monitoring.events).items()
+              if type(v) is int and v and not v & (v - 1) and not k.startswith("_")]
+    for tool in range(6):
+        if monitoring.get_tool(tool) is None:
+            continue
+        kept = removed = False
+        for event in events:
+            try:
+                old = monitoring.register_callback(tool, event, None)
+            except ValueError:
+                continue
+            if old is None:
+                continue
+            if s.owns(old):
+                removed = True
+            else:
+                monitoring.register_callback(tool, event, old)
+                kept = True
+        if removed:
+            s.removed(f"sys.monitoring callbacks of tool {tool}")
+            if not kept:
+                monitoring.set_events(tool, 0)
+                monitoring.free_tool_id(tool)
+
+
+def _signal(s: Scrub) -> None:
+    on_main = threading.current_thread() is threading.main_thread()
+    for signum in SIGNALS:
+        try:
+            handler = getsignal(signum)
+        except (ValueError, OSError):
+            continue
+        if not s.owns(handler):
+            continue
+        before = s._before.get(f"signal {signum}", signal.SIG_DFL)
+        if s.owns(before):
+            before = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        if not on_main:
+            raise RuntimeError(f"signal {signum} handler is the module's, and cannot be "
+                               f"restored off the main thread (unload from the main thread)")
+        signal.signal(signum, before)
+        s.removed(f"signal {signum} handler")
+
+
+def _copyreg(s: Scrub) -> None:
+    table: dict[Any, Any] = copyreg.dispatch_table
+    for cls in _drop_keys(table, lambda k, v: s.owns(k) or s.owns(v)):
+        s.removed(f"copyreg reducer for {s._owner.describe(cls)}")
+
+
+def _import_system(s: Scrub) -> None:
+    for f in _remove_identity(sys.meta_path, s.owns):
+        s.removed(f"sys.meta_path finder {s._owner.describe(f)}")
+    for h in _remove_identity(sys.path_hooks, s.owns):
+        s.removed(f"sys.path_hooks entry {s._owner.describe(h)}")
+    before = s._before.get("sys.path", ())
+    where = s.where
+
+    def added(entry: Any) -> bool:
+        return (type(entry) is str and entry not in before and bool(where)
+                and (entry == where or entry.startswith(where + "/")))
+
+    for entry in _remove_identity(sys.path, added):
+        s.removed(f"sys.path entry {entry!r}")
+        sys.path_importer_cache.pop(entry, None)
+    _drop_keys(sys.path_importer_cache, lambda k, v: s.owns(v))
+    # sys.modules entries the module inserted are taken out (and reported) by the wiring's
+    # unwire (_wire), which knows the names it wired.
+
+
+def _singledispatch(s: Scrub) -> None:
+    # Only classes are looked for: a module that defines none has nothing to take back.
+    if not s.has_classes():
+        return
+    for fn, label in dispatchers():
+        _unregister(s, fn, label)
+
+
+#: module name -> (weak ref to the module scanned, its dispatchers as (weak ref, label)).
+#: A module is scanned once, when first seen under its name (dispatchers are made at
+#: import), so an unload costs a few hundred dict lookups, not a walk over every global.
+_DISPATCHERS: dict[str, tuple[weakref.ref[Any], tuple[tuple[Any, str], ...]]] = {}
+_dispatchers_lock = threading.Lock()
+
+
+def dispatchers() -> list[tuple[types.FunctionType, str]]:
+    """Every ``functools.singledispatch`` function in a module's globals or one level down
+    in its classes (``singledispatchmethod`` too)."""
+    found: list[tuple[types.FunctionType, str]] = []
+    with _dispatchers_lock:
+        modules = list(sys.modules.items())
+        if len(_DISPATCHERS) > 2 * len(modules):  # forget modules long gone
+            names = {n for n, _ in modules}
+            for gone in [n for n in _DISPATCHERS if n not in names]:
+                del _DISPATCHERS[gone]
+        for name, module in modules:
+            cached = _DISPATCHERS.get(name)
+            if cached is None or cached[0]() is not module:
+                ns = safe_vars(module)
+                try:
+                    ref = weakref.ref(module)
+                except TypeError:
+                    continue
+                scanned = tuple((weakref.ref(fn), label) for fn, label in _scan(ns)) \
+                    if type(ns) is dict else ()
+                cached = (ref, scanned)
+                _DISPATCHERS[name] = cached
+            for fn_ref, label in cached[1]:
+                fn = fn_ref()
+                if fn is not None:
+                    found.append((fn, label))
+    return found
+
+
+def _scan(ns: dict[str, Any]) -> list[tuple[types.FunctionType, str]]:
+    function, method, plain_class = types.FunctionType, functools.singledispatchmethod, type
+    where = ns.get("__name__")
+    out: list[tuple[types.FunctionType, str]] = []
+    for value in list(ns.values()):
+        t = type(value)
+        if t is function:
+            if "registry" in value.__dict__:
+                out.append((value, f"{where}.{value.__qualname__}"))
+        elif t is plain_class:
+            for attr in list(_TYPE_DICT.__get__(value).values()):
+                ta = type(attr)
+                if ta is method:
+                    fn = attr.dispatcher
+                    if type(fn) is function:
+                        out.append((fn, f"{where}.{value.__qualname__}"))
+                elif ta is function and "registry" in attr.__dict__:
+                    out.append((attr, f"{where}.{attr.__qualname__}"))
+    return out
+
+
+def registry_of(fn: types.FunctionType) -> dict[Any, Any] | None:
+    """The registry dict of a singledispatch function (its ``registry`` attribute is a
+    read-only view; the dict is a cell of its ``dispatch`` closure, on 3.11 to 3.13)."""
+    dispatch = vars(fn).get("dispatch")
+    if type(dispatch) is not types.FunctionType or dispatch.__closure__ is None:
+        return None
+    cells = dict(zip(dispatch.__code__.co_freevars, dispatch.__closure__, strict=False))
+    cell = cells.get("registry")
+    registry = cell.cell_contents if cell is not None else None
+    return registry if type(registry) is dict else None
+
+
+def _unregister(s: Scrub, fn: types.FunctionType, label: str) -> None:
+    registry = registry_of(fn)
+    if registry is None:
+        return
+    gone = _drop_keys(registry, lambda k, v: s.owns(k) or (k is not object and s.owns(v)))
+    if gone:
+        clear = vars(fn).get("_clear_cache")
+        if clear is not None:
+            clear()
+        for cls in gone:
+            s.removed(f"singledispatch registration of {s._owner.describe(cls)} on {label}")
+
+
+def _finalizers(s: Scrub) -> None:
+    registry: dict[Any, Any] = weakref.finalize._registry  # type: ignore[attr-defined]
+    for f, info in list(registry.items()):
+        func = getattr(info, "func", None)
+        args = getattr(info, "args", ())
+        kwargs = getattr(info, "kwargs", None) or {}
+        if s.owns(func) or any(s.owns(a) for a in (*args, *kwargs.values())):
+            weakref.finalize.detach(f)
+            s.removed(f"weakref.finalize callback {s._owner.describe(func)} (detached)")
+
+
+def _gc_callbacks(s: Scrub) -> None:
+    for cb in _remove_identity(gc.callbacks, s.owns):
+        s.removed(f"gc callback {s._owner.describe(cb)}")
+
+
+def _asyncio(s: Scrub) -> None:
+    for loop in s._loops:
+        if loop is None or s.owns(loop):
+            continue
+        if s.owns(loop.get_exception_handler()):
+            loop.set_exception_handler(None)
+            s.removed("asyncio loop exception handler")
+        if s.owns(loop.get_task_factory()):
+            loop.set_task_factory(None)
+            s.removed("asyncio task factory")
+    hooks = sys.get_asyncgen_hooks()
+    if s.owns(hooks.firstiter) or s.owns(hooks.finalizer):
+        sys.set_asyncgen_hooks(
+            firstiter=None if s.owns(hooks.firstiter) else hooks.firstiter,
+            finalizer=None if s.owns(hooks.finalizer) else hooks.finalizer,
+        )
+        s.removed("asyncgen hooks")
+
+
+def _builtins(s: Scrub) -> None:
+    for name in _drop_changed(s, "builtins", vars(builtins), lambda k: k.startswith("__")):
+        s.removed(f"builtins.{name}")
+
+
+def _typing(s: Scrub) -> None:
+    registry = getattr(typing, "_overload_registry", None)
+    if registry is not None:
+        for name in _drop_keys(registry, lambda k, v: s.owns_name(k)):
+            s.removed(f"typing overloads of {s._owner.public(name)}")
+    # typing's caches are lru_caches keyed by the types they saw: only a clear of the
+    # whole cache frees the module's classes (design.md, "Cleared whole").
+    for clear in list(getattr(typing, "_cleanups", ())):
+        clear()
+
+
+def _threading_atexit(s: Scrub) -> None:
+    calls = getattr(threading, "_threading_atexits", None)
+    if type(calls) is list:
+        for fn in _remove_identity(calls, s.owns):
+            s.removed(f"threading._register_atexit callback {s._owner.describe(fn)}")
+
+
+#: The registries livemod knows, in the order they are scrubbed (slots before the
+#: registries whose entries a slot's value may still use).
+BUILTIN: Final[tuple[tuple[str, Scrubber], ...]] = (
+    ("hooks and slots", _slots),
+    ("trace and profile hooks", _trace),
+    ("signal handlers", _signal),
+    ("warnings", _warnings),
+    ("codecs", _codecs),
+    ("logging", _logging),
+    ("copyreg", _copyreg),
+    ("import system", _import_system),
+    ("singledispatch registries", _singledispatch),
+    ("weakref finalizers", _finalizers),
+    ("gc callbacks", _gc_callbacks),
+    ("asyncio", _asyncio),
+    ("builtins", _builtins),
+    ("threading atexit", _threading_atexit),
+    ("typing", _typing),
+)
+
+
+def scrub_instance(
+    inst: Instance,
+    modules: Iterable[types.ModuleType],
+    extra: Iterable[Scrubber],
+    loops: Iterable[Any],
+) -> tuple[list[str], list[str]]:
+    """Scrub every registry of what ``inst`` left; returns (what was removed, failures).
+
+    Called at unload after exit and the managed undo, while the module's namespaces are
+    still alive (their ids identify its functions). Never raises.
+    """
+    try:
+        namespaces = [ns for ns in (safe_vars(m) for m in modules) if type(ns) is dict]
+        owner = Owner(inst.name, inst.private_name, map(id, namespaces), inst.files)
+        scrub = Scrub(owner, inst.info.version, before=inst.scrub_before, loops=loops,
+                      where=inst.info.path)
+        scrub.namespaces = namespaces
+        named = [(f"scrubber {getattr(fn, '__qualname__', fn)!r}", fn) for fn in extra]
+        failures = run(scrub, (*BUILTIN, *named))
+        return scrub.removed_entries, failures
+    except Exception as exc:  # never let a scrub stop an unload
+        _log.exception("module %r: the scrub failed", inst.name)
+        return [], [f"scrub: {exc!r}"]
+
