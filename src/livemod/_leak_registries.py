@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+from . import _sysmodules
 from ._owned import Owner, class_qualname, safe_vars
 
 __all__ = ["explain", "holders", "outside_gc"]
@@ -105,14 +106,14 @@ def _slots(o: Owner) -> Iterator[str]:
 
 
 def _sys_modules(o: Owner) -> Iterator[str]:
-    for key, value in list(sys.modules.items()):
+    for key, value in list(_sysmodules.snapshot().items()):
         if not o.owns_name(key) and o.owns(value):
             yield f"{o.describe(value)} <- held by sys.modules[{key!r}]"
 
 
 def _globals(o: Owner) -> Iterator[str]:
     deadline = getattr(_bound, "deadline", float("inf"))
-    for key, module in list(sys.modules.items()):
+    for key, module in list(_sysmodules.snapshot().items()):
         if time.monotonic() > deadline:
             return
         if o.owns_name(key):

@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final, final
 
+from . import _sysmodules
 from ._owned import attrs_of as _attrs
 from ._owned import class_qualname, safe_vars
 from ._owned import is_kind as _is
@@ -377,7 +378,7 @@ class _Walk:
         self.deadline = deadline
         self.calls = calls if calls is not None else _Calls(_MAX_REFERRER_CALLS)
         self.modules = {
-            id(ns): n for n, ns in ((n, safe_vars(m)) for n, m in list(sys.modules.items()))
+            id(ns): n for n, ns in ((n, safe_vars(m)) for n, m in _sysmodules.snapshot().items())
             if type(ns) is dict
         }
         # Other threads' stacks are read by _quiesce.thread_stacks (see there why it is

@@ -26,7 +26,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from . import _native, _wiring
+from . import _native, _sysmodules, _wiring
 from ._bytecode import compile_cached
 from ._owned import kind
 
@@ -91,7 +91,7 @@ def exec_module(
 def remove_modules(private_name: str) -> list[types.ModuleType]:
     """Remove the module and its submodules from ``sys.modules``; return what was removed."""
     below = private_name + "."
-    names = [n for n in list(sys.modules) if n == private_name or n.startswith(below)]
+    names = [n for n in list(_sysmodules.snapshot()) if n == private_name or n.startswith(below)]
     return [m for m in (sys.modules.pop(n, None) for n in names) if m is not None]
 
 
@@ -105,7 +105,7 @@ def namespaces_of(private_name: str) -> list[types.ModuleType]:
     below = private_name + "."
     return [
         m
-        for n, m in list(sys.modules.items())
+        for n, m in list(_sysmodules.snapshot().items())
         if (n == private_name or n.startswith(below)) and kind(m, types.ModuleType)
     ]
 

@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, final
 
+from . import _sysmodules
 from ._owned import Owner, among
 from ._owned import mro as _mro
 
@@ -97,7 +98,7 @@ def baseline() -> dict[str, Any]:
             continue
     before["sys.path"] = tuple(sys.path)
     # Ids only: a baseline must not keep a module alive that is later removed.
-    before["sys.modules"] = {k: id(v) for k, v in list(sys.modules.items())}
+    before["sys.modules"] = {k: id(v) for k, v in list(_sysmodules.snapshot().items())}
     before["builtins"] = {k: id(v) for k, v in list(vars(builtins).items())}
     return before
 

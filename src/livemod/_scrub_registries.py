@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from . import _sysmodules
 from ._owned import Owner, class_qualname, safe_vars
 from ._scrub import SIGNALS, SLOTS, Scrub, Scrubber, getsignal, run
 
@@ -282,7 +283,7 @@ def dispatchers() -> list[tuple[types.FunctionType, str]]:
     in its classes (``singledispatchmethod`` too)."""
     found: list[tuple[types.FunctionType, str]] = []
     with _dispatchers_lock:
-        modules = list(sys.modules.items())
+        modules = list(_sysmodules.snapshot().items())
         if len(_DISPATCHERS) > 2 * len(modules):  # forget modules long gone
             names = {n for n, _ in modules}
             for gone in [n for n in _DISPATCHERS if n not in names]:

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _provenance, _scrub, _trampolines, _wiring
+from . import _provenance, _scrub, _sysmodules, _trampolines, _wiring
 from ._instance import Instance
 from ._state import State
 
@@ -133,7 +133,7 @@ def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
     below = private + "."
     ids = inst.namespace_ids
     removed = []
-    for key, value in list(sys.modules.items()):
+    for key, value in list(_sysmodules.snapshot().items()):
         if key == private or key.startswith(below):
             continue
         if types.ModuleType in type(value).__mro__:  # never isinstance: no module code runs
