@@ -71,7 +71,9 @@ class LivemodMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.before = private_modules()
-        self.host = livemod.Host(modpath=[MODULES], timeout=5.0)
+        # autoload off: solo uses base only if base is already live, which require() would
+        # otherwise make true by loading base from the modpath (load on demand).
+        self.host = livemod.Host(modpath=[MODULES], timeout=5.0, autoload=False)
         self.hook = self.host.hook(HOOK)
         self.live: dict[str, Live] = {}  # load order, as the host's table
         self.counter = itertools.count()
