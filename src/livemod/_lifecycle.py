@@ -443,17 +443,9 @@ class Lifecycle:
     def replace(self, name: str, path: str | os.PathLike[str] | None, *,
                 timeout: float | None, cascade: bool, downgrade: bool,
                 params: Mapping[str, object]) -> Module:
-        """``Host.replace`` (the steps are in ``_upgrade``)."""
-        with self.op_lock, quick_switching():
-            self.check_open()
-            try:
-                return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                        downgrade=downgrade, params=params)
-            except InitError:
-                raise  # the failed load of the new version is in the log already
-            except LivemodError as exc:
-                self.journal.event("upgrade-refused", name, f"upgrade refused: {exc}")
-                raise
+        """``Host.replace``: the steps, and when the lock is taken, are ``_upgrade``'s."""
+        return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
+                                downgrade=downgrade, params=params)
 
     def close(self, timeout: float | None, detach: Callable[[], None] | None) -> bool:
         """Unload everything, dependents first; False if it was closed already."""
