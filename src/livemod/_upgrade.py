@@ -57,6 +57,7 @@ from ._quiesce import current_thread_in
 from ._records import brief
 from ._settings import Settings
 from ._source import ModuleSource
+from ._starting import start_soon
 from ._state import State
 from ._switching import quick_switching
 from ._table import ModuleTable
@@ -201,9 +202,17 @@ def abort(host: Steps, brought: Brought) -> None:
 
 
 def commit(host: Steps, brought: Brought, *, timeout: float | None) -> Module:
-    """The switch (which cannot fail), then the old versions drain and go."""
-    _switch(host, brought)
-    limit = host.settings.timeout if timeout is None else timeout
+    """The switch (which cannot fail), then the old versions drain and go, while the new
+    versions' managed threads start (``_starting``); all have started when it returns."""
+    starting = start_soon(_switch(host, brought))
+    try:
+        _retire(host, brought, host.settings.timeout if timeout is None else timeout)
+    finally:
+        starting.wait()
+    return Module(brought[0][1])
+
+
+def _retire(host: Steps, brought: Brought, limit: float) -> None:
     # Dependents first: the old dependents hold the old module's objects until they go.
     for current, new in reversed(brought):
         try:
@@ -222,7 +231,6 @@ def commit(host: Steps, brought: Brought, *, timeout: float | None) -> Module:
             _reap_later(host, current)
         else:
             host.teardown.finish(current)
-    return Module(brought[0][1])
 
 
 def _prepare(
@@ -315,9 +323,10 @@ def _handover(host: Steps, old: Instance) -> object:
         ) from exc
 
 
-def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> None:
+def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> list[Callable[[], None]]:
     """The one atomic step (per hook): old versions unpublished, new ones published, the
-    names moved -- all under one hold of the host lock."""
+    names moved -- all under one hold of the host lock. Returns the new versions' staged
+    starts (threads, tasks, timers), for the caller to run."""
     starts = []
     notices: list[Notice] = []
     with host.table.lock:
@@ -339,13 +348,12 @@ def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> None:
         host.journal.notify(notice)
     for _, new in pairs:
         host.taint_if_untrusted(new)
-    for start in starts:
-        start()
     for old, new in pairs:
         host.journal.event("upgrade", new.name, f"upgraded {old.info.version} -> "
                            f"{new.info.version} from {new.info.path}", old=old.info.version,
                            version=new.info.version, path=new.info.path,
                            params=new.params.as_dict())
+    return starts
 
 
 def _drain(host: Steps, old: Instance, timeout: float) -> list[str]:
