@@ -107,12 +107,15 @@ def replace(
     ``host.op_lock`` (step 0 of the module docstring)."""
     host.check_open()
     try:
-        ahead = read_ahead(host, name, path, cascade=cascade)
-        with host.op_lock, quick_switching():
-            host.check_open()
-            brought = stage(host, name, path, cascade=cascade, downgrade=downgrade,
-                            params=params, ahead=ahead)
-            return commit(host, brought, timeout=timeout)
+        # Quick switching from the start: under load, each GIL hand-off of the read (every
+        # file system call is one) costs several default intervals (see _switching).
+        with quick_switching():
+            ahead = read_ahead(host, name, path, cascade=cascade)
+            with host.op_lock:
+                host.check_open()
+                brought = stage(host, name, path, cascade=cascade, downgrade=downgrade,
+                                params=params, ahead=ahead)
+                return commit(host, brought, timeout=timeout)
     except InitError:
         raise  # the failed load of the new version is in the log already
     except LivemodError as exc:
