@@ -53,6 +53,7 @@ from ._instance import Instance, Module, frozen_mapping
 from ._journal import Journal
 from ._metadata import ModuleInfo
 from ._modpath import ModPath
+from ._names import canonical
 from ._records import brief, where_raised
 from ._registrar import Registrar
 from ._settings import Settings
@@ -246,6 +247,7 @@ class Lifecycle:
 
     def plan(self, name: str, include_loaded: bool, config: Config | None) -> list[ModuleInfo]:
         """``Host.modprobe_plan``: the modprobe chain, resolved and checked, not loaded."""
+        name = canonical(name)  # a look-alike of a blacklisted name is that name
         if config is not None:
             name = config.modprobe_plan(name).name
         versions = {} if include_loaded else self.table.versions()

@@ -1,6 +1,6 @@
-"""``replace`` reads the new version's files before it takes the operation lock
-(livemod._upgrade, step 0), and re-checks under the lock that they were read for the
-version that is still LIVE.
+"""``insmod`` and ``replace`` read a module's files before they take the operation lock
+(``Host.insmod``; livemod._upgrade, step 0), and ``replace`` re-checks under the lock that
+they were read for the version that is still LIVE.
 
 Another operation holds the lock here for real: an ``insmod`` whose ``init`` waits on a
 gate the test opens (``lm_probe``), as a slow init would.
@@ -145,3 +145,25 @@ def test_a_version_replaced_between_the_read_and_the_lock_is_read_again(
     assert (out["result"].version, out["result"].path) == ("3.0.0", str(third))
     assert [(r.name, r.version, r.state) for r in host.lsmod()
             if r.name == "svc"] == [("svc", "3.0.0", State.LIVE)]
+
+
+def test_insmod_reads_the_file_before_the_lock(
+    host: livemod.Host, tmp_path: Path, probe: Any
+) -> None:
+    file = tmp_path / "slowinit.py"
+    file.write_text(SLOW_INIT)
+    holder, held = in_thread(lambda: host.insmod(file), name="slow-insmod")
+    assert probe.gate("slowinit.in").wait(10)
+    broken = tmp_path / "broken.py"
+    broken.write_text('__livemod__ = {"name": "broken"}\ndef f(:\n')
+    try:
+        thread, out = in_thread(lambda: host.insmod(broken), name="insmod")
+        thread.join(10)
+        assert not thread.is_alive(), "insmod waited for the operation lock before reading"
+        assert isinstance(out.get("error"), livemod.ManifestError), out
+        assert "broken.py" in str(out["error"]) and holder.is_alive()
+    finally:
+        probe.gate("slowinit.go").set()
+        holder.join(30)
+    assert "error" not in held, held
+    assert [r.name for r in host.lsmod()] == ["slowinit"]
