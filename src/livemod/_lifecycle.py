@@ -71,7 +71,6 @@ from .errors import (
     ModuleBusy,
     ModuleExists,
     ModuleGoing,
-    ParamError,
     SignatureError,
 )
 
@@ -115,6 +114,14 @@ class Lifecycle:
              source: ModuleSource | None = None) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``op_lock``.
         ``source``: the module already read (outside the lock, by ``insmod``)."""
+        inst = self.stage_load(path, params, source)
+        self._publish(inst)
+        return Module(inst)
+
+    def stage_load(self, path: str | os.PathLike[str], params: Mapping[str, object],
+                   source: ModuleSource | None = None) -> Instance:
+        """``load`` up to its publish: COMING, every registration staged; ``_publish`` or
+        ``teardown.discard`` ends it (a service-wide insmod publishes once all agreed)."""
         source = self.read(path) if source is None else source
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
@@ -125,8 +132,7 @@ class Lifecycle:
             self.table.put_unlocked(inst)
         inst.untrusted = untrusted
         self.bring_up(inst, source)
-        self._publish(inst)
-        return Module(inst)
+        return inst
 
     def read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
@@ -343,6 +349,16 @@ class Lifecycle:
                progress: Progress | None = None) -> None:
         """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE (see the module docstring
         for the order). Caller holds ``op_lock``."""
+        removed = self.take_down(inst, wait=wait, timeout=timeout, force=force,
+                                 progress=progress)
+        removed.clear()  # the leak check must not find the implementations here
+        self.teardown.finish(inst)
+
+    def take_down(self, inst: Instance, *, wait: bool, timeout: float, force: bool,
+                  progress: Progress | None = None) -> list[tuple[str, Impl]]:
+        """Steps 1-4 of an unload: GOING and quiet, or LIVE again and ModuleBusy. Returns
+        what ``_republish`` would put back; ``teardown.finish`` is the rest (which a
+        service-wide rmmod runs once every worker agreed)."""
         inside = _quiesce.current_thread_in(inst.namespace_ids, inst.id)
         if inside is not None or threading.get_ident() in inst.own_thread_idents():
             raise ModuleBusy(
@@ -385,8 +401,7 @@ class Lifecycle:
                 f"(release it, retry with a longer timeout, or use force=True)",
                 module=inst.name, holders=tuple(pending),
             )
-        removed.clear()
-        self.teardown.finish(inst)
+        return removed
 
     def _republish(self, inst: Instance, removed: list[tuple[str, Impl]], why: str) -> None:
         with self.table.lock:
@@ -426,21 +441,10 @@ class Lifecycle:
         # which the unload sees as code in flight and waits for.
         with self._param_lock:
             inst = self.table.get_live(name)
-            old = inst.params.as_dict().get(key)
-            new = inst.params._set(key, value)
-            for callback in list(inst.param_callbacks):
-                try:
-                    callback(key, new)
-                except Exception as exc:
-                    inst.params._set(key, old)
-                    raise ParamError(
-                        f"module {inst.name!r} refused {key}={new!r}: {brief(exc)} "
-                        f"(the old value {old!r} is kept)", module=inst.name,
-                    ) from exc
+            old, new = _params.change(inst.params, inst.param_callbacks, key, value)
             self.journal.event("param", inst.name, f"param {key}={new!r} (was {old!r})",
                                key=key, value=new)
             return new
-
 
     def replace(self, name: str, path: str | os.PathLike[str] | None, *,
                 timeout: float | None, cascade: bool, downgrade: bool,
