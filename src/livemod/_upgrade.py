@@ -131,13 +131,21 @@ ReadAhead = dict[str, tuple[Instance, str, ModuleSource]]
 def read_ahead(host: Steps, name: str, path: str | os.PathLike[str] | None, *,
                cascade: bool) -> ReadAhead:
     """Read the files ``stage`` will need, without the operation lock: the new version,
-    and with ``cascade`` every module that will be reloaded with it (their own files)."""
-    old = host.table.get_live(name)
+    and with ``cascade`` every module that will be reloaded with it (their own files).
+
+    A module that is not LIVE now (not loaded, or another operation is loading or
+    unloading it) is left to ``stage``, which decides under the lock, as it always did:
+    an rmmod that is rolled back leaves it LIVE to upgrade."""
+    ahead: ReadAhead = {}
+    old = host.table.find(name)
+    if old is None or old.state is not State.LIVE:
+        return ahead
     first = os.fspath(path if path is not None else old.info.path)
-    ahead: ReadAhead = {old.name: (old, first, host.read(first))}
+    ahead[old.name] = (old, first, host.read(first))
     for dependent in _bound_closure(host, old.name) if cascade else ():
-        inst = host.table.get_live(dependent)
-        ahead[inst.name] = (inst, inst.info.path, host.read(inst.info.path))
+        inst = host.table.find(dependent)
+        if inst is not None and inst.state is State.LIVE:
+            ahead[inst.name] = (inst, inst.info.path, host.read(inst.info.path))
     return ahead
 
 
