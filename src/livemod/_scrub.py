@@ -99,19 +99,26 @@ def baseline() -> dict[str, Any]:
             before[name] = read()
         except Exception:  # a slot missing on this version
             continue
-    for signum, key in _SIGNAL_KEYS:
-        try:
-            before[key] = getsignal(signum)
-        except (ValueError, OSError):
-            continue
+    try:  # one C-level pass over the signals that could be read at import
+        before.update(zip(_SIGNAL_KEYS, map(getsignal, _READABLE), strict=True))
+    except (ValueError, OSError):
+        for signum, key in zip(_READABLE, _SIGNAL_KEYS, strict=True):
+            try:
+                before[key] = getsignal(signum)
+            except (ValueError, OSError):
+                continue
     with _last_lock:
         last = _last()
     before["sys.path"] = _reuse(last, "sys.path", tuple(sys.path), _ids)
     # Ids only: a baseline must not keep alive what a module later removes. Copied in one
     # step first (another thread may bind a builtin meanwhile).
     table = vars(builtins).copy()
-    ids = dict(zip(table, map(id, table.values()), strict=True))
-    before["builtins"] = _reuse(last, "builtins", ids, lambda d: (*map(id, d), *d.values()))
+    values = list(map(id, table.values()))
+    old = last.get("builtins") if last is not None else None
+    if old is not None and list(old.values()) == values and _ids(old) == _ids(table):
+        before["builtins"] = old  # str keys kept alive by ``old``, int values: no __eq__
+    else:
+        before["builtins"] = dict(zip(table, values, strict=True))
     # The same keys and the very same objects: ids compare without running any __eq__,
     # and ``last`` keeps its objects alive, so no id can have been reused.
     if last is not None and _ids(last) == _ids(before) and _ids(last.values()) == _ids(
@@ -151,7 +158,18 @@ _last: Callable[[], _Baseline | None] = _dead
 #: load and unload).
 SIGNALS: Final = tuple(sorted(int(s) for s in signal.valid_signals()))
 getsignal: Final[Callable[[int], Any]] = getattr(_signal_c, "getsignal", signal.getsignal)
-_SIGNAL_KEYS: Final = tuple((signum, f"signal {signum}") for signum in SIGNALS)
+
+
+def _readable(signum: int) -> bool:
+    try:
+        getsignal(signum)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+_READABLE: Final = tuple(filter(_readable, SIGNALS))
+_SIGNAL_KEYS: Final = tuple(f"signal {signum}" for signum in _READABLE)
 
 
 @final
