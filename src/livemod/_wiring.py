@@ -199,23 +199,35 @@ def wiring_on_stack(frame: FrameType | None) -> Wiring | None:
 
 #: Every live wiring, for the finders (a weak set: a module's wiring dies with it).
 _LIVE: Final[weakref.WeakSet[Wiring]] = weakref.WeakSet()
-_live_lock = threading.Lock()  # protects: _LIVE and _wired_names
-_wired_names: frozenset[str] = frozenset()
+_live_lock = threading.Lock()  # protects: _LIVE and the counts in _wired_names
+#: Every name some live wiring has -> how many have it. Kept by counting, not rebuilt from
+#: ``_LIVE`` (that made each load cost as much as all the loaded modules' wirings). Read
+#: without the lock (one ``in``). A wiring that dies unregistered leaves its names here,
+#: which only costs the finders a closer look.
+_wired_names: dict[str, int] = {}
 
 
 def register(wiring: Wiring) -> None:
     """Make the finders aware of ``wiring`` (until :func:`unregister` or its death)."""
-    global _wired_names
     with _live_lock:
+        if wiring in _LIVE:
+            return
         _LIVE.add(wiring)
-        _wired_names = frozenset(n for w in _LIVE for n in w.names())
+        for name in wiring.names():
+            _wired_names[name] = _wired_names.get(name, 0) + 1
 
 
 def unregister(wiring: Wiring) -> None:
-    global _wired_names
     with _live_lock:
+        if wiring not in _LIVE:
+            return
         _LIVE.discard(wiring)
-        _wired_names = frozenset(n for w in _LIVE for n in w.names())
+        for name in wiring.names():
+            left = _wired_names.get(name, 1) - 1
+            if left > 0:
+                _wired_names[name] = left
+            else:
+                _wired_names.pop(name, None)
 
 
 _bootstrap: Any = importlib._bootstrap
