@@ -133,6 +133,9 @@ class Instance:
         self.replaced: list[Instance] = []  # the versions an upgrade replaced with this one
         self.untrusted: str | None = None  # why its signature did not check (policy warn)
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
+        # (trampoline, lease, undo) of each atexit registration its code made directly, for
+        # its own atexit.unregister (the trampolines hold nothing of it once taken back).
+        self.atexit_undo: list[tuple[Any, object, Callable[[], None]]] = []
         self.scrub_before: dict[str, object] = {}  # registry slots before its body ran
         self.native: list[str] = []  # private names of its extension modules, once loaded
         self.stopping = threading.Event()

@@ -141,6 +141,9 @@ def table(results: list[dict[str, Any]]) -> str:
     rows = [head, "-" * len(head)]
     for r in results:
         reg = ", ".join(f"{k}+{v}" for k, v in sorted(r.get("registries", {}).items()) if v)
+        once = ", ".join(f"{k}+{v}" for k, v in sorted(r.get("registries_once", {}).items())
+                         if v)
+        reg = ", ".join(x for x in (reg, once and f"once: {once}") if x)
         rows.append(
             f"{r['module']:20} {_yes(r['loaded']):6} {_yes(r['works']):5} "
             f"{_yes(r['clean']):5} {r.get('survivors', '-')!s:9} "
