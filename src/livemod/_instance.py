@@ -137,6 +137,7 @@ class Instance:
         # its own atexit.unregister (the trampolines hold nothing of it once taken back).
         self.atexit_undo: list[tuple[Any, object, Callable[[], None]]] = []
         self.scrub_before: dict[str, object] = {}  # registry slots before its body ran
+        self.patches: Any = None  # _patches.Patches: what it replaced in installed modules
         self.native: list[str] = []  # private names of its extension modules, once loaded
         self.stopping = threading.Event()
         # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.

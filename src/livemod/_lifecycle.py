@@ -205,6 +205,7 @@ class Lifecycle:
                 f"(nothing it registered was published; fix it and load it again)",
                 module=info.name,
             ) from exc
+        _wire.settle(inst)
         self.teardown.check_intact(inst.name)
 
     def _publish(self, inst: Instance) -> None:

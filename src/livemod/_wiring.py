@@ -77,6 +77,7 @@ class Wiring:
         "deps",
         "metadata",
         "module",
+        "note",
         "on_mixed",
         "own",
         "path",
@@ -96,6 +97,7 @@ class Wiring:
         taken: Callable[[str], str | None],
         metadata: Callable[[str], tuple[str, str, str] | None],
         on_mixed: Callable[[str], None],
+        note: Callable[[str, Sequence[str] | None], None] | None = None,
     ) -> None:
         self.module = module
         self.path = path
@@ -106,6 +108,8 @@ class Wiring:
         self.taken = taken
         self.metadata = metadata
         self.on_mixed = on_mixed
+        # Told of each import of an installed module by the module's code (``_patches``).
+        self.note = note
 
     def private_for(self, name: str) -> str | None:
         """The private name ``name`` stands for in this module, or None if it is not wired.
@@ -143,6 +147,7 @@ def module_builtins(wiring: Wiring, livemod_import: Callable[..., Any]) -> dict[
     ``livemod_import(name, fromlist)`` answers ``livemod.mods.*`` and watched names.
     """
     own_private = wiring.private
+    note = wiring.note
 
     def __import__(
         name: str,
@@ -162,6 +167,10 @@ def module_builtins(wiring: Wiring, livemod_import: Callable[..., Any]) -> dict[
             private = wiring.private_for(name)
             if private is not None:
                 return import_private(private, fromlist)
+            found = _REAL_IMPORT(name, globals, locals, fromlist or (), 0)
+            if note is not None:
+                note(name, fromlist)
+            return found
         return _REAL_IMPORT(name, globals, locals, fromlist or (), level)
 
     __import__._livemod_wiring = wiring  # type: ignore[attr-defined]
