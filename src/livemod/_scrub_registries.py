@@ -36,13 +36,14 @@ _log = logging.getLogger("livemod")
 _TYPE_DICT: Final[Any] = type.__dict__["__dict__"]
 
 
-def _drop_changed(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], bool]) -> list[str]:
-    """Delete the entries of ``d`` that are new or rebound since the load and the module's
-    (an entry untouched since cannot be its doing); return their keys."""
+def _drop_added(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], bool]) -> list[str]:
+    """Delete the entries of ``d`` that are new since the load and the module's; return their
+    keys. One it rebound is left: what it replaced is not known here (one replaced during
+    the load was put back already, by ``_installed_modules``), and deleting ``print`` would
+    be worse than the leak the report names."""
     before: dict[str, int] = s._before.get(key) or {}
-    get = before.get
-    changed = [k for k, v in list(d.items()) if get(k) != id(v)]
-    gone = [k for k in changed if not skip(k) and s.owns(d.get(k))]
+    added = [k for k in list(d) if type(k) is str and k not in before]
+    gone = [k for k in added if not skip(k) and s.owns(d.get(k))]
     for k in gone:
         d.pop(k, None)
     return gone
@@ -396,7 +397,7 @@ def _installed_modules(s: Scrub) -> None:
 
 
 def _builtins(s: Scrub) -> None:
-    for name in _drop_changed(s, "builtins", vars(builtins), lambda k: k.startswith("__")):
+    for name in _drop_added(s, "builtins", vars(builtins), lambda k: k.startswith("__")):
         s.removed(f"builtins.{name}")
 
 
