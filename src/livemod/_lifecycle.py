@@ -131,7 +131,7 @@ class Lifecycle:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
         try:
             source = read_module(path, signature=self.verifier.policy != "off",
-                                 precheck=self.verifier.precheck)
+                                 precheck=self.verifier.precheck, lazy=True)
         except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
             self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
                                f"load refused: {exc}")
