@@ -210,3 +210,31 @@ def test_markupsafe_speedups_from_pypi(tmp_path: Path, cache: Path) -> None:
         assert str(sys.modules[private].escape("<b>")) == "&lt;b&gt;"
         host.rmmod("markupsafe")
         assert host.leaks() == []
+
+
+def test_lsmod_and_modinfo_show_native_code(
+    tmp_path: Path, built: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through a real control socket, as an operator sees it."""
+    import tempfile
+
+    from livemod.cli import main
+    from livemod.control import ControlServer
+
+    pkg = package(tmp_path / "mods", built)
+    sockdir = tempfile.mkdtemp(prefix="lmn")  # a socket path must fit in 107 bytes
+    try:
+        with livemod.Host() as host, ControlServer(host, os.path.join(sockdir, "h.sock")) as srv:
+            host.insmod(pkg)
+            assert main(["--socket", srv.path, "lsmod"]) == 0
+            out = capsys.readouterr().out
+            assert out.splitlines()[0].split()[-1] == "Native" and "2 ext" in out
+            assert main(["--socket", srv.path, "modinfo", "nat"]) == 0
+            out = capsys.readouterr().out
+            assert f"native:      spcount{SUFFIX} (loaded; stays mapped" in out, out
+            assert "state:       LIVE" in out
+            assert main(["modinfo", str(pkg)]) == 0  # offline: the files, nothing loaded
+            out = capsys.readouterr().out
+            assert f"native:      mpcount{SUFFIX}\n" in out and "state:" not in out
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -18,6 +18,7 @@ import textwrap
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,6 +152,12 @@ def test_an_unwired_import_beside_an_installed_copy_is_recorded_as_mixed_copies(
         [row] = wired_host.lsmod()
         assert "mixed-copies" in row.taints
         assert any("'shop'" in t.reason for t in wired_host.tainted)
+        # An operator sees it in lsmod and modinfo (the control server's records).
+        from livemod.control.ops import OPS, Call
+
+        call = Call(wired_host, {"target": "shop"}, lambda e: True, lambda fn: None, "")
+        info: Any = OPS["modinfo"][0](call)
+        assert info["taints"] == ["mixed-copies"] and info["state"] == "LIVE"
     finally:
         for name in public_names("shop"):
             del sys.modules[name]
