@@ -238,3 +238,46 @@ def test_lsmod_and_modinfo_show_native_code(
             assert f"native:      mpcount{SUFFIX}\n" in out and "state:" not in out
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+HOLDER = """
+import sys, livemod
+host = livemod.Host()
+host.insmod(sys.argv[1])
+print("loaded", flush=True)
+sys.stdin.readline()  # keep the copies mapped until told
+"""
+
+
+def test_the_disk_cache_is_pruned_oldest_first_never_a_copy_in_use(
+    tmp_path: Path, built: Path, cache: Path
+) -> None:
+    from livemod import _native_disk
+
+    pkg = package(tmp_path / "mods", built)
+    env = {**os.environ, "LIVEMOD_CACHE_DIR": str(cache),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(pkg)], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "loaded\n"
+        root = cache / "native"
+        in_use = sorted(str(p) for p in root.rglob(f"*{SUFFIX}"))
+        assert len(in_use) == 2
+        # Older copies no process has mapped (another version's, from a process gone).
+        stale = []
+        for age, digest in enumerate(("a" * 64, "b" * 64)):
+            old = root / digest / "0" / f"old{SUFFIX}"
+            old.parent.mkdir(parents=True)
+            old.write_bytes(b"x" * 10)
+            os.utime(old, (1000 + age, 1000 + age))
+            stale.append(old)
+        removed = _native_disk.prune(str(root), max_bytes=2**40, max_files=3)
+        assert removed == [str(stale[0])]  # the oldest first, and only as many as needed
+        removed = _native_disk.prune(str(root), max_bytes=0, max_files=0)
+        assert removed == [str(stale[1])] and not (root / ("b" * 64)).exists()
+        assert sorted(str(p) for p in root.rglob(f"*{SUFFIX}")) == in_use  # mapped: kept
+    finally:
+        holder.communicate("\n", timeout=30)
+    # Its process is gone, and with it its locks: now they may go.
+    assert len(_native_disk.prune(str(cache / "native"), max_bytes=0, max_files=0)) == 2
