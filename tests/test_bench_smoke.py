@@ -65,3 +65,11 @@ def test_reload_benchmark_prints_ratios() -> None:
     assert "RATIO reload busy/idle 8 leak_check=on" in out, out
     assert "RATIO reload on/off 8 callers" in out, out
     assert "TARGET reload under 8 callers" in out, out
+
+
+def test_load_benchmark_prints_ratios() -> None:
+    out = run("bench_load.py")
+    rows = ratio_rows(out)
+    assert {("insmod/import cold", "1"), ("insmod/import warm", "1"), ("insmod last/first", "100"),
+            ("memory insmod/import rss", "50"), ("cycle RSS KiB/1000", "200")} <= rows, out
+    assert out.count("TARGET ") == 6, out

@@ -138,7 +138,7 @@ class Lifecycle:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
         try:
             source = read_module(path, signature=self.verifier.policy != "off",
-                                 precheck=self.verifier.precheck)
+                                 precheck=self.verifier.precheck, lazy=True)
         except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
             self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
                                f"load refused: {exc}")
@@ -212,6 +212,7 @@ class Lifecycle:
                 f"(nothing it registered was published; fix it and load it again)",
                 module=info.name,
             ) from exc
+        _wire.settle(inst)
         self.teardown.check_intact(inst.name)
 
     def _publish(self, inst: Instance) -> None:
