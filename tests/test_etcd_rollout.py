@@ -1,0 +1,63 @@
+"""Rollouts across machines on a real etcd: batches with a canary, undo, two operators."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from etcd_support import ETCD, SKIP_REASON, EtcdServer, Machine, machines_at, rollout, status
+from service_support import wait_for
+
+pytestmark = pytest.mark.skipif(ETCD is None, reason=SKIP_REASON)
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdServer]:
+    server = EtcdServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def machines(etcd: EtcdServer) -> Iterator[list[Machine]]:
+    made: list[Machine] = []
+    yield made
+    for m in made:
+        m.stop()
+
+
+def _machines(etcd: EtcdServer, made: list[Machine], count: int, workers: int = 2
+              ) -> list[Machine]:
+    for i in range(count):
+        m = Machine(etcd, f"m{i + 1}")
+        made.append(m)
+        for _ in range(workers):
+            m.spawn("greet_v1.py")
+        m.start_agent()
+    wait_for(lambda: machines_at(etcd, 0, count), 30, "every machine to register")
+    return made
+
+
+def test_rollout_with_a_canary_then_undo(etcd: EtcdServer, machines: list[Machine]) -> None:
+    ms = _machines(etcd, machines, 3)
+    r = rollout(etcd, "upgrade", "greet", ms[0].module("greet_v2.py"), "--batch", "2")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("generation 1: upgrade greet 2.0.0"), lines
+    assert lines[1].startswith("canary: m1: committed"), lines
+    assert lines[2].startswith("batch 1: m2, m3: committed"), lines
+    assert "done on 3 machine(s)" in lines[3], lines
+    for m in ms:
+        assert m.greetings() == {"greet 2.0.0"}
+        assert set(m.generations().values()) == {1}
+    st = status(etcd)
+    assert st["rollout"]["state"] == "done" and st["desired"]["generation"] == 1
+    assert [b["outcome"] for b in st["rollout"]["batches"]] == ["commit", "commit"]
+
+    r = rollout(etcd, "undo", "--batch", "100%")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    for m in ms:
+        assert m.greetings() == {"greet 1.0.0"}
+        assert set(m.generations().values()) == {2}
+    assert status(etcd)["desired"]["change"]["op"] == "upgrade"
