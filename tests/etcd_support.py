@@ -8,6 +8,7 @@ workers) with worker processes and a ``livemod agent`` process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,15 +17,22 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from typing import Any
+
+import pytest
 
 from service_support import LIVEMOD, Service, wait_for
 
 ETCD = shutil.which("etcd")
 SKIP_REASON = ("etcd is not installed here: apt-get install -y etcd-server etcd-client "
                "(.ci/run installs it, so CI never skips these)")
+#: Skip only on a developer's machine without etcd; under CI (CI=true) they run, and fail
+#: loudly if .ci/run did not install it.
+requires_etcd = pytest.mark.skipif(ETCD is None and not os.environ.get("CI"),
+                                   reason=SKIP_REASON)
 
 
 def free_port() -> int:
@@ -37,7 +45,7 @@ class EtcdServer:
     """One etcd member on loopback; ``url`` is its client URL."""
 
     def __init__(self) -> None:
-        assert ETCD is not None
+        assert ETCD is not None, SKIP_REASON
         self.data = tempfile.mkdtemp(prefix="lmetcd")
         self.port, self.peer = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,21 +91,96 @@ class EtcdServer:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
+class Proxy:
+    """A TCP relay on loopback in front of etcd, which the test can cut and restore: an
+    agent behind it loses the engine while etcd itself stays up for everyone else."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.open = threading.Event()
+        self.open.set()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open.clear()
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
 class Machine(Service):
     """One machine of service ``name``: its workers and its agent."""
 
     def __init__(self, etcd: EtcdServer, machine: str, name: str = "web", *,
-                 ttl: int = 3, prefix: str = "/livemod") -> None:
+                 ttl: int = 3, prefix: str = "/livemod", url: str | None = None) -> None:
         super().__init__(name)
         self.etcd, self.machine, self.ttl, self.prefix = etcd, machine, ttl, prefix
+        self.url = url or etcd.url
         self.agent: subprocess.Popen[str] | None = None
+        self.agent_log = os.path.join(self.runtime, "agent.log")
+
+    def log(self) -> str:
+        """The agent's log (every start of it), for failure messages."""
+        try:
+            with open(self.agent_log) as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def start_agent(self) -> subprocess.Popen[str]:
         self.agent = subprocess.Popen(
-            [*LIVEMOD, "agent", "--etcd", self.etcd.url, "--service", self.name,
+            [*LIVEMOD, "agent", "--etcd", self.url, "--service", self.name,
              "--machine", self.machine, "--ttl", str(self.ttl), "--prefix", self.prefix,
              "--cache", os.path.join(self.runtime, "cache")],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            env=self.env, stdout=subprocess.PIPE, stderr=open(self.agent_log, "a"),  # noqa: SIM115
+            text=True)
         assert self.agent.stdout is not None
         line = self.agent.stdout.readline()
         assert line.startswith("agent ready"), f"agent did not start: {line!r}"
@@ -123,9 +206,15 @@ def rollout(etcd: EtcdServer, *args: str, service: str = "web", timeout: float =
 
 
 def status(etcd: EtcdServer, service: str = "web") -> Any:
-    r = rollout(etcd, "status", "--json", service=service)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    """What ``livemod rollout status --json`` prints, read in this process (the tests poll
+    it; one test runs the command itself)."""
+    from livemod.etcd import EtcdClient, Rollout
+
+    client = EtcdClient(etcd.url)
+    try:
+        return json.loads(json.dumps(Rollout(client, service).status()))
+    finally:
+        client.close()
 
 
 def machines_at(etcd: EtcdServer, generation: int, count: int) -> bool:
@@ -139,5 +228,5 @@ def now() -> float:
     return time.monotonic()
 
 
-__all__ = ["ETCD", "SKIP_REASON", "EtcdServer", "Machine", "machines_at", "now", "rollout",
-           "status", "sys"]
+__all__ = ["ETCD", "SKIP_REASON", "EtcdServer", "Machine", "Proxy", "machines_at", "now",
+           "requires_etcd", "rollout", "status", "sys"]

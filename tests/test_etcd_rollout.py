@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
-from etcd_support import ETCD, SKIP_REASON, EtcdServer, Machine, machines_at, rollout, status
+from etcd_support import EtcdServer, Machine, machines_at, requires_etcd, rollout, status
 from service_support import wait_for
 
-pytestmark = pytest.mark.skipif(ETCD is None, reason=SKIP_REASON)
+pytestmark = requires_etcd
 
 
 @pytest.fixture
@@ -51,8 +52,13 @@ def test_rollout_with_a_canary_then_undo(etcd: EtcdServer, machines: list[Machin
     for m in ms:
         assert m.greetings() == {"greet 2.0.0"}
         assert set(m.generations().values()) == {1}
-    st = status(etcd)
+    r = rollout(etcd, "status", "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
     assert st["rollout"]["state"] == "done" and st["desired"]["generation"] == 1
+    table = rollout(etcd, "status").stdout
+    assert "generation 1 (from 0): upgrade greet" in table and "batch 1: m2, m3: commit" in table
+    assert sum(line.split()[1:3] == ["1", "idle"] for line in table.splitlines()[4:]) == 3
     assert [b["outcome"] for b in st["rollout"]["batches"]] == ["commit", "commit"]
 
     r = rollout(etcd, "undo", "--batch", "100%")

@@ -114,6 +114,10 @@ class Agent:
         self._error = ""
         self._lease = 0
         self._uploaded: set[str] = set()
+        #: The last revision reconciled; the watch goes on from it after an outage.
+        self.revision = 0
+        #: How many times a watch found its revision compacted (and everything was re-read).
+        self.compactions = 0
         self._threads: list[threading.Thread] = []
         self.on_change: Callable[[dict[str, Any]], None] | None = None
 
@@ -145,7 +149,7 @@ class Agent:
         with self._lock:
             return {"machine": self.machine, "host": socket.gethostname(), "pid": os.getpid(),
                     "state": self._state, "engine": self._engine, "error": self._error,
-                    **local, "updated": time.time()}
+                    "compactions": self.compactions, **local, "updated": time.time()}
 
     def _set(self, state: str | None = None, *, engine: str | None = None,
              error: str | None = None) -> None:
@@ -170,8 +174,8 @@ class Agent:
             rows, _, _ = self.local.ask_all("lsmod", timeout=5.0)
         except LivemodError as exc:
             return {"generation": generation, "drift": str(exc), "workers": {}, "modules": []}
-        workers = {str(p): {"generation": s.get("generation"), "drifted": s.get("drifted")}
-                   for p, s in statuses.items()}
+        workers = {str(p): {"generation": s.get("generation"), "drifted": s.get("drifted"),
+                            "txn": s.get("txn")} for p, s in statuses.items()}
         drift = [f"pid {p}: {s.get('drift') or 'generation ' + str(s.get('generation'))}"
                  for p, s in statuses.items()
                  if s.get("drifted") or s.get("generation") != generation]
@@ -267,9 +271,16 @@ class Agent:
         watch: Watch | None = None
         while not self._stop.is_set():
             try:
-                revision = self.reconcile()
+                if watch is None and self.revision:
+                    # On from the last revision processed: if the store compacted it away
+                    # meanwhile, the watch says so (Compacted) and everything is re-read.
+                    watch = Watch(self.client, self.keys.root,
+                                  start_revision=self.revision + 1)
+                    watch.wait(0)
+                self.revision = self.reconcile()
                 if watch is None:
-                    watch = Watch(self.client, self.keys.root, start_revision=revision + 1)
+                    watch = Watch(self.client, self.keys.root,
+                                  start_revision=self.revision + 1)
                 delay = 0.2
                 deadline = time.monotonic() + self.tick
                 while not self._stop.is_set() and time.monotonic() < deadline:
@@ -278,10 +289,12 @@ class Agent:
                         break
                     if watch.wait(0.25):
                         break
-            except Compacted:
+            except Compacted as exc:
+                _log.info("agent %s: %s; re-reading", self.machine, exc)
+                self.compactions += 1
                 if watch is not None:
                     watch.close()
-                watch = None  # re-read everything, then watch from the current revision
+                watch, self.revision = None, 0  # re-read, then watch from the current one
             except (EngineUnreachable, EngineError) as exc:
                 self._unreachable(exc)
                 if watch is not None:
@@ -320,6 +333,7 @@ class Agent:
                 if voted is None and decided is None:
                     take_part(self, rollout["id"], k, batch)
                     return self._read()[2]
+        self._end_orphans()
         wanted = applies_to(self.machine, desired, rollout)
         current = read_desired(self.local.desired_path, self.service).generation
         if wanted != current:
@@ -327,6 +341,25 @@ class Agent:
         self._set("idle", engine="reachable", error="")
         self.report()
         return revision
+
+    def _end_orphans(self) -> None:
+        """Abort local transactions no batch of this agent is running: a previous agent
+        prepared them and died (kill -9 mid-prepare). The workers read the abort from
+        their decision records at once instead of holding their lock until the hold."""
+        try:
+            statuses, _, _ = self.local.ask_all("service", timeout=5.0)
+        except LivemodError:
+            return  # no worker: nothing to end
+        orphans = {s.get("txn") for s in statuses.values()} - {None}
+        for txn in orphans:
+            _log.warning("agent %s: aborting local transaction %s, left by an agent that "
+                         "is gone", self.machine, txn)
+            self.abort_locally(str(txn), "the agent that prepared it is gone")
+        end = time.monotonic() + 10.0
+        while orphans and time.monotonic() < end and not self._stop.is_set():
+            self._stop.wait(0.1)  # the workers read the abort within their poll (0.25 s)
+            statuses, _, _ = self.local.ask_all("service", timeout=5.0)
+            orphans = {s.get("txn") for s in statuses.values()} - {None}
 
     def catch_up(self, generation: int) -> None:
         """Bring the machine to ``generation`` (its files from the engine; the workers

@@ -149,11 +149,12 @@ class Member:
             stamp = self._stamp()
             if stamp == self._seen:
                 continue
-            self._seen = stamp
             with self.lock:
                 busy = self.txn is not None
-            if not busy:
-                self.reconcile_now()
+            if busy:
+                continue  # look again once the transaction is over: never skip a change
+            self._seen = stamp
+            self.reconcile_now()
 
     # ------------------------------------------------------------ transactions
 
