@@ -238,3 +238,34 @@ def test_bad_input_is_refused_and_nothing_changes(etcd: EtcdServer,
     assert r.returncode == EXIT_ROLLOUT and "format 99" in r.stderr and "upgrade" in r.stderr
     assert client.get("/livemod/web/desired").value == newer  # type: ignore[union-attr]
     assert _versions(ms) == {m.machine: {"greet 1.0.0"} for m in ms}
+
+
+def test_the_coordinator_dies_machines_abort_by_themselves_and_resume_finishes(
+        etcd: EtcdServer, made: list[Machine]) -> None:
+    ms = _start(etcd, made, 3, slow=1.0)
+    proc = _background(etcd, "upgrade", "greet", ms[0].module("greet_slow.py"), "--batch",
+                       "2", "--progress-deadline", "3", "--lock-ttl", "2")
+    try:
+        wait_for(lambda: (status(etcd)["machines"].get("m1") or {}).get("state")
+                 == "preparing", 60, "the canary to prepare")
+    finally:
+        proc.kill()
+        proc.communicate()
+    client = EtcdClient(etcd.url)
+    rid = status(etcd)["rollout"]["id"]
+    # Nobody decides: the prepared canary writes abort itself after the deadline, and its
+    # workers stay on the old version with everyone else.
+    decision = wait_for(lambda: client.get(f"/livemod/web/decision/{rid}/0000"), 30,
+                        "the canary's own abort")
+    assert json.loads(decision.value)["by"] == "machine m1"
+    wait_for(lambda: machines_at(etcd, 0, 3), 30, "every machine idle at generation 0")
+    assert _versions(ms) == {m.machine: {"greet 1.0.0"} for m in ms}
+    assert status(etcd)["rollout"]["state"] == "running"
+    wait_for(lambda: client.get("/livemod/web/lock") is None, 20, "the dead lock to expire")
+
+    r = rollout(etcd, "resume")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "batch 0: aborted while no coordinator ran (machine m1): retrying" in r.stdout
+    assert "canary: m1: committed" in r.stdout and "m2, m3: committed" in r.stdout, r.stdout
+    assert _versions(ms) == {m.machine: {"greet 3.0.0"} for m in ms}
+    assert status(etcd)["rollout"]["state"] == "done"

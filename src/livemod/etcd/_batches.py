@@ -161,7 +161,7 @@ def _await_generation(ro: Rollout, machines: list[str], generation: int, deadlin
 
 
 def _batch(ro: Rollout, rollout: dict[str, Any], options: Options, k: int,
-           members: list[str], deadline: float) -> bool:
+           members: list[str], deadline: float, *, canary: bool = False) -> bool:
     """Run batch ``k`` (already written) to its decision; True if it committed."""
     started = time.monotonic()
     decision, yes, refused, gone = _decide(ro, rollout, k, members, deadline)
@@ -174,7 +174,7 @@ def _batch(ro: Rollout, rollout: dict[str, Any], options: Options, k: int,
     else:
         rollout["failed"] = [*rollout["failed"], *refused]
     _retrying(ro, "recording the batch", lambda: ro.client.put(ro.keys.rollout, dump(rollout)))
-    name = "canary" if k == 0 and options.canary else f"batch {k}"
+    name = "canary" if canary else f"batch {k}"
     if committed:
         late = _await_generation(ro, yes, int(rollout["generation"]),
                                  time.time() + options.progress_deadline)
@@ -198,11 +198,7 @@ def run(ro: Rollout, rollout: dict[str, Any], options: Options) -> dict[str, Any
     started = time.monotonic()
     k = int(rollout.get("current", -1))
     if k >= 0 and not rollout["batches"][k].get("outcome"):
-        batch = load(ro.client.get(ro.keys.batch(rid, k)), "batch record") or {}
-        ok = _batch(ro, rollout, options, k, list(batch.get("machines", ())),
-                    float(batch.get("deadline", time.time())))
-        if not ok:
-            return _stop(ro, rollout, options, k)
+        _take_over(ro, rollout, options, k)
     size = None
     while True:
         if ro.lock is not None:
@@ -217,7 +213,8 @@ def run(ro: Rollout, rollout: dict[str, Any], options: Options) -> dict[str, Any
             break
         k += 1
         first = not any(b.get("outcome") == "commit" for b in rollout["batches"])
-        members = pending[:options.canary if first and options.canary else size]
+        canary = first and options.canary > 0
+        members = pending[:options.canary if canary else size]
         deadline = time.time() + options.progress_deadline
         batch = {"rollout": rid, "k": k, "machines": members, "change": rollout["change"],
                  "generation": generation, "base": base, "deadline": deadline}
@@ -226,10 +223,11 @@ def run(ro: Rollout, rollout: dict[str, Any], options: Options) -> dict[str, Any
         ops = [put_op(ro.keys.batch(rid, k), dump(batch)),
                put_op(ro.keys.rollout, dump(rollout))]
         _retrying(ro, "writing the batch", lambda: ro.client.txn([], ops))  # noqa: B023
-        if not _batch(ro, rollout, options, k, members, deadline):
-            failures = sum(1 for b in rollout["batches"] if b.get("outcome") == "abort")
-            if (k == 0 and options.canary) or failures > options.max_failed:
-                return _stop(ro, rollout, options, k)
+        if not _batch(ro, rollout, options, k, members, deadline, canary=canary):
+            failures = sum(1 for b in rollout["batches"]
+                           if b.get("outcome") == "abort" and not b.get("retried"))
+            if canary or failures > options.max_failed:
+                return _stop(ro, rollout, options, k, canary=canary)
     rollout["state"] = "done"
     rollout["ended"] = time.time()
     rollout["seconds"] = round(time.monotonic() - started, 3)
@@ -240,7 +238,35 @@ def run(ro: Rollout, rollout: dict[str, Any], options: Options) -> dict[str, Any
     return rollout
 
 
-def _stop(ro: Rollout, rollout: dict[str, Any], options: Options, k: int) -> dict[str, Any]:
+def _take_over(ro: Rollout, rollout: dict[str, Any], options: Options, k: int) -> None:
+    """``resume`` of batch ``k``, left undecided in the record by a coordinator that died:
+    a recorded commit is taken as it is; an abort that a machine wrote because nobody
+    decided is no failure of the change, so the batch is marked retried and its machines
+    (still at the base generation) go into the next one; with no decision at all, the batch
+    is decided now, as it would have been."""
+    rid = rollout["id"]
+    found = load(ro.client.get(ro.keys.decision(rid, k)), "decision record")
+    entry = rollout["batches"][k]
+    if found is None:
+        batch = load(ro.client.get(ro.keys.batch(rid, k)), "batch record") or {}
+        canary = options.canary > 0 and not any(
+            b.get("outcome") == "commit" for b in rollout["batches"])
+        if not _batch(ro, rollout, options, k, list(batch.get("machines", ())),
+                      float(batch.get("deadline", time.time())), canary=canary):
+            _stop(ro, rollout, options, k, canary=canary)
+        return
+    entry.update(outcome=found.get("outcome"), reason=found.get("reason", ""))
+    if found.get("outcome") == "commit":
+        rollout["committed"] = [*rollout["committed"], *found.get("machines", ())]
+    else:
+        entry["retried"] = True
+        ro.say(f"batch {k}: aborted while no coordinator ran ({found.get('by')}): "
+               f"retrying its machines")
+    ro.client.put(ro.keys.rollout, dump(rollout))
+
+
+def _stop(ro: Rollout, rollout: dict[str, Any], options: Options, k: int, *,
+          canary: bool) -> dict[str, Any]:
     any_commit = any(b.get("outcome") == "commit" for b in rollout["batches"])
     rollout["state"] = "halted" if any_commit else "aborted"
     rollout["ended"] = time.time()
@@ -252,6 +278,6 @@ def _stop(ro: Rollout, rollout: dict[str, Any], options: Options, k: int) -> dic
              f"rollout resume, or rollout undo")
     raise RolloutError(f"rollout {rollout['id']} {rollout['state']}: batch {k} aborted "
                        f"({options.max_failed} failed batch(es) allowed"
-                       f"{'; the canary must pass' if k == 0 and options.canary else ''}); "
+                       f"{'; the canary must pass' if canary else ''}); "
                        f"{where}", votes=votes)
 
