@@ -129,7 +129,7 @@ def rollout_status(args: argparse.Namespace) -> int:
         age = time.time() - float(record.get("updated", 0))
         rows.append([machine, record.get("generation"), record.get("state"),
                      record.get("engine"), len(record.get("workers", {})),
-                     f"{age:.0f}s ago", record.get("drift") or ""])
-    _render.table(["Machine", "Generation", "State", "Engine", "Workers", "Reported",
+                     f"{age:.0f}s", record.get("drift") or ""])
+    _render.table(["Machine", "Generation", "State", "Engine", "Workers", "Since",
                    "Drift"], rows, sys.stdout)
     return 0

@@ -95,7 +95,7 @@ class Agent:
 
     def __init__(self, client: EtcdClient, service: str, machine: str, *,
                  prefix: str = "/livemod", ttl: int = 10, cache: str | None = None,
-                 tick: float = 2.0) -> None:
+                 tick: float = 5.0) -> None:
         if not machine or "/" in machine:
             raise LivemodError(f"machine id {machine!r} is not usable: give a non-empty "
                                f"name without '/' (--machine)")
@@ -114,6 +114,8 @@ class Agent:
         self._error = ""
         self._lease = 0
         self._uploaded: set[str] = set()
+        self._reported: dict[str, Any] = {}  # the record last put, without its time
+        self._reported_lease = 0
         #: The last revision reconciled; the watch goes on from it after an outage.
         self.revision = 0
         #: How many times a watch found its revision compacted (and everything was re-read).
@@ -200,7 +202,11 @@ class Agent:
             with self._lock:
                 self._lease = lease
             self._upload(record["modules"])
+        same = {k: v for k, v in record.items() if k != "updated"}
+        if lease == self._reported_lease and same == self._reported:
+            return  # unchanged: the lease keeps the record alive, nobody needs an event
         self.client.put(self.keys.machine(self.machine), dump(record), lease=lease)
+        self._reported, self._reported_lease = same, lease
         self._write_local(record)
         if self.on_change is not None:
             self.on_change(record)
@@ -287,7 +293,11 @@ class Agent:
                     if self._wake.is_set():
                         self._wake.clear()
                         break
-                    if watch.wait(0.25):
+                    events = watch.wait(0.25)
+                    # Machines' own records change all the time (every agent reports):
+                    # they are no reason to re-read, or agents would wake each other.
+                    if events and any(not e.key.startswith(self.keys.machines)
+                                      for e in events):
                         break
             except Compacted as exc:
                 _log.info("agent %s: %s; re-reading", self.machine, exc)
@@ -332,6 +342,7 @@ class Agent:
                 decided = self.client.get(self.keys.decision(rollout["id"], k))
                 if voted is None and decided is None:
                     take_part(self, rollout["id"], k, batch)
+                    self.report()  # the coordinator waits for this to start the next batch
                     return self._read()[2]
         self._end_orphans()
         wanted = applies_to(self.machine, desired, rollout)
