@@ -45,6 +45,7 @@ def test_a_singledispatch_registration_is_named() -> None:
         renderlib.render_value._clear_cache()  # type: ignore[attr-defined]
 
 
+@pytest.mark.asserts_leak
 def test_a_handler_the_application_added_is_named(host: livemod.Host) -> None:
     host.insmod(MODULES / "culprit_stream.py")
     host.rmmod("culprit_stream")
@@ -59,6 +60,7 @@ def test_a_handler_the_application_added_is_named(host: livemod.Host) -> None:
     assert host.leaks() == []
 
 
+@pytest.mark.asserts_leak
 def test_the_report_on_hostile_objects_runs_no_module_code(
     host: livemod.Host, tmp_path: Path
 ) -> None:
@@ -81,6 +83,7 @@ def test_the_report_on_hostile_objects_runs_no_module_code(
     assert host.leaks() == []
 
 
+@pytest.mark.asserts_leak
 def test_a_failing_report_is_reported_and_the_unload_completes(
     host: livemod.Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,6 +117,7 @@ def test_two_live_versions_have_their_own_statics_and_types(
         assert mp1.Counter is not mp2.Counter
 
 
+@pytest.mark.asserts_leak
 def test_an_upgrade_runs_new_native_state_and_unloads_the_old_python_side(
     tmp_path: Path, built: Path, cache: Path
 ) -> None:
@@ -136,6 +137,7 @@ def test_an_upgrade_runs_new_native_state_and_unloads_the_old_python_side(
         assert not [t for t in host.tainted if t.flag == "module-leaked"]
 
 
+@pytest.mark.asserts_leak
 def test_what_only_c_statics_hold_is_held_outside_the_gc_not_a_leak(
     tmp_path: Path, built: Path, cache: Path
 ) -> None:

@@ -68,6 +68,15 @@ def test_describe_frame() -> None:
     assert text == f"test_quiesce.py:{line} in test_describe_frame"
 
 
+#: The GIL is off (free-threaded build): stacks are read by faulthandler, matched by file,
+#: and what it cannot show counts as inside (see livemod._quiesce).
+GIL_OFF = getattr(sys, "_is_gil_enabled", lambda: True)() is False
+python_walk_only = pytest.mark.skipif(
+    GIL_OFF, reason="with the GIL off stacks are read by faulthandler (100 frames of 100 "
+    "threads, matched by file): no namespace matching, no full stacks (see livemod._quiesce)")
+
+
+@python_walk_only
 def test_running_in_finds_a_thread_inside_the_namespace(wait_for: Callable[..., Any]) -> None:
     ns = namespace()
     release = threading.Event()
@@ -120,7 +129,9 @@ def test_a_thread_in_the_module_under_150_frames_of_library_code_is_seen(
         with pytest.raises(livemod.ModuleBusy) as excinfo:
             host.rmmod("deepcall", timeout=0.2)
         line = line_of("deepcall", "DEEP-LINE")
-        assert any(f"'deep' at deepcall.py:{line} in run" in h for h in excinfo.value.holders)
+        seen = ("'deep' (its stack is deeper than the 100 frames" if GIL_OFF
+                else f"'deep' at deepcall.py:{line} in run")
+        assert any(seen in h for h in excinfo.value.holders), excinfo.value.holders
         assert host.lsmod()[0].state is State.LIVE
     finally:
         release.set()
@@ -142,7 +153,8 @@ def test_a_thread_past_the_hundredth_is_seen(
     try:
         with pytest.raises(livemod.ModuleBusy) as excinfo:
             host.rmmod("deepcall", timeout=0.2)
-        assert any("'oldest' at deepcall.py" in h for h in excinfo.value.holders)
+        seen = "'oldest' (past the 100 threads" if GIL_OFF else "'oldest' at deepcall.py"
+        assert any(seen in h for h in excinfo.value.holders), excinfo.value.holders
     finally:
         release.set()
         for t in [inside, *others]:
@@ -204,6 +216,7 @@ def test_reading_other_threads_stacks_survives_constant_switching_and_collection
     assert done.stdout.startswith("scans ")
 
 
+@python_walk_only
 def test_thread_stacks_has_every_frame_of_every_thread() -> None:
     release = threading.Event()
     threads = [threading.Thread(target=park_under, args=(300, release)) for _ in range(150)]

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import livemod
+from livemod import _leaks
 
 MODULES = Path(__file__).parent / "fixtures" / "modules"
 
@@ -90,9 +91,10 @@ def test_every_registry_is_scrubbed_and_nothing_leaks(host: livemod.Host, slots:
     # The error handler falls back to strict once its module is gone.
     with pytest.raises(UnicodeEncodeError):
         "é".encode("ascii", "scrub-replace")
-    # ...and so the module is really gone: no leak, no taint.
+    # ...and so the module is really gone: no leak, no taint (where the interpreter lets
+    # unloaded code die at all: not on 3.13t, see _leaks).
     gc.collect()
-    assert ref() is None, host.leaks()
+    assert ref() is None or _leaks.unverifiable() is not None, host.leaks()
     assert host.leaks() == []
     assert not [t for t in host.tainted if t.flag == "module-leaked"]
     scrubbed = [e for e in host.events() if e.kind == "scrubbed"]

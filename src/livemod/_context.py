@@ -26,7 +26,7 @@ from ._aio import on_loop as _on_loop
 from ._globals import GlobalsMixin
 from ._hooks import Impl
 from ._instance import Instance, ModuleIdentity
-from ._quiesce import describe_frame
+from ._quiesce import describe_frame, note_managed
 from ._state import State
 from .errors import ModuleGoing
 
@@ -209,6 +209,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
 
         def start() -> None:
             inst.threads.append(thread)
+            note_managed(thread, lambda: inst.namespace_ids)
             thread.start()
 
         def join() -> None:

@@ -25,11 +25,18 @@ its ``f_back``, when the frame exits). The stack we read is therefore the one th
 had when ``sys._current_frames()`` was taken, frame by frame. A collection requested by
 another thread (``gc.collect()``) still runs, but never inside one of our steps.
 
-On a free-threaded build (3.13t with the GIL off) no thread waits for us: reading a running
-thread's frames races with it (gh-152355, gh-149110), so there the stacks are read by
-``faulthandler``, which walks them in C, and matched by file name; that reader shows at most
-100 frames of at most 100 threads, and code of the same file (a reload from the same path)
-cannot be told apart, so an old version then drains later, never early.
+On a free-threaded build (3.13t with the GIL off) no thread waits for us: following
+``f_back`` of a running thread's frame races with that thread popping it (frame objects are
+made from its live interpreter frames), and only ``sys._current_frames()`` itself stops the
+world. So there the stacks are read by ``faulthandler``, which walks them in C, and frames
+are matched by file name. That reader shows at most 100 frames of each thread (silently: a
+thread with more shows exactly 100) and at most 100 threads (then a line ``...``). What it
+cannot show is never taken as quiet: a thread showing 100 frames, and every thread past the
+100th, count as possibly inside the module, each named with the reason, so an unload waits
+for them to unwind or fails with ModuleBusy -- later, never early. A file cannot tell a
+version from its reload from the same path: there the managed threads of *other* loaded
+versions (registered by :func:`note_managed`) are known to run their own version's code and
+are left out, which lets a threaded module reload from its own file.
 
 Telling versions apart. Each loaded version has its own namespace (a fresh globals dict
 per module and submodule), and a frame's ``f_globals`` is the namespace of the code it
@@ -51,6 +58,7 @@ import re
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -59,7 +67,8 @@ from typing import Final, TypeVar
 from ._hooks import dispatching_into
 
 __all__ = [
-    "Frame", "current_thread_in", "describe_frame", "running_in", "thread_stacks",
+    "Frame", "current_thread_in", "describe_frame", "note_managed", "running_in",
+    "thread_stacks",
 ]
 
 _T = TypeVar("_T")
@@ -126,9 +135,10 @@ def _frames_of(frame: FrameType | None) -> list[Frame]:
 
 
 def thread_stacks() -> dict[int, list[Frame]]:
-    """Every thread's stack, innermost frame first: every frame of every thread."""
+    """Every thread's stack, innermost frame first: every frame of every thread (on a
+    free-threaded build with the GIL off: what ``faulthandler`` shows, see above)."""
     if not _gil_on():
-        return _Scratch.stacks()
+        return _Scratch.stacks()[0]
     return _walk_threads(lambda _ident, frame: _frames_of(frame), ())
 
 
@@ -153,7 +163,7 @@ def running_in(
     names = {t.ident: t.name for t in threading.enumerate()}
     skip = {*exclude, threading.get_ident()}
     if not _gil_on():
-        return _running_in_files(files, names, skip)
+        return _running_in_files(namespaces, files, names, skip)
 
     def visit(ident: int, frame: FrameType | None) -> str | None:
         while frame is not None:
@@ -189,18 +199,58 @@ _THREAD: Final = re.compile(r"^(?:Current thread|Thread) 0x([0-9a-f]+)")
 _FRAME: Final = re.compile(r'^  File "(.*)", line (\d+|\?\?\?) in (.*)$')
 
 
+#: faulthandler's limits (Python/traceback.c, MAX_FRAME_DEPTH and MAX_NTHREADS).
+_MAX_FRAMES: Final = 100
+
+#: Managed threads and the namespaces of the version that started each (free-threaded
+#: builds: see the module docstring). Protects: nothing else; one lock for the dict.
+_managed_lock: Final = threading.Lock()
+_managed: weakref.WeakKeyDictionary[threading.Thread, Callable[[], Collection[int]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def note_managed(thread: threading.Thread, namespaces: Callable[[], Collection[int]]) -> None:
+    """Record that ``thread`` runs the code of the version whose namespace ids
+    ``namespaces()`` gives (a managed thread, before it starts)."""
+    with _managed_lock:
+        _managed[thread] = namespaces
+
+
+def _others_managed(namespaces: Collection[int]) -> set[int]:
+    """Idents of running managed threads of versions other than the one in ``namespaces``."""
+    with _managed_lock:
+        pairs = list(_managed.items())
+    return {t.ident for t, of in pairs
+            if t.ident is not None and t.is_alive() and not set(of()) & set(namespaces)}
+
+
 def _running_in_files(
-    files: Collection[str], names: dict[int | None, str], skip: Collection[int]
+    namespaces: Collection[int], files: Collection[str], names: dict[int | None, str],
+    skip: Collection[int],
 ) -> list[str]:
+    stacks, more_threads = _Scratch.stacks()
+    skip = {*skip, *_others_managed(namespaces)}
     found = []
-    for ident, frames in _Scratch.stacks().items():
+    for ident, frames in stacks.items():
         if ident in skip:
             continue
+        who = f"thread {names.get(ident, ident)!r}"
         for filename, line, function in frames:
             if filename in files:
-                where = f"{os.path.basename(filename)}:{line} in {function}"
-                found.append(f"thread {names.get(ident, ident)!r} at {where}")
+                found.append(f"{who} at {os.path.basename(filename)}:{line} in {function}")
                 break
+        else:
+            if len(frames) >= _MAX_FRAMES:
+                found.append(f"{who} (its stack is deeper than the {_MAX_FRAMES} frames this "
+                             f"free-threaded interpreter lets livemod read: it may be running "
+                             f"the module's code further out)")
+    if more_threads:
+        unseen = [name for tid, name in names.items()
+                  if tid is not None and tid not in stacks and tid not in skip]
+        found += [f"thread {name!r} (past the {_MAX_FRAMES} threads whose stacks this "
+                  f"free-threaded interpreter lets livemod read)" for name in unseen[:3]]
+        if len(unseen) > 3:
+            found.append(f"{len(unseen) - 3} more threads past the {_MAX_FRAMES}th")
     return found
 
 
@@ -220,22 +270,27 @@ class _Scratch:
         self.end = 0
 
     @classmethod
-    def stacks(cls) -> dict[int, list[Frame]]:
+    def stacks(cls) -> tuple[dict[int, list[Frame]], bool]:
+        """The stacks faulthandler shows, and whether it left threads out (past 100)."""
         with cls._lock:
             if not cls._one:
                 cls._one.append(cls())
             text = cls._one[0].dump()
         stacks: dict[int, list[Frame]] = {}
         current: list[Frame] | None = None
+        more_threads = False
         for line in text.splitlines():
             head = _THREAD.match(line)
             if head is not None:
                 current = stacks.setdefault(int(head.group(1), 16), [])
                 continue
+            if line == "...":
+                more_threads = True
+                continue
             frame = _FRAME.match(line)
             if frame is not None and current is not None:
                 current.append((frame.group(1), frame.group(2), frame.group(3)))
-        return stacks
+        return stacks, more_threads
 
     def dump(self) -> str:
         if self.end > self.SIZE - 8 * 1024 * 1024:  # room for the largest dump (100x100)

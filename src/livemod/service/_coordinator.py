@@ -108,14 +108,18 @@ class Coordinator:
             itself (default: ``vote_timeout`` + 20, so the coordinator always decides first
             unless it died).
         finish_timeout: seconds each worker has to carry out commit or abort.
+        start_wait: seconds to wait for workers still loading their start-up modules
+            before a change begins.
     """
 
     def __init__(self, service: str, *, vote_timeout: float = 10.0,
-                 hold: float | None = None, finish_timeout: float = 60.0) -> None:
+                 hold: float | None = None, finish_timeout: float = 60.0,
+                 start_wait: float = 30.0) -> None:
         self.service = service
         self.vote_timeout = vote_timeout
         self.hold = vote_timeout + 20.0 if hold is None else hold
         self.finish_timeout = finish_timeout
+        self.start_wait = start_wait
         self.desired_path = desired_path(service)
         self.decisions = decisions_dir(service)
         self._clients: dict[int, ControlClient] = {}
@@ -168,7 +172,7 @@ class Coordinator:
             TransactionAborted: workers at different generations, or drifted.
         """
         base = read_desired(self.desired_path, self.service)
-        statuses, errors, stale = self.ask_all("service")
+        statuses, errors, stale = self._settled_statuses()
         if errors:
             raise TransactionAborted(
                 "cannot start: some workers do not answer; nothing was changed: "
@@ -187,6 +191,27 @@ class Coordinator:
         workers = [w for w in self.workers()[0] if w.pid in statuses]
         txn = f"{int(time.time() * 1000)}-{os.getpid()}-{secrets.token_hex(3)}"
         return Transaction(txn, op, dict(args), workers, base, base.generation + 1, stale)
+
+    def _settled_statuses(self) -> tuple[dict[int, Any], dict[int, str], list[int]]:
+        """Every worker's status, once none is still loading its start-up modules.
+
+        A worker is on the socket list from ``Host(service=...)`` on; counting it in before
+        its start-up set is loaded would abort the change for modules about to appear.
+        Waits at most ``start_wait``; then the change is refused, naming the workers.
+        """
+        deadline = time.monotonic() + self.start_wait
+        while True:
+            statuses, errors, stale = self.ask_all("service")
+            starting = sorted(p for p, s in statuses.items() if s.get("starting"))
+            if not starting:
+                return statuses, errors, stale
+            if time.monotonic() >= deadline:
+                lines = [f"pid {p}: still loading its start-up modules" for p in starting]
+                raise TransactionAborted(
+                    f"cannot start: workers have been starting for more than "
+                    f"{self.start_wait:g}s; nothing was changed (retry when they are up): "
+                    + "; ".join(lines), votes=tuple(lines))
+            time.sleep(0.05)
 
     def prepare(self, t: Transaction) -> list[Vote]:
         """Every worker stages the change and votes (in parallel)."""

@@ -15,6 +15,7 @@ that hears nothing polls the decision record; past its ``hold`` it records an ab
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -44,6 +45,12 @@ __all__ = ["Member", "Participant", "attach", "member_of", "start"]
 
 _log = logging.getLogger("livemod.service")
 _POLL = 0.25  # seconds between looks at the decision record / the desired set
+# Set by the integrations while they build a worker's host and load its start-up modules:
+# the socket is up from Host(service=...) on, but a coordinator must not count the worker in
+# (it would find modules missing that are about to load) until start() has reconciled it.
+# A context variable, not a Host argument: only the code that will call start() knows.
+starting_up: contextvars.ContextVar[bool] = contextvars.ContextVar("livemod_starting_up",
+                                                                   default=False)
 
 
 class Member:
@@ -63,6 +70,7 @@ class Member:
         # read the recorded decision and carried it out by itself.
         self.ended: dict[str, Participant] = {}
         self.following = False
+        self.starting = starting_up.get()  # until start(): see starting_up
         self._applying = 0  # >0 while a transaction or a reconcile changes the host
         self._seen: tuple[int, int, int] | None = None
         host.on_event(self._on_event)
@@ -85,7 +93,7 @@ class Member:
             return {"service": self.service, "pid": os.getpid(),
                     "generation": self.generation, "desired_generation": desired,
                     "drifted": drift is not None, "drift": drift, "txn": txn,
-                    "following": self.following}
+                    "following": self.following, "starting": self.starting}
 
     def _on_event(self, event: Any) -> None:
         if (self._applying or not self.following
@@ -300,5 +308,8 @@ def start(host: Host) -> Member:
     Call it once the worker's start-up modules are loaded (the integrations do).
     """
     member = member_of(host)
-    member.follow()
+    try:
+        member.follow()
+    finally:
+        member.starting = False
     return member
