@@ -116,6 +116,7 @@ class Agent:
         self._uploaded: set[str] = set()
         self._reported: dict[str, Any] = {}  # the record last put, without its time
         self._reported_lease = 0
+        self._registering = threading.Lock()  # protects: the grant and put of the record
         #: The last revision reconciled; the watch goes on from it after an outage.
         self.revision = 0
         #: How many times a watch found its revision compacted (and everything was re-read).
@@ -194,6 +195,13 @@ class Agent:
     # ------------------------------------------------------------------ lease
 
     def _register(self) -> None:
+        # Both threads register (the lease loop after an expiry, the reconcile loop after a
+        # change): one at a time, or each could grant a lease and the record end up bound
+        # to the one nobody keeps alive.
+        with self._registering:
+            self._register_serialized()
+
+    def _register_serialized(self) -> None:
         record = self.status()
         with self._lock:
             lease = self._lease
