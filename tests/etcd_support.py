@@ -192,8 +192,27 @@ class Machine(Service):
         self.agent.kill()
         self.agent.wait(10)
 
+    def _ask(self, op: str) -> dict[int, Any]:
+        """Ask every worker of this machine ``op`` over its socket, from this process (the
+        CLI's ``--service`` form is tested elsewhere, and a process per poll is slow)."""
+        from livemod.control import ControlClient
+
+        found = {}
+        for name in os.listdir(self.folder):
+            if name.endswith(".sock") and name[:-5].isdigit():
+                with ControlClient(os.path.join(self.folder, name), timeout=30) as client:
+                    found[int(name[:-5])] = client.call(op)
+        return found
+
+    def versions(self) -> dict[int, list[str]]:
+        return {p: [f"{r['name']} {r['version']}" for r in rows]
+                for p, rows in self._ask("lsmod").items()}
+
+    def generations(self) -> dict[int, int]:
+        return {p: st["generation"] for p, st in self._ask("service").items()}
+
     def greetings(self) -> set[str]:
-        """What every worker of this machine answers (the greet hook), through its socket."""
+        """The module versions every worker of this machine runs, asked over its socket."""
         return {v for vs in self.versions().values() for v in vs}
 
 
