@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,24 @@ def test_rollout_with_a_canary_then_undo(etcd: EtcdServer, machines: list[Machin
         assert m.greetings() == {"greet 1.0.0"}
         assert set(m.generations().values()) == {2}
     assert status(etcd)["desired"]["change"]["op"] == "upgrade"
+
+
+def test_apply_a_desired_toml_rolls_out_the_one_change_it_asks_for(
+        etcd: EtcdServer, machines: list[Machine], tmp_path: Path) -> None:
+    ms = _machines(etcd, machines, 2, workers=1)
+    desired = tmp_path / "desired.toml"
+    desired.write_text(f'[[module]]\npath = "{ms[0].module("greet_v2.py")}"\n')
+    r = rollout(etcd, "apply", str(desired), "--canary", "0", "--batch", "100%")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "upgrade greet 2.0.0" in r.stdout
+    assert {m.machine: m.greetings() for m in ms} == {"m1": {"greet 2.0.0"},
+                                                       "m2": {"greet 2.0.0"}}
+    r = rollout(etcd, "apply", str(desired))
+    assert r.returncode == 24 and "asks for nothing new" in r.stderr
+    desired.write_text(f'[[module]]\npath = "{ms[0].module("greet_v1.py")}"\n'
+                       f'params = {{ greeting = "hi" }}\n'
+                       f'[[module]]\npath = "{ms[0].module("extra.py")}"\n')
+    r = rollout(etcd, "apply", str(desired))
+    assert r.returncode == 24 and "asks for 2 changes" in r.stderr, r.stderr
+    assert "  upgrade greet" in r.stderr and "  insmod " in r.stderr
+    assert status(etcd)["desired"]["generation"] == 1  # nothing was written

@@ -117,6 +117,10 @@ def add_etcd_commands(sub: Any, data: argparse.ArgumentParser,
     p.add_argument("name", help="the module's name")
     p.add_argument("setting", metavar="key=value", help="the parameter and its value")
     _moves(p)
+    p = verb("apply", "roll out the one change a desired.toml asks for", "rollout_change")
+    p.add_argument("path", metavar="desired.toml",
+                   help="the modules the service should run ([[module]] path, params)")
+    _moves(p)
     p = verb("undo", "roll out the generation before the last change", "rollout_undo")
     _moves(p)
     p = verb("resume", "continue the running or halted rollout", "rollout_resume")

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import RolloutError
 from ..service import ModuleSpec
+from ._apply import single_change
 from ._batches import run
 from ._client import EtcdClient, compare_modified, kv_from, put_op, range_op
 from ._files import put_file
@@ -168,6 +169,12 @@ class Rollout:
                     f"{self.client.url} under {self.keys.machines}; nothing was changed: "
                     f"are the agents running, with the same --service and --prefix?")
             base, base_specs, from_machines = self._base(desired, rollout, machines)
+            if op == "apply":
+                assert path is not None
+                found = single_change(path, base_specs, base)
+                op, name, path = found.pop("op"), found.pop("name", None), found.pop("path", None)
+                params, key, value = (found.get("params"), found.get("key"),
+                                      found.get("value"))
             sha = put_file(self.client, self.keys, path) if path else ""
             change = make_change(op, name=name, path=path, sha256=sha, params=params,
                                  key=key, value=value)
