@@ -179,9 +179,9 @@ async def drive(served: Served) -> Run:
 
 
 def test_upgrades_under_load_lose_no_request(served: Served) -> None:
-    started = time.monotonic()
-    run = asyncio.run(asyncio.wait_for(drive(served), timeout=30.0))
-    assert time.monotonic() - started < 30.0
+    # A bound against a hang, not a speed claim: each step waits on a condition, and on a
+    # loaded 2-core machine ten upgrades under 8 clients took more than 30 s.
+    run = asyncio.run(asyncio.wait_for(drive(served), timeout=120.0))
     records = run.records
     assert len(records) > CLIENTS * (UPGRADES + 3)
 

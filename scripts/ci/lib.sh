@@ -41,19 +41,6 @@ ci_step() {
     fi
 }
 
-# ci_advisory_step NAME FUNCTION [ARGS...]: like ci_step, but a failure is reported in the
-# summary ("advisory") without failing the run. For a step that has never yet passed on a
-# clean machine (3.13t): it runs and shows its counts; it becomes a ci_step once it is green.
-ci_advisory_step() {
-    local before=$CI_FAILED
-    ci_step "$@"
-    if [[ $CI_FAILED -ne $before ]]; then
-        CI_FAILED=$before
-        echo "!! step $1 failed, advisory: this does not fail the run"
-        printf '%s\t%s\t%s\n' "$1" "(advisory, not counted)" "-" >>"$CI_SUMMARY"
-    fi
-}
-
 # ci_background NAME COMMAND...: start COMMAND now, output to $CI_TMP/NAME.log.
 ci_background() {
     local name=$1
