@@ -269,3 +269,21 @@ def test_the_coordinator_dies_machines_abort_by_themselves_and_resume_finishes(
     assert "canary: m1: committed" in r.stdout and "m2, m3: committed" in r.stdout, r.stdout
     assert _versions(ms) == {m.machine: {"greet 3.0.0"} for m in ms}
     assert status(etcd)["rollout"]["state"] == "done"
+
+
+def test_a_machine_changed_by_hand_is_reported_drifted_and_left_out(
+        etcd: EtcdServer, made: list[Machine]) -> None:
+    ms = _start(etcd, made, 2)
+    worker = sorted(os.listdir(ms[1].folder))[0]
+    assert worker.endswith(".sock")
+    r = subprocess.run([*LIVEMOD, "--socket", os.path.join(ms[1].folder, worker), "param",
+                        "greet", "greeting=hey"], env=ms[1].env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: "changed outside the service" in
+             (status(etcd)["machines"]["m2"].get("drift") or ""), 30, "m2 to report drift")
+    r = rollout(etcd, "upgrade", "greet", ms[0].module("greet_v2.py"))
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "not moved: m2" in r.stdout and "done on 1 machine(s)" in r.stdout, r.stdout
+    assert ms[0].greetings() == {"greet 2.0.0"}
+    assert ms[1].greetings() == {"greet 1.0.0"}  # reported, not reverted

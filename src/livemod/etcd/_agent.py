@@ -23,7 +23,8 @@ prepare in flight whose decision cannot be read by the time the workers' hold ru
 aborts locally; the next reconcile catches the machine up if the batch committed. Changes
 made locally through a worker's socket meanwhile show the workers as drifted (their
 generation stops matching), and the agent reports that; it does not revert them by itself
-(the next rollout refuses to include a drifted machine until it is restarted or resynced).
+(the rollouts leave a drifted machine out, and name it, and it is not caught up either,
+until it is back in step: restarted, or changed back by hand).
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ class Agent:
         except LivemodError as exc:
             return {"generation": generation, "drift": str(exc), "workers": {}, "modules": []}
         workers = {str(p): {"generation": s.get("generation"), "drifted": s.get("drifted"),
-                            "txn": s.get("txn")} for p, s in statuses.items()}
+                            "by_hand": bool(s.get("by_hand")), "txn": s.get("txn")}
+                   for p, s in statuses.items()}
         drift = [f"pid {p}: {s.get('drift') or 'generation ' + str(s.get('generation'))}"
                  for p, s in statuses.items()
                  if s.get("drifted") or s.get("generation") != generation]
@@ -355,6 +357,13 @@ class Agent:
         self._end_orphans()
         wanted = applies_to(self.machine, desired, rollout)
         current = read_desired(self.local.desired_path, self.service).generation
+        by_hand = [p for p, w in self._local_state()["workers"].items() if w.get("by_hand")]
+        if by_hand:
+            # Changed through a worker's socket (an emergency): reported, never reverted
+            # here; the rollouts leave this machine out until it is back in step.
+            self._set("drifted", engine="reachable", error="")
+            self.report()
+            return revision
         if wanted != current:
             self.catch_up(wanted)
         self._set("idle", engine="reachable", error="")

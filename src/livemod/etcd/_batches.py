@@ -16,7 +16,8 @@ the new generation (bounded by the deadline again) before the next batch starts,
 canary really serves the change before anyone else takes it.
 
 Machines are taken in the order of their ids. A machine not at the rollout's base
-generation (behind, or drifted) is not put in a batch until it has caught up.
+generation (behind), or whose workers are drifted (changed by hand through a socket), is
+not put in a batch; the rollout names it at the end.
 """
 
 from __future__ import annotations
@@ -208,8 +209,12 @@ def run(ro: Rollout, rollout: dict[str, Any], options: Options) -> dict[str, Any
             size = options.batch_size(len(machines))
         done = set(rollout["committed"]) | set(rollout["failed"])
         pending = [m for m in sorted(machines) if m not in done
-                   and machines[m].get("generation") == base]
+                   and machines[m].get("generation") == base and not machines[m].get("drift")]
         if not pending:
+            left = sorted(m for m in machines if m not in done)
+            if left:
+                ro.say(f"not moved: {', '.join(left)} (behind, or drifted: changed by hand; "
+                       f"see rollout status; they follow once in step)")
             break
         k += 1
         first = not any(b.get("outcome") == "commit" for b in rollout["batches"])

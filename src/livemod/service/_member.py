@@ -93,7 +93,10 @@ class Member:
             return {"service": self.service, "pid": os.getpid(),
                     "generation": self.generation, "desired_generation": desired,
                     "drifted": drift is not None, "drift": drift, "txn": txn,
-                    "following": self.following, "starting": self.starting}
+                    "following": self.following, "starting": self.starting,
+                    # changed through its own socket (see _on_event): an etcd agent leaves
+                    # such a worker's machine alone until it is back in step
+                    "by_hand": drift is not None and drift.startswith("changed outside")}
 
     def _on_event(self, event: Any) -> None:
         if (self._applying or not self.following
