@@ -58,3 +58,18 @@ def test_stack_scan_benchmark_prints_ratios() -> None:
 def test_manifest_benchmark_prints_ratios() -> None:
     rows = ratio_rows(run("bench_manifest.py"))
     assert {(f, n) for f in ("aliases", "depends") for n in ("10000", "100000")} <= rows, rows
+
+
+def test_reload_benchmark_prints_ratios() -> None:
+    out = run("bench_reload.py")
+    assert "RATIO reload busy/idle 8 leak_check=on" in out, out
+    assert "RATIO reload on/off 8 callers" in out, out
+    assert "TARGET reload under 8 callers" in out, out
+
+
+def test_load_benchmark_prints_ratios() -> None:
+    out = run("bench_load.py")
+    rows = ratio_rows(out)
+    assert {("insmod/import cold", "1"), ("insmod/import warm", "1"), ("insmod last/first", "100"),
+            ("memory insmod/import rss", "50"), ("cycle RSS KiB/1000", "200")} <= rows, out
+    assert out.count("TARGET ") == 6, out

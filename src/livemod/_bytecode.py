@@ -24,7 +24,6 @@ import importlib.util
 import marshal
 import os
 import sys
-import tempfile
 import threading
 from types import CodeType
 from typing import Final
@@ -106,25 +105,40 @@ def _write(path: str, code: CodeType) -> None:
     global _writes
     payload = marshal.dumps(code)
     data = _HEADER + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
-    folder = os.path.dirname(path)
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or none
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _write_atomic(path, data)
     except OSError:
         return  # a cache that cannot be written only costs a compile next time
     with _lock:
         _writes += 1
-        due = _writes % 256 == 1
+        due = _writes % 1024 == 1  # a scan of the whole cache: not too often
     if due:
         prune()
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    # As importlib writes a .pyc: a temporary name of this process and thread (no random
+    # names to draw, no folder to stat first: it is made only when the open says it is
+    # missing), then a rename, so a concurrent reader sees all of an entry or none.
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".tmp-{name}-{os.getpid()}-{threading.get_ident()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:  # left by a crash of a process that had our pid
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def prune(limit: int = MAX_ENTRIES) -> int:

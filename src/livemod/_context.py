@@ -137,14 +137,23 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         handover_state: what the previous version handed over during an upgrade, else None.
     """
 
-    __slots__ = ("__weakref__", "_inst", "_pin_refs", "_registrar", "handover_state", "log")
+    __slots__ = ("__weakref__", "_inst", "_log", "_pin_refs", "_registrar", "handover_state")
 
     def __init__(self, registrar: Registrar, inst: Instance) -> None:
         self._registrar = registrar
         self._inst = inst
         self._pin_refs: dict[int, weakref.ref[Any]] = {}
         self.handover_state: object = None
-        self.log = logging.getLogger(f"livemod.mods.{inst.name}")
+        self._log: logging.Logger | None = None
+
+    @property
+    def log(self) -> logging.Logger:
+        # Looked up on first use: getLogger takes logging's lock and makes a Logger that
+        # logging keeps for good, which most modules never ask for.
+        log = self._log
+        if log is None:
+            log = self._log = logging.getLogger(f"livemod.mods.{self._inst.name}")
+        return log
 
     @property
     def stopping(self) -> threading.Event:

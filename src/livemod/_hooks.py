@@ -53,6 +53,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
+import operator
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -79,7 +81,7 @@ class Impl:
     """One implementation registered on a hook by one module instance."""
 
     __slots__ = ("args", "fn", "hist", "is_async", "owner", "owner_name", "priority", "seq",
-                 "wrapper")
+                 "shape", "wrapper")
 
     def __init__(
         self, fn: Callable[..., Any], *, owner: int, owner_name: str, priority: int, seq: int,
@@ -92,6 +94,7 @@ class Impl:
         self.seq = seq
         self.wrapper = wrapper
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.shape = _specs.shape_key(fn)  # its signature, as first seen (see _plan)
         self.args: str | None = None  # how a spec'd hook calls it (source); None: as given
         self.hist = 0  # remembered historic calls already given (or claimed for) it
 
@@ -110,10 +113,16 @@ class _Snapshot:
     __slots__ = ("acall", "call", "dunder", "impls", "owners", "plain", "readers", "wraps")
 
     def __init__(self, impls: tuple[Impl, ...]) -> None:
+        # Every publish makes one, so a hook with 1,000 implementations must not pay a
+        # Python-level pass per field: these passes (map, compress) run in C.
         self.impls = impls
-        self.plain = tuple(i for i in impls if not i.wrapper)
-        self.wraps = tuple(i for i in impls if i.wrapper)
-        self.owners = frozenset(i.owner for i in impls)
+        wrapper = list(map(_WRAPPER, impls))
+        if True in wrapper:
+            self.plain = tuple(itertools.compress(impls, map(operator.not_, wrapper)))
+            self.wraps = tuple(itertools.compress(impls, wrapper))
+        else:
+            self.plain, self.wraps = impls, ()
+        self.owners = frozenset(map(_OWNER, impls))
         self.readers: list[None] = []
         self.call: Callable[..., Any] = _empty_list
         self.dunder: Callable[..., Any] = _empty_dunder
@@ -171,6 +180,14 @@ async def _empty_acall(*args: Any, **kwargs: Any) -> list[Any]:
     return []
 
 
+_WRAPPER: Final = operator.attrgetter("wrapper")
+_OWNER: Final = operator.attrgetter("owner")
+_IS_ASYNC: Final = operator.attrgetter("is_async")
+_SHAPE: Final = operator.attrgetter("shape")
+_ARGS: Final = operator.attrgetter("args")
+_FN: Final = operator.attrgetter("fn")
+
+
 def _plan(hook: Hook, snap: _Snapshot) -> tuple[Plan, tuple[Any, ...]]:
     """The code shape of ``snap``'s dispatchers, and the defaults they bind."""
     spec = hook._spec
@@ -178,10 +195,15 @@ def _plan(hook: Hook, snap: _Snapshot) -> tuple[Plan, tuple[Any, ...]]:
     defaults: tuple[Any, ...] = ()
     if spec is not None:
         params, forward, defaults = spec.params, spec.forward, spec.defaults
-        calls = tuple(i.args if i.args is not None else forward for i in plain)
+        args = list(map(_ARGS, plain))
+        calls = ((forward,) * len(plain) if args.count(None) == len(args)
+                 else tuple(a if a is not None else forward for a in args))
         wrap_args = tuple(i.args if i.args is not None else forward for i in wraps)
     else:
-        shape = _specs.uniform_shape([i.fn for i in snap.impls])
+        # One signature for all (the keys are equal) is the one of the first.
+        shapes = set(map(_SHAPE, snap.impls))
+        uniform = len(shapes) == 1 and None not in shapes
+        shape = _specs.uniform_shape([snap.impls[0].fn]) if uniform else None
         params, forward = shape if shape is not None else (GENERIC_PARAMS, GENERIC_PARAMS)
         calls = (forward,) * len(plain)
         wrap_args = (forward,) * len(wraps)
@@ -191,9 +213,9 @@ def _plan(hook: Hook, snap: _Snapshot) -> tuple[Plan, tuple[Any, ...]]:
     plan = Plan(
         params=params, forward=forward, ndefaults=len(defaults),
         calls=calls[:1] if loop else calls, wrappers=wrap_args,
-        is_async=() if loop else tuple(i.is_async for i in plain), loop=loop,
+        is_async=() if loop else tuple(map(_IS_ASYNC, plain)), loop=loop,
         policy=hook._policy, firstresult=spec is not None and spec.firstresult,
-        sync_ok=not any(i.is_async for i in snap.impls),
+        sync_ok=True not in map(_IS_ASYNC, snap.impls),
     )
     return plan, defaults
 
@@ -208,7 +230,7 @@ def _generate(hook: Hook, snap: _Snapshot) -> None:
         # Through ``snap``, not a captured tuple, so scrub() frees the implementations.
         sink(hook.name, snap.plain[index], exc)
 
-    fns = [i.fn for i in snap.plain]
+    fns = list(map(_FN, snap.plain))
     call, dunder, acall = make(
         hook, snap, snap.readers.append, snap.readers.pop, fail, _specs.run_wrapped,
         _specs.arun_wrapped, _acall_concurrent, [tuple(fns)] if plan.loop else None,

@@ -30,6 +30,7 @@ __all__ = ["Instance", "Module", "ModuleIdentity", "ModuleStatus", "Undo", "froz
 
 _log = logging.getLogger("livemod")
 _ids = itertools.count(1)
+_stopping_lock = threading.Lock()  # protects: the creation of each Instance._stopping
 
 
 @final
@@ -100,6 +101,17 @@ class Instance:
     dict operations (atomic) and never under a lock.
     """
 
+    # Slots: a module's record has more fields than CPython shares a dict's keys for (30),
+    # so each instance had a dict of its own, ~2 KiB of a loaded module's footprint.
+    # ``state`` alone lives in the ``__dict__`` (made at the first move): a slot cannot have
+    # the class default below, and only the journal may assign it.
+    __slots__ = ("__dict__", "__weakref__", "_stopping", "auto", "bound", "context",
+                 "direct_atexit", "errors", "exports", "files", "holds", "id", "info",
+                 "init_ok", "loaded_at", "mixed_copies", "module", "name", "namespace_ids",
+                 "native", "param_callbacks", "params", "pins", "private_name", "replaced",
+                 "scrub_before", "staged", "staged_exports", "staged_starts", "state_since",
+                 "tasks", "threads", "undo", "untrusted", "uses", "wakeups", "wiring")
+
     #: Written only by the journal (``_journal.Journal.move_unlocked``); born LOADING.
     state: State = State.LOADING
 
@@ -133,15 +145,34 @@ class Instance:
         self.replaced: list[Instance] = []  # the versions an upgrade replaced with this one
         self.untrusted: str | None = None  # why its signature did not check (policy warn)
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
+        # (trampoline, lease, undo) of each atexit registration its code made directly, for
+        # its own atexit.unregister (the trampolines hold nothing of it once taken back).
+        self.atexit_undo: list[tuple[Any, object, Callable[[], None]]] = []
         self.scrub_before: dict[str, object] = {}  # registry slots before its body ran
+        self.patches: Any = None  # _patches.Patches: what it replaced in installed modules
         self.native: list[str] = []  # private names of its extension modules, once loaded
-        self.stopping = threading.Event()
+        self._stopping: threading.Event | None = None  # made on first use: see stopping
         # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.
         self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
         self.init_ok = False
         self.errors = 0
         self.loaded_at = time.time()
         self.state_since = time.monotonic()
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set when the module starts to unload (its managed threads wait on it).
+
+        Made on first use: an Event is a Condition, a lock and a deque, about 2.7 KiB,
+        and most modules never start a thread.
+        """
+        event = self._stopping
+        if event is None:
+            with _stopping_lock:
+                event = self._stopping
+                if event is None:
+                    event = self._stopping = threading.Event()
+        return event
 
     def own_thread_idents(self) -> set[int]:
         """Idents of the module's managed threads that are running now (idents of ended

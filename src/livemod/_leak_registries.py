@@ -114,7 +114,7 @@ def _sys_modules(o: Owner) -> Iterator[str]:
 def _globals(o: Owner) -> Iterator[str]:
     deadline = getattr(_bound, "deadline", float("inf"))
     for key, module in list(_sysmodules.snapshot().items()):
-        if time.monotonic() > deadline:
+        if time.thread_time() > deadline:
             return
         if o.owns_name(key):
             continue
@@ -181,14 +181,14 @@ def holders(owner: Owner, budget: float = 0.25) -> list[str]:
     """Chains from the module's objects to the known registries that hold them, in
     words (empty: none of them does)."""
     found: list[str] = []
-    deadline = time.monotonic() + budget
+    deadline = time.thread_time() + budget
     _bound.deadline = deadline
     for look in _LOOKS:
-        if time.monotonic() > deadline:  # a huge heap: leave the rest to the bounded walk
+        if time.thread_time() > deadline:  # a huge heap: leave the rest to the bounded walk
             break
         try:
             for phrase in look(owner):
-                if time.monotonic() > deadline:
+                if time.thread_time() > deadline:
                     break
                 if phrase not in found:
                     found.append(phrase)

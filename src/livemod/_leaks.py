@@ -6,7 +6,10 @@ functions form cycles, so nothing is freed before ``gc.collect()``). Survivors a
 by walking ``gc.get_referrers`` backwards to something a person recognises -- a global of
 another module, a running thread, a class attribute -- and the walk keeps only *strings*:
 keeping the objects would make the report the leak it reports. The walk is bounded in nodes,
-in calls to ``gc.get_referrers`` and in time, so a huge heap cannot stall the host: one call
+in calls to ``gc.get_referrers`` and in time, so a huge heap cannot stall the host. The time
+is this thread's CPU time, not the wall clock: on a loaded machine the report then finds the
+same chains as on an idle one (a wall-clock budget ran out there before the root was
+reached), and its wall time grows with the load as everything else's does. One call
 scans the whole heap (on free-threaded builds, every object of every thread), and a single
 call cannot be interrupted, so a time budget alone can be overrun by however long the call
 that crosses it takes.
@@ -193,7 +196,7 @@ class LeakWatch:
         return bool(found)
 
     def _explain_by_walk(self, budget: float) -> None:
-        deadline = time.monotonic() + budget
+        deadline = time.thread_time() + budget
         calls = _Calls(_MAX_REFERRER_CALLS)
         chains: list[str] = []
         seen_roots: set[str] = set()
@@ -201,7 +204,7 @@ class LeakWatch:
         # who holds the module.
         ordered = sorted(self.refs, key=lambda r: r[0].endswith("(module)"))
         for desc, ref in ordered:
-            if time.monotonic() > deadline or len(chains) >= 5 or calls.left <= 0:
+            if time.thread_time() > deadline or len(chains) >= 5 or calls.left <= 0:
                 break
             obj = ref()
             if obj is None:
@@ -417,7 +420,7 @@ class _Walk:
         nodes = 0
         longest: tuple[str, ...] = (start,)
         try:
-            while queue and nodes < _MAX_NODES and time.monotonic() < self.deadline:
+            while queue and nodes < _MAX_NODES and time.thread_time() < self.deadline:
                 obj, path = queue.popleft()
                 if len(path) > _MAX_DEPTH:
                     continue
@@ -428,7 +431,7 @@ class _Walk:
                 referrers = gc.get_referrers(obj)
                 ignore.add(id(referrers))
                 for seen, parent in enumerate(referrers):
-                    if seen % 1024 == 1023 and time.monotonic() > self.deadline:
+                    if seen % 1024 == 1023 and time.thread_time() > self.deadline:
                         break  # a huge fan-in must not outrun the budget
                     pid = id(parent)
                     if pid in visited or pid in ignore:

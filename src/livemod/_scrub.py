@@ -27,10 +27,10 @@ import sys
 import threading
 import traceback
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, final
 
-from . import _sysmodules
 from ._owned import Owner, among
 from ._owned import mro as _mro
 
@@ -84,29 +84,92 @@ SLOTS: Final[dict[str, _Slot]] = {
 
 
 def baseline() -> dict[str, Any]:
-    """What the slots hold before a module's body runs (taken at the start of each load)."""
-    before: dict[str, Any] = {}
+    """What the slots hold before a module's body runs (taken at the start of each load).
+
+    Read-only for its users. Between two loads the slots seldom change, so a baseline equal
+    (by identity) to the previous one *is* the previous one: a loaded module then costs no
+    memory for it, where a copy each was most of a module's footprint. The previous one is
+    only weakly referenced here: once no module holds it, it must not keep its objects
+    (say, an unloaded module's excepthook) alive.
+    """
+    global _last
+    before = _Baseline()
     for name, (read, _write, _default) in SLOTS.items():
         try:
             before[name] = read()
         except Exception:  # a slot missing on this version
             continue
-    for signum in SIGNALS:
-        try:
-            before[f"signal {signum}"] = getsignal(signum)
-        except (ValueError, OSError):
-            continue
-    before["sys.path"] = tuple(sys.path)
-    # Ids only: a baseline must not keep a module alive that is later removed.
-    before["sys.modules"] = {k: id(v) for k, v in list(_sysmodules.snapshot().items())}
-    before["builtins"] = {k: id(v) for k, v in list(vars(builtins).items())}
+    try:  # one C-level pass over the signals that could be read at import
+        before.update(zip(_SIGNAL_KEYS, map(getsignal, _READABLE), strict=True))
+    except (ValueError, OSError):
+        for signum, key in zip(_READABLE, _SIGNAL_KEYS, strict=True):
+            try:
+                before[key] = getsignal(signum)
+            except (ValueError, OSError):
+                continue
+    with _last_lock:
+        last = _last()
+    before["sys.path"] = _reuse(last, "sys.path", tuple(sys.path), _ids)
+    # Ids only: a baseline must not keep alive what a module later removes. Copied in one
+    # step first (another thread may bind a builtin meanwhile).
+    table = vars(builtins).copy()
+    values = list(map(id, table.values()))
+    old = last.get("builtins") if last is not None else None
+    if old is not None and list(old.values()) == values and _ids(old) == _ids(table):
+        before["builtins"] = old  # str keys kept alive by ``old``, int values: no __eq__
+    else:
+        before["builtins"] = dict(zip(table, values, strict=True))
+    # The same keys and the very same objects: ids compare without running any __eq__,
+    # and ``last`` keeps its objects alive, so no id can have been reused.
+    if last is not None and _ids(last) == _ids(before) and _ids(last.values()) == _ids(
+            before.values()):
+        return last
+    with _last_lock:
+        _last = weakref.ref(before)
     return before
+
+
+def _ids(items: Iterable[object]) -> list[int]:
+    return list(map(id, items))
+
+
+def _reuse(last: dict[str, Any] | None, key: str, new: Any, ident: Callable[[Any], Any]) -> Any:
+    """``last[key]`` if it is equal to ``new`` by ``ident`` (so that ``last`` can be
+    reused whole), else ``new``."""
+    old = last.get(key) if last is not None else None
+    if old is not None and len(old) == len(new) and ident(old) == ident(new):
+        return old
+    return new
+
+
+class _Baseline(dict[Any, Any]):
+    __slots__ = ("__weakref__",)  # so that the last one can be weakly referenced
+
+
+def _dead() -> None:
+    return None
+
+
+_last_lock = threading.Lock()  # protects: _last
+_last: Callable[[], _Baseline | None] = _dead
 
 
 #: Every signal number, and the C-level getsignal (no enum conversion: this runs at every
 #: load and unload).
 SIGNALS: Final = tuple(sorted(int(s) for s in signal.valid_signals()))
 getsignal: Final[Callable[[int], Any]] = getattr(_signal_c, "getsignal", signal.getsignal)
+
+
+def _readable(signum: int) -> bool:
+    try:
+        getsignal(signum)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+_READABLE: Final = tuple(filter(_readable, SIGNALS))
+_SIGNAL_KEYS: Final = tuple(f"signal {signum}" for signum in _READABLE)
 
 
 @final
@@ -125,6 +188,7 @@ class Scrub:
         "_classes",
         "_loops",
         "_owner",
+        "_patches",
         "name",
         "namespaces",
         "private_name",
@@ -141,8 +205,10 @@ class Scrub:
         before: dict[str, Any] | None = None,
         loops: Iterable[Any] = (),
         where: str = "",
+        patches: Any = None,
     ) -> None:
         self._owner = owner
+        self._patches = patches  # _patches.Patches of the load, or None
         self._before = before or {}
         self._loops = tuple(loops)
         self._classes: list[type] | None = None

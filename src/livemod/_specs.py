@@ -160,6 +160,19 @@ def check_wrapper(hook: str, fn: Callable[..., Any], owner: str) -> None:
         )
 
 
+def shape_key(fn: Callable[..., Any]) -> tuple[int, int, tuple[str, ...]] | None:
+    """What ``uniform_shape`` compares of one function: equal keys, the same plain
+    signature; None if it is not plain. Kept per implementation, so that a hook with
+    many compares them in one C-level pass (a set of keys) on every publish."""
+    if type(fn) is not types.FunctionType:
+        return None
+    code = fn.__code__
+    if (code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)
+            or code.co_kwonlyargcount or fn.__defaults__ or fn.__kwdefaults__):
+        return None
+    return code.co_argcount, code.co_posonlyargcount, code.co_varnames[:code.co_argcount]
+
+
 def uniform_shape(fns: list[Callable[..., Any]]) -> tuple[str, str] | None:
     """(params, forward) when every function has the same plain signature, else None.
 

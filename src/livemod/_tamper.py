@@ -9,6 +9,9 @@ are not covered: code that sets out to subvert the process cannot be stopped fro
 
 from __future__ import annotations
 
+import gc
+import itertools
+import operator
 import sys
 from types import ModuleType
 from typing import final
@@ -28,16 +31,38 @@ def _package() -> ModuleType:
 class Baseline:
     """livemod's public surface as first seen."""
 
-    __slots__ = ("_attrs", "_names")
+    __slots__ = ("_attrs", "_dicts", "_keys", "_names", "_values")
 
     def __init__(self) -> None:
         livemod = _package()
         self._names = {k: getattr(livemod, k) for k in livemod.__all__}
         self._attrs = {k: dict(vars(obj)) for k, obj in self._names.items()
                        if isinstance(obj, type)}
+        # For the fast check: each class's own attribute dict (what ``vars`` is a proxy
+        # of; a class keeps the same one for life), and the names and values as first seen.
+        self._dicts = [gc.get_referents(vars(self._names[k]))[0] for k in self._attrs]
+        self._keys = list(itertools.chain.from_iterable(self._dicts))
+        self._values = [*self._names.values(), *itertools.chain.from_iterable(
+            d.values() for d in self._attrs.values())]
+
+    def _intact(self) -> bool:
+        """Whether nothing changed, in a few C-level passes (this runs after every load).
+
+        Values are compared by identity (``operator.is_``: no ``__eq__`` a module may have
+        planted runs), and the baseline keeps them alive, so an equal id cannot be another
+        object. A class's attribute names are exact strings (``type.__setattr__`` makes
+        them so), so comparing them with ``==`` runs no module code either. The values of
+        a dict whose keys are all strings are what ``gc.get_referents`` gives, in order.
+        """
+        livemod = _package()
+        now = [*map(livemod.__dict__.get, self._names), *gc.get_referents(*self._dicts)]
+        return (len(now) == len(self._values) and all(map(operator.is_, now, self._values))
+                and list(itertools.chain.from_iterable(self._dicts)) == self._keys)
 
     def restore(self) -> list[str]:
         """Put back whatever differs from the baseline; return what it was."""
+        if self._intact():
+            return []  # the common case
         livemod = _package()
         changed = []
         for key, value in self._names.items():
