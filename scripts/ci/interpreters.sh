@@ -20,7 +20,8 @@ read -r -a CI_PYTEST_ARGS <<<"${LIVEMOD_CI_PYTEST_ARGS:-}"
 CI_MAIN_ONLY=(tests/test_cli.py tests/test_cli_edges.py tests/test_web_service.py
     tests/test_webapp.py tests/test_service.py tests/test_integrations.py
     tests/test_host_control.py tests/test_control_server.py tests/realworld
-    tests/test_testing.py tests/test_bench_smoke.py)
+    tests/test_testing.py tests/test_bench_smoke.py tests/test_etcd_rollout.py
+    tests/test_etcd_failures.py tests/test_etcd_client.py tests/test_etcd_agent.py)
 CI_IGNORE_MAIN_ONLY=()
 for f in "${CI_MAIN_ONLY[@]}"; do CI_IGNORE_MAIN_ONLY+=("--ignore=$f"); done
 

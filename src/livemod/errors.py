@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "DependencyError",
     "DesiredSetError",
+    "EngineUnreachable",
     "HostForked",
     "InitError",
     "LivemodError",
@@ -23,6 +24,7 @@ __all__ = [
     "NotInstalled",
     "ParamError",
     "ProtocolError",
+    "RolloutError",
     "SignatureError",
     "SpecError",
     "TransactionAborted",
@@ -226,6 +228,34 @@ class DesiredSetError(LivemodError, ValueError):
     ) -> None:
         super().__init__(message, module=module)
         self.path = path
+
+
+class EngineUnreachable(LivemodError, ConnectionError):
+    """The coordination engine (etcd) of ``livemod agent`` / ``livemod rollout`` did not
+    answer: refused, timed out, or not an etcd. Nothing was changed by the call that
+    failed; ``url`` names the endpoint. Unlike :class:`~livemod.control.HostUnreachable`
+    it is about the engine, not a host's socket."""
+
+    code = "engine-unreachable"
+
+    def __init__(self, message: str, *, module: str | None = None, url: str = "") -> None:
+        super().__init__(message, module=module)
+        self.url = url
+
+
+class RolloutError(LivemodError):
+    """A rollout across machines was refused or stopped: another coordinator holds the
+    service's lock, another operator's change was written first, the engine's records are
+    unusable (a wrong prefix, a newer livemod), a batch aborted (``votes`` says why), or
+    bad options. Every machine keeps the set it had when its batch did not commit."""
+
+    code = "rollout-refused"
+
+    def __init__(
+        self, message: str, *, module: str | None = None, votes: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, module=module)
+        self.votes = votes
 
 class SpecError(LivemodError, TypeError):
     """An implementation (or a second spec) does not fit a hook's spec.

@@ -36,6 +36,9 @@ Exit codes (one per error class, so scripts can tell failures apart without pars
 20    TransactionAborted -- a ``--service`` change was aborted in every worker
 21    DesiredSetError -- a service's desired-set file is corrupt or from a newer livemod
 22    SpecError -- an implementation does not fit its hook's spec
+23    EngineUnreachable -- etcd (livemod agent / rollout --etcd) did not answer
+24    RolloutError -- a rollout was refused or stopped (lock held, lost a race, a batch
+      aborted, unusable records)
 130   interrupted (Ctrl-C) while waiting
 ====  ===================================================================================
 """
@@ -77,6 +80,8 @@ EXIT_CODES: Final[dict[type[errors.LivemodError], int]] = {
     errors.TransactionAborted: 20,
     errors.DesiredSetError: 21,
     errors.SpecError: 22,
+    errors.EngineUnreachable: 23,
+    errors.RolloutError: 24,
     errors.LivemodError: 1,
 }
 #: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
@@ -110,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     try:
-        if getattr(args, "service", None):
+        if getattr(args, "service", None) and args.command not in ("agent", "rollout"):
             from ._service import command_for
 
             args.run = command_for(args.command)

@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn
 
 from . import _commands, _host
+from ._etcd_args import add_etcd_commands
 
 __all__ = ["USAGE", "build_parser"]
 
@@ -41,6 +42,12 @@ exit codes:
   16   too many clients (retry)
   17   upgrade refused (a downgrade without --downgrade, dependents without --cascade)
   18   configuration error (livemod.toml)
+  19   host forked (build a new host in the child)
+  20   transaction aborted (a --service change, in every worker)
+  21   desired-set error (a service's desired set is unusable)
+  22   spec error (an implementation does not fit its hook's spec)
+  23   engine unreachable (etcd did not answer: agent, rollout)
+  24   rollout refused or stopped (lock held, lost a race, a batch aborted)
   130  interrupted (Ctrl-C)
 """
 
@@ -272,4 +279,5 @@ def build_parser() -> argparse.ArgumentParser:
                 "found and named.")
     p.set_defaults(run=_commands.demo)
     p.add_argument("--seconds", type=float, default=12.0, help="about how long to run")
+    add_etcd_commands(sub, data, _params)
     return parser

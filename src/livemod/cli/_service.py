@@ -10,13 +10,14 @@ removed and said so. Changes (``upgrade``, ``insmod``, ``rmmod``, ``modprobe``,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import LivemodError
-from ..service import Coordinator, Outcome
+from ..service import Coordinator, Outcome, service_dir
 from . import _render
 
 __all__ = ["command_for"]
@@ -59,12 +60,41 @@ def lsmod(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent(service: str) -> dict[str, Any] | None:
+    """The machine's etcd agent as it last described itself (``livemod agent`` writes
+    ``<service dir>/agent.json``), or None if there is none running."""
+    try:
+        with open(os.path.join(service_dir(service), "agent.json"), "rb") as f:
+            record = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    try:
+        os.kill(int(record.get("pid", 0)), 0)
+    except (ProcessLookupError, ValueError):
+        return None  # that agent is gone
+    except PermissionError:
+        pass
+    return record
+
+
+def _engine_line(agent: dict[str, Any]) -> str:
+    line = (f"engine: {agent.get('engine')} (agent of machine {agent.get('machine')}, pid "
+            f"{agent.get('pid')}, etcd {agent.get('etcd')}, generation "
+            f"{agent.get('generation')}, {agent.get('state')})")
+    if agent.get("engine") == "unreachable":
+        line += f": {agent.get('error')}; the workers keep their set"
+    return line
+
+
 def status(args: argparse.Namespace) -> int:
     results, errors, stale = _coordinator(args).ask_all("status", timeout=args.timeout)
+    agent = _agent(args.service)
     if args.json:
         _render.dump_json({"workers": {str(p): r for p, r in results.items()},
                            "unreachable": {str(p): e for p, e in errors.items()},
-                           "stale": stale}, sys.stdout)
+                           "stale": stale, "agent": agent}, sys.stdout)
         return 0
     rows = []
     for pid, st in sorted(results.items()):
@@ -76,6 +106,8 @@ def status(args: argparse.Namespace) -> int:
         rows.append([pid, "?", "?", "no answer", "?", error])
     _render.table(["Worker", "Generation", "Desired", "State", "Modules", "Why"], rows,
                   sys.stdout)
+    if agent is not None:
+        print(_engine_line(agent))
     _notes({}, stale)
     return 0
 

@@ -93,7 +93,10 @@ class Member:
             return {"service": self.service, "pid": os.getpid(),
                     "generation": self.generation, "desired_generation": desired,
                     "drifted": drift is not None, "drift": drift, "txn": txn,
-                    "following": self.following, "starting": self.starting}
+                    "following": self.following, "starting": self.starting,
+                    # changed through its own socket (see _on_event): an etcd agent leaves
+                    # such a worker's machine alone until it is back in step
+                    "by_hand": drift is not None and drift.startswith("changed outside")}
 
     def _on_event(self, event: Any) -> None:
         if (self._applying or not self.following
@@ -157,11 +160,12 @@ class Member:
             stamp = self._stamp()
             if stamp == self._seen:
                 continue
-            self._seen = stamp
             with self.lock:
                 busy = self.txn is not None
-            if not busy:
-                self.reconcile_now()
+            if busy:
+                continue  # look again once the transaction is over: never skip a change
+            self._seen = stamp
+            self.reconcile_now()
 
     # ------------------------------------------------------------ transactions
 
