@@ -222,6 +222,10 @@ def bench_scale(root: Path, count: int, repeats: int, verdicts: Verdicts) -> Non
     for r in range(repeats):  # a fresh host (and fresh import names) each time
         insmod: list[float] = []
         imports: list[float] = []
+        gc.collect()  # the last run's modules: collected before, not during, this one
+        # Each run as cold as the first: a bytecode cache filled by the last run would make
+        # every insmod cheaper and the same growth a larger ratio.
+        os.environ["LIVEMOD_CACHE_DIR"] = str(root / f"cache-scale-{r}")
         gc.disable()
         try:
             with livemod.Host(leak_check=False) as host:
