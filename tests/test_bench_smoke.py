@@ -60,6 +60,13 @@ def test_manifest_benchmark_prints_ratios() -> None:
     assert {(f, n) for f in ("aliases", "depends") for n in ("10000", "100000")} <= rows, rows
 
 
+def test_reload_benchmark_prints_ratios() -> None:
+    out = run("bench_reload.py")
+    assert "RATIO reload busy/idle 8 leak_check=on" in out, out
+    assert "RATIO reload on/off 8 callers" in out, out
+    assert "TARGET reload under 8 callers" in out, out
+
+
 def test_load_benchmark_prints_ratios() -> None:
     out = run("bench_load.py")
     rows = ratio_rows(out)

@@ -6,6 +6,7 @@ raises (the module, the host, its threads and hooks are all real).
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 import livemod
-from livemod import State, _hooktable, _leak_watch, _loader, _quiesce
+from livemod import State, _drain, _hooktable, _leak_watch, _loader, _quiesce
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -86,3 +87,51 @@ def test_rmmod_of_a_module_left_going_finishes_the_job(
     assert host.lsmod() == []
     host.insmod(BASIC)
     assert host.hook("basic.ping")(2) == [("pong", 2)]
+
+
+def test_an_upgrade_whose_old_version_fails_to_drain_ends_it_gone(
+    host: livemod.Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = host.insmod(THREADED)
+    monkeypatch.setattr(_quiesce, "running_in", boom)  # only v1's drain looks at stacks
+    with pytest.raises(RuntimeError, match="injected"):
+        host.replace("threaded", timeout=5.0)
+    monkeypatch.undo()
+    # v2 serves already, so v1 cannot be LIVE again: it is GONE, and the host says why.
+    assert old.state is State.GONE
+    assert [(r.name, r.state) for r in host.lsmod()] == [("threaded", State.LIVE)]
+    assert host.hook("threaded.request")("Ada") == ["hi, Ada"]
+    flag, reason = taints(host)[0]
+    assert flag == "unload-failed" and "waiting for the old version to drain" in reason
+    assert len([t for t in threading.enumerate() if t.name.startswith("threaded-")]) == 2
+    host.rmmod("threaded")
+
+
+def waiting_for_a_wakeup(thread: threading.Thread) -> bool:
+    """``thread`` is blocked in ``_drain``'s wait for a hold to be released."""
+    lines, first = inspect.getsourcelines(_drain._wait)
+    line = first + next(i for i, text in enumerate(lines) if "wakeups.get(" in text)
+    frame = sys._current_frames().get(thread.ident or 0)
+    return frame is not None and frame.f_code is _drain._wait.__code__ \
+        and frame.f_lineno == line
+
+
+def test_a_removal_pending_whose_reaper_fails_ends_gone(
+    host: livemod.Host, monkeypatch: pytest.MonkeyPatch, wait_for: Any
+) -> None:
+    old = host.insmod(BASIC)
+    hold = host.hold("basic")
+    hold.__enter__()
+    new = host.replace("basic", timeout=0.05)  # v1 is held: removal pending, a reaper waits
+    assert new.removal_pending and old.state is State.GOING
+    reaper = next(t for t in threading.enumerate() if t.name == "livemod-reap-basic")
+    wait_for(lambda: waiting_for_a_wakeup(reaper), 10, "the reaper to wait for the hold")
+    monkeypatch.setattr(_quiesce, "running_in", boom)
+    hold.__exit__(None, None, None)  # wakes the reaper, whose next look raises
+    wait_for(lambda: old.state is State.GONE, 10, "the reaper to finish v1")
+    wait_for(lambda: not [t for t in threading.enumerate()
+                          if t.name.startswith("livemod-reap")], 10, "the reaper to end")
+    monkeypatch.undo()
+    assert [(r.name, r.state) for r in host.lsmod()] == [("basic", State.LIVE)]
+    flag, reason = taints(host)[0]
+    assert flag == "unload-failed" and "waiting for the old version to drain" in reason

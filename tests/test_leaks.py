@@ -91,6 +91,7 @@ def test_a_function_kept_in_a_global_of_another_module_is_reported(
     host: livemod.Host, probe: Any
 ) -> None:
     host.insmod(path("leaky"), how="global")
+    host.hook("leaky.escape")()
     host.rmmod("leaky")
     [leak] = host.leaks()
     assert any("global 'holder' of module lm_probe" in c for c in leak.chains), leak.chains
@@ -119,6 +120,7 @@ def test_a_leak_is_listed_until_collected_on_every_call(host: livemod.Host) -> N
 def test_leak_check_can_be_turned_off(probe: Any) -> None:
     with livemod.Host(modpath=[MODULES], leak_check=False) as host:
         host.insmod(path("leaky"), how="global")
+        host.hook("leaky.escape")()
         host.rmmod("leaky")
         assert host.leaks() == []
         assert host.tainted == ()

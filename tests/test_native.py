@@ -210,3 +210,74 @@ def test_markupsafe_speedups_from_pypi(tmp_path: Path, cache: Path) -> None:
         assert str(sys.modules[private].escape("<b>")) == "&lt;b&gt;"
         host.rmmod("markupsafe")
         assert host.leaks() == []
+
+
+def test_lsmod_and_modinfo_show_native_code(
+    tmp_path: Path, built: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through a real control socket, as an operator sees it."""
+    import tempfile
+
+    from livemod.cli import main
+    from livemod.control import ControlServer
+
+    pkg = package(tmp_path / "mods", built)
+    sockdir = tempfile.mkdtemp(prefix="lmn")  # a socket path must fit in 107 bytes
+    try:
+        with livemod.Host() as host, ControlServer(host, os.path.join(sockdir, "h.sock")) as srv:
+            host.insmod(pkg)
+            assert main(["--socket", srv.path, "lsmod"]) == 0
+            out = capsys.readouterr().out
+            assert out.splitlines()[0].split()[-1] == "Native" and "2 ext" in out
+            assert main(["--socket", srv.path, "modinfo", "nat"]) == 0
+            out = capsys.readouterr().out
+            assert f"native:      spcount{SUFFIX} (loaded; stays mapped" in out, out
+            assert "state:       LIVE" in out
+            assert main(["modinfo", str(pkg)]) == 0  # offline: the files, nothing loaded
+            out = capsys.readouterr().out
+            assert f"native:      mpcount{SUFFIX}\n" in out and "state:" not in out
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+HOLDER = """
+import sys, livemod
+host = livemod.Host()
+host.insmod(sys.argv[1])
+print("loaded", flush=True)
+sys.stdin.readline()  # keep the copies mapped until told
+"""
+
+
+def test_the_disk_cache_is_pruned_oldest_first_never_a_copy_in_use(
+    tmp_path: Path, built: Path, cache: Path
+) -> None:
+    from livemod import _native_disk
+
+    pkg = package(tmp_path / "mods", built)
+    env = {**os.environ, "LIVEMOD_CACHE_DIR": str(cache),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(pkg)], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "loaded\n"
+        root = cache / "native"
+        in_use = sorted(str(p) for p in root.rglob(f"*{SUFFIX}"))
+        assert len(in_use) == 2
+        # Older copies no process has mapped (another version's, from a process gone).
+        stale = []
+        for age, digest in enumerate(("a" * 64, "b" * 64)):
+            old = root / digest / "0" / f"old{SUFFIX}"
+            old.parent.mkdir(parents=True)
+            old.write_bytes(b"x" * 10)
+            os.utime(old, (1000 + age, 1000 + age))
+            stale.append(old)
+        removed = _native_disk.prune(str(root), max_bytes=2**40, max_files=3)
+        assert removed == [str(stale[0])]  # the oldest first, and only as many as needed
+        removed = _native_disk.prune(str(root), max_bytes=0, max_files=0)
+        assert removed == [str(stale[1])] and not (root / ("b" * 64)).exists()
+        assert sorted(str(p) for p in root.rglob(f"*{SUFFIX}")) == in_use  # mapped: kept
+    finally:
+        holder.communicate("\n", timeout=30)
+    # Its process is gone, and with it its locks: now they may go.
+    assert len(_native_disk.prune(str(cache / "native"), max_bytes=0, max_files=0)) == 2

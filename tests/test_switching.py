@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import livemod
-from livemod._switching import QUICK, quick_switching
+from livemod._switching import COLLECT, QUICK, collecting, quick_switching
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -54,3 +55,45 @@ def test_a_setting_made_meanwhile_stands() -> None:
         assert sys.getswitchinterval() == 0.002
     finally:
         sys.setswitchinterval(before)
+
+
+def test_a_collection_during_an_operation_raises_the_interval_and_puts_it_back() -> None:
+    before = sys.getswitchinterval()
+    with quick_switching():
+        quick = sys.getswitchinterval()
+        with collecting():
+            assert sys.getswitchinterval() == pytest.approx(min(COLLECT, before))
+            with collecting():  # nested (another host's leak check): one raise
+                pass
+            assert sys.getswitchinterval() == pytest.approx(min(COLLECT, before))
+        assert sys.getswitchinterval() == quick
+    assert sys.getswitchinterval() == before
+    with collecting():  # no operation lowered it: the user's interval is left alone
+        assert sys.getswitchinterval() == before
+
+
+def test_the_last_operation_ending_during_a_collection_restores_what_it_found() -> None:
+    before = sys.getswitchinterval()
+    operation, collection = quick_switching(), collecting()
+    operation.__enter__()
+    collection.__enter__()
+    operation.__exit__(None, None, None)
+    assert sys.getswitchinterval() == before
+    collection.__exit__(None, None, None)
+    assert sys.getswitchinterval() == before
+
+
+def test_the_leak_check_collects_at_the_longer_interval(host: livemod.Host) -> None:
+    seen: list[float] = []
+
+    def phase(what: str, info: dict[str, int]) -> None:
+        if what == "start" and info["generation"] == 2:
+            seen.append(sys.getswitchinterval())
+
+    host.insmod(BASIC)
+    gc.callbacks.append(phase)
+    try:
+        host.rmmod("basic")
+    finally:
+        gc.callbacks.remove(phase)
+    assert pytest.approx(min(COLLECT, sys.getswitchinterval())) in seen, seen

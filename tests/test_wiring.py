@@ -18,6 +18,7 @@ import textwrap
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,13 @@ SHOP = {
         def direct_builtins():
             import builtins
             return builtins.__import__("shop.util")
+
+        def old_idiom():                        # fromlist an empty list, as C passes it
+            return __import__("shop.util", globals(), locals(), []).util.X
+
+        def unpickle(data):
+            import pickle                       # C code: _pickle looks classes up
+            return pickle.loads(data)
         """,
     "shop/prices.py": """
         from shop.util import X
@@ -136,6 +144,23 @@ def test_a_direct_builtins_import_is_not_wired_and_says_so(
     assert public_names("shop") == set()
 
 
+def test_an_import_from_c_by_the_public_name_gets_a_worded_error(
+    modpath: Path, wired_host: livemod.Host
+) -> None:
+    """C's PyImport_Import (extension modules, pickle's class lookup) reads sys.modules by the
+    public name after __import__ returns; CPython would raise a bare KeyError('shop.util')."""
+    write(modpath, SHOP)
+    wired_host.insmod(modpath / "shop")
+    shop = wired_host.namespace("shop")
+    with pytest.raises(ImportError, match=r"module 'shop' \(.*\) imports 'shop\.util' from C "
+                                          r"code .*never puts a public name there"):
+        shop.unpickle(b"cshop.util\nX\n.")  # a pickle naming the public module
+    assert shop.old_idiom() == 7  # Python code passing [] itself is wired as ever
+    private = wired_host._table.find("shop").private_name  # type: ignore[union-attr]
+    assert shop.unpickle(f"c{private}.util\nX\n.".encode()) == 7  # the private name works
+    assert public_names("shop") == set()
+
+
 def test_an_unwired_import_beside_an_installed_copy_is_recorded_as_mixed_copies(
     modpath: Path, wired_host: livemod.Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +176,12 @@ def test_an_unwired_import_beside_an_installed_copy_is_recorded_as_mixed_copies(
         [row] = wired_host.lsmod()
         assert "mixed-copies" in row.taints
         assert any("'shop'" in t.reason for t in wired_host.tainted)
+        # An operator sees it in lsmod and modinfo (the control server's records).
+        from livemod.control.ops import OPS, Call
+
+        call = Call(wired_host, {"target": "shop"}, lambda e: True, lambda fn: None, "")
+        info: Any = OPS["modinfo"][0](call)
+        assert info["taints"] == ["mixed-copies"] and info["state"] == "LIVE"
     finally:
         for name in public_names("shop"):
             del sys.modules[name]

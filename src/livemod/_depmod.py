@@ -44,17 +44,18 @@ from ._depmod_entry import (
     DepmodReport,
     Entry,
     FileStamp,
+    Precheck,
     entry_from_json,
     entry_to_json,
+    fits,
     racy,
     read_entry,
     reread,
-    unchanged,
 )
 from ._manifest import read_manifest
 from ._metadata import ModuleInfo
 from ._version import is_pattern
-from .errors import ManifestError, ModuleNotFound
+from .errors import LivemodError, ManifestError, ModuleNotFound, SignatureError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -77,10 +78,11 @@ ENTRY_POINT_GROUP: Final = "livemod.modules"
 class _Folder:
     """One modpath folder's part of the index: entries by name in the folder, sorted."""
 
-    __slots__ = ("entries", "mtime_ns", "path", "scanned_ns")
+    __slots__ = ("entries", "mtime_ns", "path", "precheck", "scanned_ns")
 
     def __init__(self, path: str, mtime_ns: int | None = None, scanned_ns: int = 0,
                  entries: dict[str, Entry] | None = None) -> None:
+        self.precheck: Precheck | None = None  # the signature check, under enforce
         self.path = path
         self.mtime_ns = mtime_ns  # None: the folder did not exist at the last scan
         self.scanned_ns = scanned_ns
@@ -103,11 +105,11 @@ class _Folder:
                     item.is_dir() and os.path.isfile(os.path.join(item.path, "__init__.py")))):
                 continue
             old = self.entries.get(item.name)
-            if old is not None and not full and unchanged(old):
+            if old is not None and not full and fits(old, self.precheck):
                 entries[item.name] = old
             else:
                 entries[item.name] = read_entry(self.path, item.name, item.path,
-                                                 None if full else old)
+                                                 None if full else old, precheck=self.precheck)
         self.entries, self.mtime_ns, self.scanned_ns = entries, mtime, scanned
 
     def check(self) -> bool:
@@ -169,7 +171,7 @@ def _locate_module(modname: str) -> str:
                         "file or a package with __init__.py, which livemod needs", module=modname)
 
 
-def _discover(old: Sequence[Entry]) -> list[Entry]:
+def _discover(old: Sequence[Entry], precheck: Precheck | None) -> list[Entry]:
     """Every entry point of the group, in (distribution, name) order; unchanged ones kept."""
     previous = {entry.slot: entry for entry in old}
     found: dict[str, tuple[str, str]] = {}
@@ -189,10 +191,10 @@ def _discover(old: Sequence[Entry]) -> list[Entry]:
                                  described))
             continue
         prev = previous.get(slot)
-        if prev is not None and prev.path == path and unchanged(prev):
+        if prev is not None and prev.path == path and fits(prev, precheck):
             entries.append(prev)
         else:
-            entries.append(read_entry("", slot, path, prev, described))
+            entries.append(read_entry("", slot, path, prev, described, precheck))
     return entries
 
 
@@ -207,9 +209,13 @@ def _matches(info: ModuleInfo, name: str) -> bool:
 class Index:
     """Every module on the modpath folders, then those of ``livemod.modules`` entry points."""
 
-    __slots__ = ("_eps", "_folders", "_keys")
+    __slots__ = ("_eps", "_folders", "_keys", "_precheck")
 
-    def __init__(self, folders: list[_Folder], entry_points: list[Entry] | None) -> None:
+    def __init__(self, folders: list[_Folder], entry_points: list[Entry] | None,
+                 precheck: Precheck | None = None) -> None:
+        self._precheck = precheck  # under enforce: every module's signature before its parse
+        for folder in folders:
+            folder.precheck = precheck
         self._folders = folders
         self._eps = entry_points  # None: entry points are not searched
         self._keys: dict[str, list[Entry]] | None = None  # name/alias -> entries, search order
@@ -242,6 +248,8 @@ class Index:
         Raises:
             ManifestError: the file named after ``name`` is broken (its own error, with file,
                 line and field), or declares another name and no other module is ``name``.
+            SignatureError: under enforce, the file named after ``name`` is not signed by a
+                trusted key (it was not parsed).
             ModuleNotFound: the file named after ``name`` vanished while being read.
         """
         if any([folder.check() for folder in self._folders]):
@@ -251,7 +259,7 @@ class Index:
             # A miss may hide an edit in place that added this name: look at everything once.
             self.refresh()
             found = self._find_once(name)
-        if isinstance(found, ManifestError):
+        if isinstance(found, LivemodError):
             raise found
         return found
 
@@ -279,7 +287,7 @@ class Index:
         for folder in self._folders:
             folder.scan(full=full)
         if self._eps is not None:
-            self._eps = _discover(() if full else self._eps)
+            self._eps = _discover(() if full else self._eps, self._precheck)
         self._keys = None
 
     def depmod(self, *, full: bool = False, write: bool = True,
@@ -348,7 +356,7 @@ class Index:
 
     # -- private ---------------------------------------------------------------------------
 
-    def _find_once(self, name: str) -> ModuleInfo | ManifestError | None:
+    def _find_once(self, name: str) -> ModuleInfo | LivemodError | None:
         mismatch: ManifestError | None = None
         for folder in self._folders:
             for slot in (name + ".py", name):
@@ -356,6 +364,8 @@ class Index:
                 fresh = self._fresh(entry) if entry is not None else None
                 if fresh is None:
                     continue
+                if fresh.error is not None and fresh.error[0] == "SignatureError":
+                    return SignatureError(fresh.error[1], module=name)  # never parsed
                 # The file asked for by name raises its own error (read again for its line).
                 info = fresh.info if fresh.info is not None else read_manifest(fresh.path)
                 if _matches(info, name):
@@ -373,9 +383,9 @@ class Index:
 
     def _fresh(self, entry: Entry) -> Entry | None:
         """``entry`` checked by stat and read again if it changed; None if it is gone."""
-        if unchanged(entry):
+        if fits(entry, self._precheck):
             return entry
-        new = reread(entry)
+        new = reread(entry, self._precheck)
         self._keys = None
         if entry.folder:
             folder = next(f for f in self._folders if f.path == entry.folder)
@@ -435,19 +445,21 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def build_index(folders: Sequence[str | os.PathLike[str]], *,
-                entry_points: bool = True) -> Index:
+                entry_points: bool = True, precheck: Precheck | None = None) -> Index:
     """Read every module of ``folders`` (and of ``livemod.modules`` entry points) afresh.
 
     Broken modules are indexed with their error; a missing folder is indexed as empty.
+    ``precheck``: the signature check before each parse (under enforce).
     """
     index = Index([_Folder(os.path.abspath(os.fspath(p))) for p in folders],
-                  [] if entry_points else None)
+                  [] if entry_points else None, precheck)
     index.refresh(full=True)
     return index
 
 
 def open_index(folders: Sequence[str | os.PathLike[str]], *, entry_points: bool = True,
-               verify: bool = False, full: bool = False) -> Index:
+               verify: bool = False, full: bool = False,
+               precheck: Precheck | None = None) -> Index:
     """An index of ``folders`` that starts from each folder's saved index where it is usable.
 
     A saved index is only a head start: its folder is listed again if its mtime moved, and
@@ -457,6 +469,8 @@ def open_index(folders: Sequence[str | os.PathLike[str]], *, entry_points: bool 
         verify: check every entry now (by stat; only changed modules are parsed), not on
             lookup; what depmod needs.
         full: ignore saved indexes and read every module afresh.
+        precheck: the signature check before each parse (under enforce); a saved entry
+            made under the other policy is read again.
     """
     parts: list[_Folder] = []
     for raw in folders:
@@ -468,6 +482,7 @@ def open_index(folders: Sequence[str | os.PathLike[str]], *, entry_points: bool 
                 saved = loaded[0] if len(loaded) == 1 and loaded[0].path == path else None
         if saved is None or verify:
             saved = saved or _Folder(path)
+            saved.precheck = precheck
             saved.scan(full=full)
         parts.append(saved)
-    return Index(parts, _discover(()) if entry_points else None)
+    return Index(parts, _discover((), precheck) if entry_points else None, precheck)

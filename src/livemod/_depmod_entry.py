@@ -1,6 +1,13 @@
 """One entry of the depmod index: its records, how a module is read into one and checked
 by stat, and the JSON form an entry is saved in (see ``_depmod`` for the design).
 
+Under an ``enforce`` policy an index is made with a *precheck* (the verifier's): every
+module's files are checked against its signature before its manifest is parsed, as a load
+does, and one that fails is an entry whose error is that ``SignatureError``. Each entry
+says whether it was read so (``enforced``), and a host reads again an entry made under the
+other policy; the ``.sig`` file's stamp is kept too, so signing a module (or removing its
+signature) is seen by stat like any other edit.
+
 The JSON form is versioned (``FORMAT``/``FORMAT_VERSION``); reading it back is strict, since
 a saved index is a file in a folder that other people may write: anything unexpected
 raises ``ValueError``/``TypeError``/``KeyError`` and the caller drops the whole file.
@@ -11,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, final
@@ -28,8 +35,10 @@ __all__ = [
     "DepmodReport",
     "Entry",
     "FileStamp",
+    "Precheck",
     "entry_from_json",
     "entry_to_json",
+    "fits",
     "racy",
     "read_entry",
     "reread",
@@ -38,6 +47,12 @@ __all__ = [
 
 FORMAT: Final = "livemod-depmod"
 FORMAT_VERSION: Final = 1
+#: The verifier's check of a module's files (relative path -> bytes) and signature bytes
+#: before its manifest is read: raises ``SignatureError`` (see ``_signing.Verifier``).
+Precheck = Callable[[str, Mapping[str, bytes], "bytes | None"], None]
+#: Largest ``.sig`` file read (bytes), as for a load.
+_MAX_SIG: Final = 1024 * 1024
+
 # A kernel tick is at most 10 ms; whole-second mtimes (FAT keeps 2 s) need a wider window.
 _RACY_NS: Final = 100_000_000
 _RACY_COARSE_NS: Final = 2_000_000_000
@@ -63,7 +78,9 @@ class Entry:
     modpath folder and ``slot`` the name in it (``greet.py``, ``webpkg``); for an entry point
     ``folder`` is "" and ``slot`` is ``dist:name``, described by ``entry_point``.
     ``dirs`` are a package's folders with their mtimes (a file added or removed there);
-    ``checked_ns`` is when the files were read, to tell racy stamps.
+    ``checked_ns`` is when the files were read, to tell racy stamps. ``sig`` is the
+    signature file's (size, mtime_ns), None if there was none; ``enforced``: read with a
+    signature precheck (see the module docstring).
     """
 
     folder: str
@@ -77,6 +94,8 @@ class Entry:
     info: ModuleInfo | None
     error: tuple[str, str] | None = None
     entry_point: str = ""
+    sig: tuple[int, int] | None = None
+    enforced: bool = False
 
 
 @final
@@ -117,47 +136,91 @@ def _stamp_file(file: str, rel: str) -> tuple[FileStamp, bytes]:
     return FileStamp(rel, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()), data
 
 
-def _stamp_package(path: str) -> tuple[tuple[FileStamp, ...], tuple[tuple[str, int], ...], bytes]:
+def _stamp_package(path: str) -> tuple[tuple[FileStamp, ...], tuple[tuple[str, int], ...],
+                                        dict[str, bytes]]:
     # The same walk as a load's (``_locate.package_files``): the index describes exactly the
     # files a load reads and a signature covers.
     found, dirs = package_files(path)
     files: list[FileStamp] = []
-    source = b""
+    contents: dict[str, bytes] = {}
     for file, rel in found:
         stamp, data = _stamp_file(file, rel)
         files.append(stamp)
-        if rel == "__init__.py":
-            source = data
+        contents[rel.replace(os.sep, "/")] = data
     files.sort(key=lambda stamp: stamp.path)
     dirs.sort()
-    return tuple(files), tuple(dirs), source
+    return tuple(files), tuple(dirs), contents
+
+
+def _sig_stamp(path: str) -> tuple[int, int] | None:
+    from ._signing import signature_path
+
+    try:
+        st = os.stat(signature_path(path))
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_sig(path: str) -> bytes | None:
+    from ._signing import signature_path
+
+    try:
+        with open(signature_path(path), "rb") as fh:
+            return fh.read(_MAX_SIG)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return b""  # present but unreadable: the verifier says it does not verify
 
 
 def read_entry(folder: str, slot: str, path: str, old: Entry | None,
-                entry_point: str = "") -> Entry:
+               entry_point: str = "", precheck: Precheck | None = None) -> Entry:
+    """Read one module into an entry (its error, if it is broken); ``old`` is the entry it
+    replaces, whose manifest is kept if the bytes are the same. With ``precheck``, the
+    signature is checked before the manifest is parsed."""
     checked = time.time_ns()
     files: tuple[FileStamp, ...] = ()
     dirs: tuple[tuple[str, int], ...] = ()
     source_file, is_package = path, False
+    sig: tuple[int, int] | None = None
+    enforced = precheck is not None
     try:
         path, source_file, is_package = locate(path)
+        sig = _sig_stamp(path)  # before the files: a signature written meanwhile is seen
         if is_package:
-            files, dirs, source = _stamp_package(path)
+            files, dirs, contents = _stamp_package(path)
+            source = contents.get("__init__.py", b"")
         else:
             stamp, source = _stamp_file(source_file, os.path.basename(source_file))
-            files = (stamp,)
+            files, contents = (stamp,), {stamp.path: source}
+        if precheck is not None:
+            precheck(path, contents, _read_sig(path))  # SignatureError: nothing parsed
+        del contents
         if old is not None and old.path == path and old.files and [
-                (f.path, f.sha256) for f in old.files] == [(f.path, f.sha256) for f in files]:
+                (f.path, f.sha256) for f in old.files] == [(f.path, f.sha256) for f in files] \
+                and not _refused(old):
             # Same bytes, same manifest (or the same error): skip the parse.
             return Entry(folder, slot, path, source_file, is_package, files, dirs, checked,
-                         old.info, old.error, entry_point)
+                         old.info, old.error, entry_point, sig, enforced)
         info = parse_manifest(source, path=path, source_file=source_file,
                               is_package=is_package)
     except (LivemodError, OSError) as exc:
         return Entry(folder, slot, path, source_file, is_package, files, dirs, checked, None,
-                     (type(exc).__name__, str(exc)), entry_point)
+                     (type(exc).__name__, str(exc)), entry_point, sig, enforced)
     return Entry(folder, slot, path, source_file, is_package, files, dirs, checked, info,
-                 None, entry_point)
+                 None, entry_point, sig, enforced)
+
+
+def _refused(entry: Entry) -> bool:
+    """The entry is a signature refusal: it says nothing of the manifest."""
+    return entry.error is not None and entry.error[0] == "SignatureError"
+
+
+def fits(entry: Entry, precheck: Precheck | None) -> bool:
+    """``entry`` may be used as it is: its stamps hold (``unchanged``) and it was read under
+    the policy asked for (with a precheck or without)."""
+    return entry.enforced == (precheck is not None) and unchanged(entry)
 
 
 def unchanged(entry: Entry) -> bool:
@@ -177,14 +240,16 @@ def unchanged(entry: Entry) -> bool:
                 return False
     except OSError:
         return False
-    return True
+    sig = _sig_stamp(entry.path)
+    return sig == entry.sig and (sig is None or not racy(sig[1], entry.checked_ns))
 
 
-def reread(entry: Entry) -> Entry | None:
+def reread(entry: Entry, precheck: Precheck | None = None) -> Entry | None:
     """``entry`` read again from its files, or None if the module is gone."""
     if not os.path.exists(entry.path):
         return None
-    return read_entry(entry.folder, entry.slot, entry.path, entry, entry.entry_point)
+    return read_entry(entry.folder, entry.slot, entry.path, entry, entry.entry_point,
+                      precheck)
 
 
 # -- JSON ------------------------------------------------------------------------------------
@@ -198,6 +263,8 @@ def entry_to_json(entry: Entry) -> dict[str, Any]:
         "files": [[f.path, f.size, f.mtime_ns, f.sha256] for f in entry.files],
         "dirs": [[rel, mtime] for rel, mtime in entry.dirs],
         "entry_point": entry.entry_point,
+        "sig": list(entry.sig) if entry.sig is not None else None,
+        "enforced": entry.enforced,
     }
     if entry.error is not None:
         out["error"] = {"class": entry.error[0], "message": entry.error[1]}
@@ -252,6 +319,12 @@ def entry_from_json(doc: Mapping[str, Any], folder: str) -> Entry:
     files = tuple(FileStamp(str(rel), int(size), int(mtime), str(sha))
                   for rel, size, mtime, sha in _typed(doc, "files", list))
     dirs = tuple((str(rel), int(mtime)) for rel, mtime in _typed(doc, "dirs", list))
+    # Absent from indexes saved before signatures were stamped: the entry is read again.
+    sig_doc = doc.get("sig")
+    sig = None if sig_doc is None else (int(sig_doc[0]), int(sig_doc[1]))
+    enforced = doc.get("enforced", False)
+    if not isinstance(enforced, bool):
+        raise TypeError(f"'enforced' should be bool, not {type(enforced).__name__}")
     error: tuple[str, str] | None = None
     info: ModuleInfo | None = None
     if "error" in doc:
@@ -268,4 +341,5 @@ def entry_from_json(doc: Mapping[str, Any], folder: str) -> Entry:
             path=path, source_file=source_file, is_package=is_package,
         )
     return Entry(folder, _typed(doc, "slot", str), path, source_file, is_package, files, dirs,
-                 _typed(doc, "checked_ns", int), info, error, _typed(doc, "entry_point", str))
+                 _typed(doc, "checked_ns", int), info, error, _typed(doc, "entry_point", str),
+                 sig, enforced)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, final
 from ._instance import Instance
 from ._quiesce import describe_frame
 from ._state import State
-from ._trampolines import register_atexit
+from ._trampolines import register_atexit, unregister_atexit
 from .errors import ModuleGoing
 
 if TYPE_CHECKING:
@@ -87,7 +87,12 @@ def watched_atexit(inst: Instance) -> Any:
         register_atexit(inst, fn, args, kwargs, where=where)
         return fn
 
+    def unregister(fn: Callable[..., Any]) -> None:
+        unregister_atexit(inst, fn)  # what register took was a trampoline, not fn itself
+        atexit.unregister(fn)  # and a registration made on its behalf by other code
+
     view.register = register  # type: ignore[attr-defined]
+    view.unregister = unregister  # type: ignore[attr-defined]
     return view
 
 

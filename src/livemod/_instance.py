@@ -145,7 +145,11 @@ class Instance:
         self.replaced: list[Instance] = []  # the versions an upgrade replaced with this one
         self.untrusted: str | None = None  # why its signature did not check (policy warn)
         self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
+        # (trampoline, lease, undo) of each atexit registration its code made directly, for
+        # its own atexit.unregister (the trampolines hold nothing of it once taken back).
+        self.atexit_undo: list[tuple[Any, object, Callable[[], None]]] = []
         self.scrub_before: dict[str, object] = {}  # registry slots before its body ran
+        self.patches: Any = None  # _patches.Patches: what it replaced in installed modules
         self.native: list[str] = []  # private names of its extension modules, once loaded
         self._stopping: threading.Event | None = None  # made on first use: see stopping
         # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.

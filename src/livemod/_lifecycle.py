@@ -53,6 +53,7 @@ from ._instance import Instance, Module, frozen_mapping
 from ._journal import Journal
 from ._metadata import ModuleInfo
 from ._modpath import ModPath
+from ._names import canonical
 from ._records import brief, where_raised
 from ._registrar import Registrar
 from ._settings import Settings
@@ -70,7 +71,6 @@ from .errors import (
     ModuleBusy,
     ModuleExists,
     ModuleGoing,
-    ParamError,
     SignatureError,
 )
 
@@ -114,6 +114,14 @@ class Lifecycle:
              source: ModuleSource | None = None) -> Module:
         """LOADING -> COMING -> LIVE, or roll back completely. Caller holds ``op_lock``.
         ``source``: the module already read (outside the lock, by ``insmod``)."""
+        inst = self.stage_load(path, params, source)
+        self._publish(inst)
+        return Module(inst)
+
+    def stage_load(self, path: str | os.PathLike[str], params: Mapping[str, object],
+                   source: ModuleSource | None = None) -> Instance:
+        """``load`` up to its publish: COMING, every registration staged; ``_publish`` or
+        ``teardown.discard`` ends it (a service-wide insmod publishes once all agreed)."""
         source = self.read(path) if source is None else source
         info = source.info
         values = _params.resolve(info.params, params, module=info.name)
@@ -124,14 +132,13 @@ class Lifecycle:
             self.table.put_unlocked(inst)
         inst.untrusted = untrusted
         self.bring_up(inst, source)
-        self._publish(inst)
-        return Module(inst)
+        return inst
 
     def read(self, path: str | os.PathLike[str]) -> ModuleSource:
         """Read a module once; under ``enforce``, refuse paths outside the modpath."""
         try:
             source = read_module(path, signature=self.verifier.policy != "off",
-                                 precheck=self.verifier.precheck)
+                                 precheck=self.verifier.precheck, lazy=True)
         except ManifestError as exc:  # a syntax error, a broken manifest: in the log too
             self.journal.event("load-failed", exc.module or os.path.basename(os.fspath(path)),
                                f"load refused: {exc}")
@@ -205,6 +212,7 @@ class Lifecycle:
                 f"(nothing it registered was published; fix it and load it again)",
                 module=info.name,
             ) from exc
+        _wire.settle(inst)
         self.teardown.check_intact(inst.name)
 
     def _publish(self, inst: Instance) -> None:
@@ -246,6 +254,7 @@ class Lifecycle:
 
     def plan(self, name: str, include_loaded: bool, config: Config | None) -> list[ModuleInfo]:
         """``Host.modprobe_plan``: the modprobe chain, resolved and checked, not loaded."""
+        name = canonical(name)  # a look-alike of a blacklisted name is that name
         if config is not None:
             name = config.modprobe_plan(name).name
         versions = {} if include_loaded else self.table.versions()
@@ -341,6 +350,16 @@ class Lifecycle:
                progress: Progress | None = None) -> None:
         """LIVE -> GOING -> (exit, undo) -> GONE, or back to LIVE (see the module docstring
         for the order). Caller holds ``op_lock``."""
+        removed = self.take_down(inst, wait=wait, timeout=timeout, force=force,
+                                 progress=progress)
+        removed.clear()  # the leak check must not find the implementations here
+        self.teardown.finish(inst)
+
+    def take_down(self, inst: Instance, *, wait: bool, timeout: float, force: bool,
+                  progress: Progress | None = None) -> list[tuple[str, Impl]]:
+        """Steps 1-4 of an unload: GOING and quiet, or LIVE again and ModuleBusy. Returns
+        what ``_republish`` would put back; ``teardown.finish`` is the rest (which a
+        service-wide rmmod runs once every worker agreed)."""
         inside = _quiesce.current_thread_in(inst.namespace_ids, inst.id)
         if inside is not None or threading.get_ident() in inst.own_thread_idents():
             raise ModuleBusy(
@@ -383,8 +402,7 @@ class Lifecycle:
                 f"(release it, retry with a longer timeout, or use force=True)",
                 module=inst.name, holders=tuple(pending),
             )
-        removed.clear()
-        self.teardown.finish(inst)
+        return removed
 
     def _republish(self, inst: Instance, removed: list[tuple[str, Impl]], why: str) -> None:
         with self.table.lock:
@@ -424,36 +442,17 @@ class Lifecycle:
         # which the unload sees as code in flight and waits for.
         with self._param_lock:
             inst = self.table.get_live(name)
-            old = inst.params.as_dict().get(key)
-            new = inst.params._set(key, value)
-            for callback in list(inst.param_callbacks):
-                try:
-                    callback(key, new)
-                except Exception as exc:
-                    inst.params._set(key, old)
-                    raise ParamError(
-                        f"module {inst.name!r} refused {key}={new!r}: {brief(exc)} "
-                        f"(the old value {old!r} is kept)", module=inst.name,
-                    ) from exc
+            old, new = _params.change(inst.params, inst.param_callbacks, key, value)
             self.journal.event("param", inst.name, f"param {key}={new!r} (was {old!r})",
                                key=key, value=new)
             return new
 
-
     def replace(self, name: str, path: str | os.PathLike[str] | None, *,
                 timeout: float | None, cascade: bool, downgrade: bool,
                 params: Mapping[str, object]) -> Module:
-        """``Host.replace`` (the steps are in ``_upgrade``)."""
-        with self.op_lock, quick_switching():
-            self.check_open()
-            try:
-                return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
-                                        downgrade=downgrade, params=params)
-            except InitError:
-                raise  # the failed load of the new version is in the log already
-            except LivemodError as exc:
-                self.journal.event("upgrade-refused", name, f"upgrade refused: {exc}")
-                raise
+        """``Host.replace``: the steps, and when the lock is taken, are ``_upgrade``'s."""
+        return _upgrade.replace(self, name, path, timeout=timeout, cascade=cascade,
+                                downgrade=downgrade, params=params)
 
     def close(self, timeout: float | None, detach: Callable[[], None] | None) -> bool:
         """Unload everything, dependents first; False if it was closed already."""

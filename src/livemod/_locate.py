@@ -96,15 +96,20 @@ def package_files(folder: str) -> tuple[list[tuple[str, str]], list[tuple[str, i
         with os.scandir(here) as listing:
             items = sorted(listing, key=lambda item: item.name)
         subfolders = []
+        # What normpath(join(rel_dir, name)) gives, without its cost (a package has
+        # hundreds of files, and a load walks them all): names from a listing hold no
+        # separator and are never "." or "..".
+        prefix = "" if rel_dir == "." else rel_dir + os.sep
+        base = os.path.join(here, "")
         for item in items:
-            rel = os.path.normpath(os.path.join(rel_dir, item.name))
+            name = item.name
             if _is_folder(item):
-                if not item.is_symlink() and item.name != "__pycache__":
-                    subfolders.append(rel)
+                if not item.is_symlink() and name != "__pycache__":
+                    subfolders.append(prefix + name)
                 continue
-            if item.name.endswith((".pyc", ".sig")):
+            if name.endswith((".pyc", ".sig")):
                 continue
-            files.append((os.path.join(here, item.name), rel))
+            files.append((base + name, prefix + name))
             if len(files) > MAX_FILES:
                 raise ManifestError(
                     f"{folder}: more than {MAX_FILES} files in the package (keep data "

@@ -9,11 +9,13 @@ per (device, inode), so a hard link is no way out either. So every load of a mod
 its extensions from a *copy* of the bytes that were read (and signature-checked) at load:
 a new inode per version.
 
-The copies are kept in livemod's cache folder by content hash, one numbered copy per load
-of that content in a process (``native/<sha256>/<n>/<file>``); another process reuses the
-files, this one never maps one twice. A library, once mapped, stays mapped for the life of
-the process (CPython never unloads one), so the number and the bytes of copies a process
-maps are capped; past the cap a load or an upgrade is refused before anything changes.
+The copies are kept in livemod's cache folder by content hash, one numbered copy per load of
+that content in a process (``native/<sha256>/<n>/<file>``); another process reuses the
+files, this one never maps one twice. A process holds a lock on every copy it maps, and the
+folder is pruned of the oldest copies no process holds (``_native_disk``). A library, once
+mapped, stays mapped for the life of the process (CPython never unloads one), so the number
+and the bytes of copies a process maps are capped; past the cap a load or an upgrade is
+refused before anything changes.
 
 The module's Python side unloads and upgrades as any other; what only native code still
 holds is reported by the leak check as held outside the garbage collector.
@@ -21,6 +23,7 @@ holds is reported by the leak check as held outside the garbage collector.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -30,6 +33,7 @@ import threading
 from collections.abc import Mapping
 from typing import Final, final
 
+from . import _native_disk
 from .errors import NativeCacheFull
 
 __all__ = ["CACHE", "NativeCache", "cache_dir", "extension_files", "find", "spec"]
@@ -117,6 +121,7 @@ class NativeCache:
                 folder cannot be written.
         """
         digest = hashlib.sha256(data).hexdigest()
+        wrote = False
         with self._lock:
             if self.copies + 1 > self.max_copies or self.bytes + len(data) > self.max_bytes:
                 raise ImportError(
@@ -131,31 +136,28 @@ class NativeCache:
         folder = os.path.join(cache_dir(), "native", digest, str(number))
         target = os.path.join(folder, os.path.basename(source))
         try:
-            if not _holds(target, data):
+            for _attempt in range(3):
+                # Held (a shared lock for the life of the process) before it is mapped, so
+                # that no prune removes it: _native_disk.
+                if _native_disk.hold(target, data):
+                    return target
                 os.makedirs(folder, mode=0o700, exist_ok=True)
                 fd, scratch = tempfile.mkstemp(dir=folder, prefix=".part-")
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                 os.chmod(scratch, 0o500)
                 os.replace(scratch, target)  # atomic: another process may read it now
+                wrote = True
+            raise OSError(errno.EAGAIN, "removed again and again while being taken")
         except OSError as exc:
             raise ImportError(
                 f"cannot load native extension {fullname!r}: cannot write its copy in "
                 f"{folder}: {exc.strerror} (set LIVEMOD_CACHE_DIR to a writable folder)",
                 name=fullname, path=source,
             ) from None
-        return target
-
-
-def _holds(path: str, data: bytes) -> bool:
-    """Whether ``path`` exists with exactly ``data`` (a copy another process wrote)."""
-    try:
-        if os.stat(path).st_size != len(data):
-            return False
-        with open(path, "rb") as f:
-            return f.read() == data
-    except OSError:
-        return False
+        finally:
+            if wrote:  # a new copy on disk: keep the folder within its bounds
+                _native_disk.prune(os.path.join(cache_dir(), "native"))
 
 
 #: The process's copies (one per process: mapped libraries are process-wide).

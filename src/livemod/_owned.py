@@ -32,6 +32,8 @@ _TYPE_DICT: Final = type.__dict__["__dict__"]
 _TYPE_QUALNAME: Final = type.__dict__["__qualname__"]
 _MODULE_DICT: Final[Any] = vars(types.ModuleType)["__dict__"]
 _PARTIAL: Final = functools.partial
+#: ``functools.lru_cache`` wrappers (typing's ``_tp_cache`` keeps one per decorated function).
+_LRU: Final = type(functools.lru_cache(lambda: None))
 #: Types whose instances can never belong to a module (nor hold one by themselves).
 _NEVER: Final = frozenset(map(id, {
     type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set,
@@ -142,7 +144,8 @@ class Owner:
 
     def owns(self, obj: object, depth: int = 2) -> bool:
         """Whether ``obj`` is the module's: its function, class, module, code, an instance
-        of one of its classes, or a bound method / partial of such (``depth`` levels)."""
+        of one of its classes, or a bound method / partial / lru_cache of such (``depth``
+        levels)."""
         t = type(obj)
         if id(t) in _NEVER:
             return False
@@ -157,6 +160,9 @@ class Owner:
             if t is types.MethodType and self.owns(obj.__func__, depth - 1):  # type: ignore[attr-defined]
                 return True
             return self.owns(obj.__self__, depth - 1)  # type: ignore[attr-defined]
+        if depth > 0 and t is _LRU:  # the function it wraps, from its own __dict__
+            wrapped = dict.get(attrs_of(obj), "__wrapped__")
+            return wrapped is not None and self.owns(wrapped, depth - 1)
         if depth > 0 and t is _PARTIAL:
             return self.owns(obj.func, depth - 1) or any(  # type: ignore[attr-defined]
                 self.owns(a, depth - 1) for a in obj.args  # type: ignore[attr-defined]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import difflib
 import threading
-from collections.abc import Iterator, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final, final
 
 from livemod.errors import ParamError
@@ -173,6 +174,30 @@ def resolve(
         name: convert(spec, given[name], module=module) if name in given else spec.default
         for name, spec in specs.items()
     }
+
+
+def change(params: Params, callbacks: Sequence[Callable[[str, object], object]], key: str,
+           value: object) -> tuple[object, object]:
+    """Set ``key`` to ``value`` and tell the module (``mod.on_param`` callbacks); a callback
+    that raises refuses it and the old value is put back. Returns ``(old, new)``.
+
+    Raises:
+        ParamError: no such parameter, a bad value, or the module refused it.
+    """
+    old = params.as_dict().get(key)
+    new = params._set(key, value)
+    for callback in list(callbacks):
+        try:
+            callback(key, new)
+        except Exception as exc:
+            params._set(key, old)
+            # As _records.brief words it (_records imports this module, through _instance).
+            why = "".join(traceback.format_exception_only(exc)).strip().replace("\n", " ")
+            raise ParamError(
+                f"module {params._module!r} refused {key}={new!r}: {why} "
+                f"(the old value {old!r} is kept)", module=params._module,
+            ) from exc
+    return old, new
 
 
 @final

@@ -19,6 +19,7 @@ import fnmatch
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ._names import canonical
 from ._version import is_pattern
 from .errors import ModuleNotFound
 
@@ -50,6 +51,7 @@ def resolve(key: str, config: Config | None, table: ModuleTable, modpath: ModPat
         ModuleNotFound: ``key`` is blacklisted, or nothing matches it; the message lists
             the alias patterns known, so a typo in a key or a pattern shows.
     """
+    key = canonical(key)  # as Python reads it: a look-alike of a blacklisted name is that name
     banned = set(config.blacklist) if config is not None else set()
     if config is not None and config.is_blacklisted(key):
         config.modprobe_plan(key)  # raises ModuleNotFound, naming the blacklist

@@ -188,6 +188,7 @@ class Scrub:
         "_classes",
         "_loops",
         "_owner",
+        "_patches",
         "name",
         "namespaces",
         "private_name",
@@ -204,8 +205,10 @@ class Scrub:
         before: dict[str, Any] | None = None,
         loops: Iterable[Any] = (),
         where: str = "",
+        patches: Any = None,
     ) -> None:
         self._owner = owner
+        self._patches = patches  # _patches.Patches of the load, or None
         self._before = before or {}
         self._loops = tuple(loops)
         self._classes: list[type] | None = None

@@ -36,13 +36,14 @@ _log = logging.getLogger("livemod")
 _TYPE_DICT: Final[Any] = type.__dict__["__dict__"]
 
 
-def _drop_changed(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], bool]) -> list[str]:
-    """Delete the entries of ``d`` that are new or rebound since the load and the module's
-    (an entry untouched since cannot be its doing); return their keys."""
+def _drop_added(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], bool]) -> list[str]:
+    """Delete the entries of ``d`` that are new since the load and the module's; return their
+    keys. One it rebound is left: what it replaced is not known here (one replaced during
+    the load was put back already, by ``_installed_modules``), and deleting ``print`` would
+    be worse than the leak the report names."""
     before: dict[str, int] = s._before.get(key) or {}
-    get = before.get
-    changed = [k for k, v in list(d.items()) if get(k) != id(v)]
-    gone = [k for k in changed if not skip(k) and s.owns(d.get(k))]
+    added = [k for k in list(d) if type(k) is str and k not in before]
+    gone = [k for k in added if not skip(k) and s.owns(d.get(k))]
     for k in gone:
         d.pop(k, None)
     return gone
@@ -388,8 +389,15 @@ def _asyncio(s: Scrub) -> None:
         s.removed("asyncgen hooks")
 
 
+def _installed_modules(s: Scrub) -> None:
+    # typing_extensions replaces typing._check_generic & co. with its own (``_patches``).
+    if s._patches is not None:
+        for what in s._patches.restore(s.owns):
+            s.removed(what)
+
+
 def _builtins(s: Scrub) -> None:
-    for name in _drop_changed(s, "builtins", vars(builtins), lambda k: k.startswith("__")):
+    for name in _drop_added(s, "builtins", vars(builtins), lambda k: k.startswith("__")):
         s.removed(f"builtins.{name}")
 
 
@@ -400,8 +408,18 @@ def _typing(s: Scrub) -> None:
             s.removed(f"typing overloads of {s._owner.public(name)}")
     # typing's caches are lru_caches keyed by the types they saw: only a clear of the
     # whole cache frees the module's classes (design.md, "Cleared whole").
-    for clear in list(getattr(typing, "_cleanups", ())):
+    cleanups = getattr(typing, "_cleanups", None)
+    for clear in list(cleanups or ()):
         clear()
+    # typing._tp_cache, applied by typing_extensions to functions of its own, keeps each
+    # one's lru_cache: its cache_clear in _cleanups, and (3.12+) the cache in _caches.
+    if type(cleanups) is list:
+        gone = _remove_identity(cleanups, s.owns)
+        if gone:
+            s.removed(f"typing's caches of {len(gone)} of its functions")
+    caches = getattr(typing, "_caches", None)
+    if type(caches) is dict:
+        _drop_keys(caches, lambda k, v: s.owns(k))
 
 
 def _threading_atexit(s: Scrub) -> None:
@@ -426,6 +444,7 @@ BUILTIN: Final[tuple[tuple[str, Scrubber], ...]] = (
     ("weakref finalizers", _finalizers),
     ("gc callbacks", _gc_callbacks),
     ("asyncio", _asyncio),
+    ("installed modules' attributes", _installed_modules),
     ("builtins", _builtins),
     ("threading atexit", _threading_atexit),
     ("typing", _typing),
@@ -447,7 +466,7 @@ def scrub_instance(
         namespaces = [ns for ns in (safe_vars(m) for m in modules) if type(ns) is dict]
         owner = Owner(inst.name, inst.private_name, map(id, namespaces), inst.files)
         scrub = Scrub(owner, inst.info.version, before=inst.scrub_before, loops=loops,
-                      where=inst.info.path)
+                      where=inst.info.path, patches=inst.patches)
         scrub.namespaces = namespaces
         named = [(f"scrubber {getattr(fn, '__qualname__', fn)!r}", fn) for fn in extra]
         failures = run(scrub, (*BUILTIN, *named))

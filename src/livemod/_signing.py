@@ -24,12 +24,13 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, Protocol, final
 
 from .errors import LivemodError, SignatureError, missing_extra
 
-__all__ = ["Policy", "Verifier", "keygen", "make_verifier", "sign", "signature_path"]
+__all__ = ["Policy", "Verifier", "enforcing", "keygen", "make_verifier", "sign",
+           "signature_path"]
 
 Policy = Literal["off", "warn", "enforce"]
 
@@ -232,6 +233,14 @@ def _signed_files(sig: bytes | None) -> set[str]:
         return set(record["files"]) if isinstance(record, dict) else set()
     except (ValueError, KeyError, TypeError, RecursionError):
         return set()
+
+
+def enforcing(
+    verifier: Verifier,
+) -> Callable[[str, Mapping[str, bytes], bytes | None], None] | None:
+    """The check that must pass before a module's manifest is parsed, under ``enforce``;
+    None under the other policies (which never refuse, so never check first)."""
+    return verifier.precheck if verifier.policy == "enforce" else None
 
 
 def make_verifier(policy: Policy, trusted_keys: str | None) -> Verifier:

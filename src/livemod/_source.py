@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
 
-from . import _native
+from . import _lazy_read, _native
 from ._bytecode import compile_cached
 from ._locate import locate, package_files
 from ._manifest import parse_manifest, parse_module
@@ -51,11 +52,14 @@ def read_module(
     *,
     signature: bool = True,
     precheck: Callable[[str, Mapping[str, bytes], bytes | None], None] | None = None,
+    lazy: bool = False,
 ) -> ModuleSource:
     """Locate a module and read it once (and its ``.sig`` too, if ``signature``).
 
     ``precheck(path, files, sig)`` runs on the bytes before the manifest is parsed (the
-    signature check: nothing whose cost the file controls runs before it).
+    signature check: nothing whose cost the file controls runs before it). ``lazy`` (only
+    without signatures): a package's files other than ``__init__.py`` are read when first
+    imported, and refused if they changed since (``_lazy_read``).
 
     Raises:
         ModuleNotFound: nothing at ``path``.
@@ -65,6 +69,8 @@ def read_module(
     abs_path, source_file, is_package = locate(path)
     root = abs_path if is_package else os.path.dirname(source_file)
     names = _package_files(abs_path) if is_package else [source_file]
+    if lazy and is_package and not signature:
+        return _read_lazily(abs_path, source_file, names, root, precheck)
     by_path: dict[str, bytes] = {}
     total = 0
     for name in names:
@@ -76,7 +82,6 @@ def read_module(
                 f"(keep data files out of the module's folder)", path=abs_path,
             )
         by_path[name] = data
-    source = by_path[source_file]
     # Every path was found under root by the walk: slicing is relpath without its cost
     # (a package has hundreds of files, and this runs on every load).
     cut = len(os.path.join(root, ""))
@@ -84,7 +89,54 @@ def read_module(
     sig = _read_signature(abs_path) if signature else None
     if precheck is not None:
         precheck(abs_path, files, sig)
+    return _finish(abs_path, source_file, is_package, by_path, files, sig)
+
+
+def _read_lazily(
+    abs_path: str, source_file: str, names: list[str], root: str,
+    precheck: Callable[[str, Mapping[str, bytes], bytes | None], None] | None,
+) -> ModuleSource:
+    """``read_module`` of a package without signatures: stat every file, read the
+    ``__init__.py`` (and any file changed in the last moments: ``_lazy_read``) now."""
+    started = time.time_ns()
+    stats: dict[str, _lazy_read.Fingerprint] = {}
+    total = 0
+    for name in names:
+        try:
+            st = os.stat(name)
+        except OSError as exc:
+            loop = " (a symbolic link loop)" if exc.errno == errno.ELOOP else ""
+            raise ManifestError(f"{name}: cannot be read: {exc.strerror}{loop} (fix or "
+                                f"remove it)", path=name) from None
+        _check_size(name, st.st_size)
+        total += st.st_size
+        if total > MAX_MODULE:
+            raise ManifestError(
+                f"{abs_path}: the module is larger than {MAX_MODULE // 2**20} MiB in all "
+                f"(keep data files out of the module's folder)", path=abs_path,
+            )
+        stats[name] = _lazy_read.fingerprint(st)
+    stem = os.path.basename(abs_path.rstrip(os.sep))
+    try:
+        by_path = _lazy_read.LazyFiles(stem, stats, started, MAX_FILE, eager=[source_file])
+    except ImportError as exc:  # changed between the stat and the read
+        raise ManifestError(f"{exc.path}: changed or vanished while the module was being "
+                            f"read (load it again)", path=exc.path) from None
+    files = _lazy_read.RelativeView(by_path, root)
+    if precheck is not None:
+        precheck(abs_path, files, None)
+    return _finish(abs_path, source_file, True, by_path, files, None)
+
+
+def _finish(
+    abs_path: str, source_file: str, is_package: bool, by_path: Mapping[str, bytes],
+    files: Mapping[str, bytes], sig: bytes | None,
+) -> ModuleSource:
+    """The manifest and the code from the bytes read."""
+    source = by_path[source_file]
     info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
+    if type(by_path) is _lazy_read.LazyFiles:
+        by_path.module = info.name
     _native.check_room(info.name, by_path)  # NativeCacheFull, before anything changes
     try:
         code = compile_cached(source, source_file)
@@ -99,17 +151,25 @@ def read_module(
             f"{where}: cannot be compiled: {getattr(exc, 'msg', exc)} (fix the code)",
             path=source_file, line=line, module=info.name,
         ) from exc
-    return ModuleSource(info, code, MappingProxyType(files), MappingProxyType(by_path), sig)
+    return ModuleSource(info, code, _frozen(files), _frozen(by_path), sig)
+
+
+def _frozen(files: Mapping[str, bytes]) -> Mapping[str, bytes]:
+    # A read-only view of a dict; the lazy mappings are read-only already.
+    return MappingProxyType(files) if type(files) is dict else files
+
+
+def _check_size(name: str, size: int) -> None:
+    if size > MAX_FILE:
+        raise ManifestError(
+            f"{name}: {size // 2**20} MiB is larger than a module file may be "
+            f"({MAX_FILE // 2**20} MiB; keep large data out of module files)", path=name,
+        )
 
 
 def _read(name: str, source_file: str) -> bytes:
     try:
-        size = os.stat(name).st_size
-        if size > MAX_FILE:
-            raise ManifestError(
-                f"{name}: {size // 2**20} MiB is larger than a module file may be "
-                f"({MAX_FILE // 2**20} MiB; keep large data out of module files)", path=name,
-            )
+        _check_size(name, os.stat(name).st_size)
         with open(name, "rb") as f:
             data = f.read(MAX_FILE + 1)
     except OSError as exc:

@@ -40,6 +40,7 @@ from ._journal import Journal
 from ._records import brief
 from ._settings import Settings
 from ._state import State
+from ._switching import collecting
 from ._table import ModuleTable
 from ._tamper import Baseline
 
@@ -178,7 +179,8 @@ class Teardown:
                                     f"leak check raised {brief(exc)}")
 
     def _check_leaks(self, name: str, watch: _leaks.LeakWatch) -> None:
-        gc.collect()
+        with collecting():  # the collector holds the GIL throughout: see _switching
+            gc.collect()
         if watch.survivors():
             if _leaks.other_thread_collecting():
                 # Our collect returned at once: another thread's is under way. Decide when

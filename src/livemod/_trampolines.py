@@ -35,13 +35,13 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
-from . import _provenance
+from . import _atexit_slots, _provenance
 from ._owned import class_qualname
 
 if TYPE_CHECKING:
     from ._instance import Instance
 
-__all__ = ["Trampoline", "install", "installed"]
+__all__ = ["Trampoline", "install", "installed", "register_atexit", "unregister_atexit"]
 
 _lock = threading.Lock()
 #: name -> the real function, once installed.
@@ -52,7 +52,7 @@ _REAL: dict[str, Callable[..., Any]] = {}
 class Trampoline:
     """Forwards to a module's function until the module is unloaded; then ``fallback``."""
 
-    __slots__ = ("args", "fallback", "fn", "kwargs", "module", "what")
+    __slots__ = ("args", "fallback", "fn", "kwargs", "lease", "module", "what")
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class Trampoline:
         self.args = args
         self.kwargs = kwargs or {}
         self.fallback = fallback
+        self.lease: object | None = None  # whose registration it is now (atexit slots)
 
     def __call__(self, *a: Any, **k: Any) -> Any:
         fn = self.fn  # one read: a concurrent unload may clear it
@@ -83,6 +84,14 @@ class Trampoline:
         self.fn = None
         self.args = ()
         self.kwargs = {}
+
+    def rearm(self, module: str, what: str, fn: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any], lease: object) -> None:
+        """Forward to ``fn`` again, for another registration (a parked atexit slot); the
+        arguments are set before the function, which a call reads first."""
+        self.module, self.what, self.lease = module, what, lease
+        self.args, self.kwargs = args, kwargs
+        self.fn = fn
 
     def __repr__(self) -> str:
         state = "detached" if self.fn is None else "live"
@@ -111,16 +120,46 @@ def register_atexit(
     inst: Instance, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
     *, where: str,
 ) -> None:
-    """``atexit.register(fn, *args, **kwargs)`` for module ``inst``, undone at unload."""
-    tramp = Trampoline(inst.name, f"atexit callback {_qualname(fn)} ({where})", fn, args,
-                       kwargs)
-    _REAL["atexit.register"](tramp)
+    """``atexit.register(fn, *args, **kwargs)`` for module ``inst``, undone at unload (the
+    trampoline is parked in its slot for a later registration: ``_atexit_slots``)."""
+    what = f"atexit callback {_qualname(fn)} ({where})"
+    lease = object()
+
+    def make() -> Trampoline:
+        tramp = Trampoline(inst.name, what, fn, args, kwargs)
+        tramp.lease = lease
+        return tramp
+
+    tramp, slot = _atexit_slots.take(
+        _REAL["atexit.register"], make,
+        lambda t: t.rearm(inst.name, what, fn, args, kwargs, lease))
+
+    def release() -> bool:
+        if tramp.lease is not lease:
+            return False  # taken back already, or re-armed for another registration
+        tramp.lease = None
+        tramp.detach()
+        return True
 
     def undo() -> None:
-        atexit.unregister(tramp)
-        tramp.detach()
+        _atexit_slots.park(tramp, slot, release)
 
+    inst.atexit_undo.append((tramp, lease, undo))
     inst.undo.push(f"atexit callback {_qualname(fn)} registered directly at {where}", undo)
+
+
+def unregister_atexit(inst: Instance, fn: Callable[..., Any]) -> None:
+    """``atexit.unregister(fn)`` by module ``inst``: its registrations of a function equal to
+    ``fn`` (as atexit compares) are taken back now."""
+    keep = []
+    for tramp, lease, undo in inst.atexit_undo:
+        if tramp.lease is not lease:
+            continue  # taken back already
+        if tramp.fn is fn or tramp.fn == fn:
+            undo()
+        else:
+            keep.append((tramp, lease, undo))
+    inst.atexit_undo[:] = keep
 
 
 def _addaudithook(hook: Callable[[str, tuple[Any, ...]], Any], /) -> None:

@@ -5,7 +5,15 @@ v1's code and holders keep v1's objects while the upgrade runs. A call must find
 or v2 on a hook -- never both, never neither -- and nothing may be lost if v2 turns out to
 be broken. So the steps are in this order:
 
-1. *Everything that can fail comes before anything changes*: read and check v2 (name,
+0. *The files are read before the operation lock* (as ``insmod`` reads them): what reading
+   and parsing cost is the files' to decide, and other module operations should not queue
+   behind it. Each source is read for the instance LIVE under its name at that moment;
+   under the lock, a source whose instance is no longer the LIVE one (another operation
+   upgraded or reloaded it in between) is read again there, so an upgrade never installs
+   files read for a version that has since been replaced -- that rare case costs what
+   every upgrade cost before. A file edited after it was read is not looked at again: the
+   bytes read are the version installed, as for ``insmod``.
+1. *Everything that can fail comes before anything changes*: check v2 (name,
    downgrade, the version its users require, dependents bound to v1's objects), then bring
    up every new version -- v2, and with ``cascade`` each module that imported v1's objects
    directly, against the incoming versions (``table.incoming``) -- to COMING, staged.
@@ -37,7 +45,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ._deps import dependents_order
 from ._hooktable import HookTable
@@ -48,14 +56,14 @@ from ._params import resolve
 from ._quiesce import current_thread_in
 from ._records import brief
 from ._settings import Settings
+from ._source import ModuleSource
+from ._starting import start_soon
 from ._state import State
+from ._switching import quick_switching
 from ._table import ModuleTable
 from ._teardown import Teardown
 from ._version import parse_version
-from .errors import DependencyError, InitError, ModuleExists, UpgradeError
-
-if TYPE_CHECKING:
-    from ._source import ModuleSource
+from .errors import DependencyError, InitError, LivemodError, ModuleExists, UpgradeError
 
 
 class Steps(Protocol):
@@ -76,10 +84,11 @@ class Steps(Protocol):
                  handover: Callable[[], object] | None = ...) -> None: ...
     def taint_if_untrusted(self, inst: Instance) -> None: ...
     def wait_quiet(self, inst: Instance, deadline: float, *, holds: bool) -> list[str]: ...
+    def check_open(self) -> None: ...
     @property
     def op_lock(self) -> threading.RLock: ...
 
-__all__ = ["abort", "commit", "replace", "stage"]
+__all__ = ["ReadAhead", "abort", "commit", "read_ahead", "replace", "stage"]
 
 _log = logging.getLogger("livemod")
 
@@ -94,9 +103,60 @@ def replace(
     downgrade: bool,
     params: Mapping[str, object],
 ) -> Module:
-    """See ``Host.replace``. Caller holds ``host.op_lock``."""
-    brought = stage(host, name, path, cascade=cascade, downgrade=downgrade, params=params)
-    return commit(host, brought, timeout=timeout)
+    """See ``Host.replace``: the files are read first, then the rest runs under
+    ``host.op_lock`` (step 0 of the module docstring)."""
+    host.check_open()
+    try:
+        # Quick switching from the start: under load, each GIL hand-off of the read (every
+        # file system call is one) costs several default intervals (see _switching).
+        with quick_switching():
+            ahead = read_ahead(host, name, path, cascade=cascade)
+            with host.op_lock:
+                host.check_open()
+                brought = stage(host, name, path, cascade=cascade, downgrade=downgrade,
+                                params=params, ahead=ahead)
+                return commit(host, brought, timeout=timeout)
+    except InitError:
+        raise  # the failed load of the new version is in the log already
+    except LivemodError as exc:
+        host.journal.event("upgrade-refused", name, f"upgrade refused: {exc}")
+        raise
+
+
+#: Sources read before the lock, by module name: (the instance each was read for, the path
+#: read, what it gave).
+ReadAhead = dict[str, tuple[Instance, str, ModuleSource]]
+
+
+def read_ahead(host: Steps, name: str, path: str | os.PathLike[str] | None, *,
+               cascade: bool) -> ReadAhead:
+    """Read the files ``stage`` will need, without the operation lock: the new version,
+    and with ``cascade`` every module that will be reloaded with it (their own files).
+
+    A module that is not LIVE now (not loaded, or another operation is loading or
+    unloading it) is left to ``stage``, which decides under the lock, as it always did:
+    an rmmod that is rolled back leaves it LIVE to upgrade."""
+    ahead: ReadAhead = {}
+    old = host.table.find(name)
+    if old is None or old.state is not State.LIVE:
+        return ahead
+    first = os.fspath(path if path is not None else old.info.path)
+    ahead[old.name] = (old, first, host.read(first))
+    for dependent in _bound_closure(host, old.name) if cascade else ():
+        inst = host.table.find(dependent)
+        if inst is not None and inst.state is State.LIVE:
+            ahead[inst.name] = (inst, inst.info.path, host.read(inst.info.path))
+    return ahead
+
+
+def _source(host: Steps, ahead: ReadAhead | None, inst: Instance,
+            path: str | os.PathLike[str]) -> ModuleSource:
+    """What was read ahead for ``inst`` from ``path``; read again (under the lock) if
+    ``inst`` is no longer the instance it was read for, or nothing was read ahead."""
+    got = ahead.get(inst.name) if ahead is not None else None
+    if got is not None and got[0] is inst and got[1] == os.fspath(path):
+        return got[2]
+    return host.read(path)
 
 
 Brought = list[tuple[Instance, Instance]]
@@ -110,13 +170,15 @@ def stage(
     cascade: bool,
     downgrade: bool,
     params: Mapping[str, object],
+    ahead: ReadAhead | None = None,
 ) -> Brought:
     """The fallible half of an upgrade: every new version loaded and initialised beside
     the old one, handover taken, nothing switched. Returns the (old, new) pairs for
     ``commit`` or ``abort``; the caller holds ``host.op_lock`` until one of them ran (a
-    service-wide upgrade prepares with this and commits when every worker agreed)."""
+    service-wide upgrade prepares with this and commits when every worker agreed).
+    ``ahead``: the files as ``read_ahead`` read them before the lock (else read here)."""
     old = host.table.get_live(name)
-    source = host.read(path if path is not None else old.info.path)
+    source = _source(host, ahead, old, path if path is not None else old.info.path)
     info = source.info
     _check_upgrade(host, old, info, cascade=cascade, downgrade=downgrade)
     # Every version is brought up before anything switches: the module, then each module
@@ -124,7 +186,7 @@ def stage(
     steps = [(old, source, params)]
     for dependent in _bound_closure(host, old.name):
         inst = host.table.get_live(dependent)
-        steps.append((inst, host.read(inst.info.path), {}))
+        steps.append((inst, _source(host, ahead, inst, inst.info.path), {}))
     brought: list[tuple[Instance, Instance]] = []
     try:
         with contextlib.ExitStack() as rollback:
@@ -151,9 +213,17 @@ def abort(host: Steps, brought: Brought) -> None:
 
 
 def commit(host: Steps, brought: Brought, *, timeout: float | None) -> Module:
-    """The switch (which cannot fail), then the old versions drain and go."""
-    _switch(host, brought)
-    limit = host.settings.timeout if timeout is None else timeout
+    """The switch (which cannot fail), then the old versions drain and go, while the new
+    versions' managed threads start (``_starting``); all have started when it returns."""
+    starting = start_soon(_switch(host, brought))
+    try:
+        _retire(host, brought, host.settings.timeout if timeout is None else timeout)
+    finally:
+        starting.wait()
+    return Module(brought[0][1])
+
+
+def _retire(host: Steps, brought: Brought, limit: float) -> None:
     # Dependents first: the old dependents hold the old module's objects until they go.
     for current, new in reversed(brought):
         try:
@@ -172,7 +242,6 @@ def commit(host: Steps, brought: Brought, *, timeout: float | None) -> Module:
             _reap_later(host, current)
         else:
             host.teardown.finish(current)
-    return Module(brought[0][1])
 
 
 def _prepare(
@@ -265,9 +334,10 @@ def _handover(host: Steps, old: Instance) -> object:
         ) from exc
 
 
-def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> None:
+def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> list[Callable[[], None]]:
     """The one atomic step (per hook): old versions unpublished, new ones published, the
-    names moved -- all under one hold of the host lock."""
+    names moved -- all under one hold of the host lock. Returns the new versions' staged
+    starts (threads, tasks, timers), for the caller to run."""
     starts = []
     notices: list[Notice] = []
     with host.table.lock:
@@ -289,13 +359,12 @@ def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> None:
         host.journal.notify(notice)
     for _, new in pairs:
         host.taint_if_untrusted(new)
-    for start in starts:
-        start()
     for old, new in pairs:
         host.journal.event("upgrade", new.name, f"upgraded {old.info.version} -> "
                            f"{new.info.version} from {new.info.path}", old=old.info.version,
                            version=new.info.version, path=new.info.path,
                            params=new.params.as_dict())
+    return starts
 
 
 def _drain(host: Steps, old: Instance, timeout: float) -> list[str]:

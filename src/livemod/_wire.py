@@ -16,8 +16,9 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _provenance, _scrub, _sysmodules, _trampolines, _wiring
+from . import _patches, _provenance, _scrub, _sysmodules, _trampolines, _wiring
 from ._instance import Instance
+from ._owned import Owner
 from ._state import State
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ._registrar import Registrar
     from ._table import ModuleTable
 
-__all__ = ["import_names", "unwire", "wire"]
+__all__ = ["import_names", "settle", "unwire", "wire"]
 
 
 def import_names(inst: Instance) -> tuple[str, ...]:
@@ -47,6 +48,7 @@ def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
     _wiring.install()
     _trampolines.install()  # what module code registers directly is undone at unload
     inst.scrub_before = _scrub.baseline()  # the slots as they were before its body runs
+    inst.patches = patches = _patches.Patches()  # what it replaces in installed modules
     inst_ref = weakref.ref(inst)
     inst_name = inst.name
     dep_of: dict[str, str] = {}  # public top-level name -> dependency's module name
@@ -95,7 +97,7 @@ def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
 
     wiring = _wiring.Wiring(
         inst.name, inst.info.path, inst.private_name, import_names(inst), tuple(dep_of),
-        resolve_dep, _taken_fast(taken), metadata, on_mixed,
+        resolve_dep, _taken_fast(taken), metadata, on_mixed, patches.note,
     )
     inst.wiring = wiring
     _wiring.register(wiring)
@@ -110,6 +112,14 @@ def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
     # Who made a call is one lookup on the caller frame's builtins (_provenance).
     _provenance.mark(builtins, lambda frame: inst_ref())
     return builtins
+
+
+def settle(inst: Instance) -> None:
+    """The load is done (body and init): keep what it replaced in installed modules' namespaces
+    with its own objects, to be put back at unload (``_patches``)."""
+    if inst.patches is not None:
+        owner = Owner(inst.name, inst.private_name, inst.namespace_ids, inst.files)
+        inst.patches.settle(owner.owns)
 
 
 def _taken_fast(taken: Any) -> Any:

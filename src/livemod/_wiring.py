@@ -77,6 +77,7 @@ class Wiring:
         "deps",
         "metadata",
         "module",
+        "note",
         "on_mixed",
         "own",
         "path",
@@ -96,6 +97,7 @@ class Wiring:
         taken: Callable[[str], str | None],
         metadata: Callable[[str], tuple[str, str, str] | None],
         on_mixed: Callable[[str], None],
+        note: Callable[[str, Sequence[str] | None], None] | None = None,
     ) -> None:
         self.module = module
         self.path = path
@@ -106,6 +108,8 @@ class Wiring:
         self.taken = taken
         self.metadata = metadata
         self.on_mixed = on_mixed
+        # Told of each import of an installed module by the module's code (``_patches``).
+        self.note = note
 
     def private_for(self, name: str) -> str | None:
         """The private name ``name`` stands for in this module, or None if it is not wired.
@@ -143,6 +147,7 @@ def module_builtins(wiring: Wiring, livemod_import: Callable[..., Any]) -> dict[
     ``livemod_import(name, fromlist)`` answers ``livemod.mods.*`` and watched names.
     """
     own_private = wiring.private
+    note = wiring.note
 
     def __import__(
         name: str,
@@ -161,13 +166,48 @@ def module_builtins(wiring: Wiring, livemod_import: Callable[..., Any]) -> dict[
                 return livemod_import(name, tuple(fromlist or ()))
             private = wiring.private_for(name)
             if private is not None:
+                if type(fromlist) is list and not fromlist:  # perhaps PyImport_Import
+                    return _from_c(wiring, name, private)
                 return import_private(private, fromlist)
+            found = _REAL_IMPORT(name, globals, locals, fromlist or (), 0)
+            if note is not None:
+                note(name, fromlist)
+            return found
         return _REAL_IMPORT(name, globals, locals, fromlist or (), level)
 
     __import__._livemod_wiring = wiring  # type: ignore[attr-defined]
     table = dict(_BUILTINS)
     table["__import__"] = __import__
     return table
+
+
+def _from_c(wiring: Wiring, name: str, private: str) -> Any:
+    """An import that may come from C: ``PyImport_Import`` (what an extension module's
+    ``PyImport_ImportModule`` and pickle's class lookup use) calls ``__import__`` with an
+    empty *list* for ``fromlist`` -- Python's statements pass a tuple or None -- and then
+    reads ``sys.modules`` by the public name, which livemod never fills in: CPython raises a
+    bare KeyError. Say instead what happened and what to do. Python code passing ``[]``
+    itself (an old idiom) names ``__import__`` in its own code, and goes through as ever."""
+    found = import_private(private, None)
+    caller = sys._getframe(2)  # 0: here, 1: the module's __import__, 2: who called it
+    try:
+        if "__import__" in caller.f_code.co_names:
+            return found
+    finally:
+        del caller
+    present = sys.modules.get(name)
+    if present is None:
+        raise ImportError(
+            f"module {wiring.module!r} ({wiring.path}) imports {name!r} from C code (an "
+            f"extension module's PyImport_ImportModule, or pickle finding a class of a "
+            f"pickle that names {name!r}), which then looks up sys.modules[{name!r}]: "
+            f"livemod keeps its copy under {private!r} and never puts a public name "
+            f"there, so this import cannot be wired (import it from Python code; pickles "
+            f"made by livemod's copy name the private module)", name=name, path=wiring.path,
+        )
+    if present is not sys.modules.get(private):
+        wiring.on_mixed(name.partition(".")[0])  # C gets the installed copy beside ours
+    return found
 
 
 def import_private(private: str, fromlist: Sequence[str] | None) -> Any:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _leaks, _loader, _manifest, _quiesce, _request, _serve, _size, _startup, _wire
+from . import _leaks, _loader, _quiesce, _request, _serve, _size, _startup, _wire
 from ._aio import LoopBridge
 from ._depmod import DepmodReport
 from ._hooks import ErrorPolicy, Hook
@@ -42,7 +42,7 @@ from ._records import Event, Hold, HostStatistics, Taint
 from ._registrar import Registrar
 from ._scrub import ScrubberMixin
 from ._settings import Settings
-from ._signing import Policy, make_verifier
+from ._signing import Policy, enforcing, make_verifier
 from ._state import State
 from ._table import ModuleTable
 from .config import Config
@@ -118,12 +118,12 @@ class Host(ScrubberMixin):
         self._journal = Journal(self._table.lock)
         self._hooks = HookTable(self._table.lock, errors, self._table.count_hook_error)
         self._bridge = LoopBridge()
-        self._modpath = ModPath(self.modpath)
         self._registrar = Registrar(self._table, self._hooks, self._journal, self._bridge,
                                     self._id)
         verifier = make_verifier(
             signatures, os.fspath(trusted_keys) if trusted_keys is not None else None
         )
+        self._modpath = ModPath(self.modpath, precheck=enforcing(verifier))
         self._life = Lifecycle(self._table, self._hooks, self._journal, self._bridge, verifier,
                                self._settings, self._registrar, self._modpath)
         self._detach_state: Callable[[], None] | None = None
@@ -370,7 +370,7 @@ class Host(ScrubberMixin):
         """
         text = os.fspath(path_or_name)
         if os.sep in text or text.endswith(".py") or os.path.exists(text):
-            return _manifest.read_manifest(text)
+            return self._modpath.manifest(text)  # under enforce, the signature first
         inst = self._table.find(text)
         if inst is not None:
             return inst.info

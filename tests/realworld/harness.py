@@ -141,15 +141,26 @@ def table(results: list[dict[str, Any]]) -> str:
     rows = [head, "-" * len(head)]
     for r in results:
         reg = ", ".join(f"{k}+{v}" for k, v in sorted(r.get("registries", {}).items()) if v)
+        once = ", ".join(f"{k}+{v}" for k, v in sorted(r.get("registries_once", {}).items())
+                         if v)
+        reg = ", ".join(x for x in (reg, once and f"once: {once}") if x)
         rows.append(
             f"{r['module']:20} {_yes(r['loaded']):6} {_yes(r['works']):5} "
             f"{_yes(r['clean']):5} {r.get('survivors', '-')!s:9} "
             f"{r.get('namespaces', '-')!s:10} {r.get('rss_per_cycle_mib', '-')!s:13} "
-            f"{reg or '-':24} {r.get('error', '')[:90]}"
+            f"{reg or '-':24} {(r.get('error') or _native_note(r))[:90]}"
         )
     clean = sum(1 for r in results if r["clean"])
     rows.append(f"clean: {clean}/{len(results)} ({100 * clean // max(len(results), 1)}%)")
     return "\n".join(rows)
+
+
+def _native_note(r: dict[str, Any]) -> str:
+    native = r.get("native") or ()
+    if not native:
+        return ""
+    return (f"native: {len(native)} extension(s); each load maps a copy that stays "
+            f"mapped (RSS)")
 
 
 def _yes(flag: object) -> str:

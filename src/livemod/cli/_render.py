@@ -32,20 +32,30 @@ def lsmod(rows: Sequence[Mapping[str, Any]], out: TextIO) -> None:
     count and then the names. ``Holds`` counts holds and pins together (both keep a module
     from being removed)."""
     tainted = any(r.get("taints") for r in rows)
+    native = any(r.get("native") for r in rows)  # a column only when some module has any
     table(
         ["Module", "Version", "State", "Size", "Holds", "Used by",
-         *(["Taints"] if tainted else [])],
+         *(["Native"] if native else []), *(["Taints"] if tainted else [])],
         [[r["name"], r["version"], r["state"], r.get("size", 0), r["holds"] + r.get("pins", 0),
           f"{len(r['used_by'])} {','.join(r['used_by'])}".rstrip(),
+          *([_native(r.get("native", ()))] if native else []),
           *([",".join(r.get("taints", ())) or "-"] if tainted else [])] for r in rows],
         out,
     )
 
 
+def _native(extensions: Sequence[str]) -> str:
+    """lsmod's Native cell: how many extension modules are loaded (their libraries stay
+    mapped after an unload)."""
+    return f"{len(extensions)} ext" if extensions else "-"
+
+
 def modinfo(info: Mapping[str, Any], out: TextIO) -> None:
     """kmod's layout and field names: ``filename``, ``name``, ``version``, ``description``,
     ``license``, ``author``, one ``alias`` line per alias, ``depends`` (comma-separated) and
-    one ``parm`` line per parameter. Empty fields are left out, as kmod leaves them out."""
+    one ``parm`` line per parameter. Empty fields are left out, as kmod leaves them out.
+    livemod adds one ``native`` line per extension module file (native code), and for a
+    loaded module its ``state`` and the ``taints`` it caused (``mixed-copies``...)."""
     fields: list[tuple[str, object]] = [
         ("filename", info.get("path")), ("name", info.get("name")),
         ("version", info.get("version")), ("description", info.get("description")),
@@ -58,6 +68,12 @@ def modinfo(info: Mapping[str, Any], out: TextIO) -> None:
         flag = ", writable" if p["writable"] else ""
         doc = f" {p['doc']}" if p.get("doc") else ""
         fields.append(("parm", f"{name}:{p['type']} ({default}{flag}){doc}"))
+    loaded = set(info.get("native_loaded", ()))
+    for rel in info.get("native", ()):
+        dotted = f"{info.get('name')}.{rel.split('.', 1)[0].replace('/', '.')}"
+        note = " (loaded; stays mapped after an unload)" if dotted in loaded else ""
+        fields.append(("native", f"{rel}{note}"))
+    fields += [("state", info.get("state")), ("taints", ",".join(info.get("taints", ())))]
     for key, value in fields:
         if value not in (None, ""):
             out.write(f"{key + ':':<13}{value}\n")

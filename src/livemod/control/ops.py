@@ -144,7 +144,14 @@ def _upgrade(call: Call) -> object:
 
 
 def _modinfo(call: Call) -> object:
-    return info_to_dict(call.host.modinfo(call.args["target"]))
+    """The static record; for a loaded module also its state and the taints it caused
+    (``mixed-copies`` among them) and the extension modules it has loaded."""
+    info = info_to_dict(call.host.modinfo(call.args["target"]))
+    for row in call.host.lsmod():
+        if row.name == info["name"]:
+            info.update(state=row.state.name, taints=list(row.taints),
+                        native_loaded=list(row.native))
+    return info
 
 
 def _plan(call: Call) -> object:

@@ -66,12 +66,14 @@ def status_to_dict(st: ModuleStatus) -> dict[str, Any]:
         "errors": st.errors,
         "state_seconds": round(max(0.0, time.monotonic() - st.since), 3),
         "taints": list(st.taints),
+        "native": list(st.native),
         "size": st.size,
     }
 
 
 def info_to_dict(info: ModuleInfo) -> dict[str, Any]:
-    """What ``modinfo`` shows: static metadata, never the result of running the module."""
+    """What ``modinfo`` shows: static metadata, never the result of running the module.
+    ``native``: the package's extension module files (native code)."""
     return {
         "name": info.name,
         "version": info.version,
@@ -81,6 +83,7 @@ def info_to_dict(info: ModuleInfo) -> dict[str, Any]:
         "path": info.path,
         "depends": [str(d) for d in info.depends],
         "aliases": list(info.aliases),
+        "native": list(info.native),
         "params": {
             p.name: {
                 "type": p.type,

@@ -23,16 +23,11 @@ transaction (unpublished; the new value), as it must be for their refusal to cou
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import _deps, _upgrade
-from .. import _params as params_mod
-from .._quiesce import current_thread_in
-from .._records import brief
 from .._state import State
 from ..control.errors import NotSupported
 from ..control.records import status_to_dict, to_jsonable
@@ -99,59 +94,15 @@ def _upgrade_op(host: Host, a: Mapping[str, Any]) -> Staged:
 
 
 def _stage_load(host: Host, path: str, params: Mapping[str, object]) -> Instance:
-    """``Lifecycle.load`` without its publish (the same steps, in the same order): COMING,
-    every registration staged; ``_publish`` or ``teardown.discard`` ends it."""
-    life = host._life
-    source = life.read(path)
-    info = source.info
-    values = params_mod.resolve(info.params, params, module=info.name)
-    untrusted = life.verify(source)
-    with life.table.lock:
-        life.table.check_free_unlocked(info)
-        inst = life.new_instance_unlocked(info, values)
-        life.table.put_unlocked(inst)
-    inst.untrusted = untrusted
-    life.bring_up(inst, source)
-    return inst
+    """``Lifecycle.load`` without its publish: COMING, every registration staged."""
+    return host._life.stage_load(path, params)
 
 
 def _take_down(host: Host, inst: Instance, *, wait: bool, timeout: float,
                force: bool) -> list[Any]:
-    """Steps 1-4 of ``Lifecycle.unload`` (see its module essay): refuse from inside or
-    while held, unpublish and go GOING in one hold of the lock, wait until quiet -- or put
-    it back LIVE and raise ModuleBusy. Returns what ``_republish`` would restore; the rest
-    (``teardown.finish``) is the commit, which cannot fail."""
-    life = host._life
-    inside = current_thread_in(inst.namespace_ids, inst.id)
-    if inside is not None or threading.get_ident() in inst.own_thread_idents():
-        raise ModuleBusy(f"cannot remove {inst.name!r} from inside its own code "
-                         f"({inside or 'its own thread'})", module=inst.name,
-                         holders=(f"the calling thread, at {inside}",))
-    with life.table.lock:
-        if not (wait or force):
-            life.table.refuse_if_held_unlocked(inst)
-        notice = life.journal.move_unlocked(inst, State.GOING)
-        removed = life.hooks.unpublish_unlocked(inst.id)
-    try:
-        life.journal.notify(notice)
-        pending: list[str] = []
-        if force:
-            life.journal.taint("forced-unload", inst.name, "rmmod --force: did not wait")
-        else:
-            pending = life.wait_quiet(inst, time.monotonic() + timeout, holds=wait)
-            if not pending and not wait:
-                with life.table.lock:
-                    pending = inst.holders()
-    except BaseException as exc:
-        life._republish(inst, removed, f"unload failed before exit: {brief(exc)}")
-        raise
-    if pending:
-        life._republish(inst, removed, f"unload rolled back: busy ({'; '.join(pending)})")
-        del removed
-        raise ModuleBusy(f"cannot remove {inst.name!r}: still busy after {timeout:g}s "
-                         f"({'; '.join(pending)}); it is LIVE again", module=inst.name,
-                         holders=tuple(pending))
-    return removed
+    """Steps 1-4 of ``Lifecycle.unload`` (GOING and quiet, or LIVE again and ModuleBusy);
+    ``teardown.finish`` is the commit, which cannot fail."""
+    return host._life.take_down(inst, wait=wait, timeout=timeout, force=force)
 
 
 def _load_chain(host: Host, paths: list[tuple[str, dict[str, object], bool]]) -> Staged:
