@@ -81,41 +81,8 @@ def init(mod):
 '''
 
 #: bench_scale's module (a hook, two exports, a class): what issue 12's memory figures used.
-MEMORY = '''\
-"""Bench module {i}: a small plugin with a hook, an export and a helper class."""
-
-__livemod__ = {{
-    "name": "m{i:05d}", "version": "1.{i}.0", "aliases": ["alias{i}"], "license": "MIT",
-    "author": "bench", "depends": [],
-    "params": {{"factor": {{"type": "int", "default": {factor}, "doc": "multiplier"}}}},
-}}
-
-
-class Counter:
-    """Counts calls."""
-
-    def __init__(self, start):
-        self.value = start
-
-    def bump(self, n=1):
-        self.value += n
-        return self.value
-
-
-def scale(x, factor={factor}):
-    return x * factor
-
-
-def describe():
-    return "m{i:05d} scales by {factor}"
-
-
-def init(mod):
-    counter = Counter(mod.params.factor)
-    mod.export("scale", scale)
-    mod.export("counter", counter)
-    mod.hook("bench.scale.{group}").add(scale)
-'''
+#: Imported, not copied, so both benchmarks measure the same module.
+MEMORY: str = importlib.import_module("bench_scale").MODULE
 
 
 class Verdicts:
