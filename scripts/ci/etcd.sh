@@ -14,5 +14,6 @@ step_etcd_install() {
             { "${sudo[@]}" apt-get update -q >/dev/null &&
                 "${sudo[@]}" apt-get install -y -q etcd-server etcd-client >/dev/null; }
     fi
-    etcd --version | head -1
+    # sed reads to the end: head would close the pipe early and etcd die of SIGPIPE (exit 141)
+    etcd --version | sed -n 1p
 }
