@@ -130,3 +130,25 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                         "sys._is_gil_enabled() is True: run with PYTHON_GIL=0 (an extension "
                         "module without free-threading support switched it on)",
                         pytrace=False)
+
+
+# ------------------------------------------------------------------ etcd (tests/etcd_support.py)
+
+
+@pytest.fixture
+def etcd() -> Iterator[Any]:
+    """A real etcd on free loopback ports with its own data folder, stopped at the end."""
+    from etcd_support import EtcdServer
+
+    server = EtcdServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def machines(etcd: Any) -> Iterator[list[Any]]:
+    """The ``etcd_support.Machine`` objects a test starts; each is stopped at the end."""
+    made: list[Any] = []
+    yield made
+    for m in made:
+        m.stop()

@@ -18,13 +18,6 @@ pytestmark = requires_etcd
 
 
 @pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    server = EtcdServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def machine(etcd: EtcdServer) -> Iterator[Machine]:
     m = Machine(etcd, "m1")
     m.spawn("greet_v1.py")

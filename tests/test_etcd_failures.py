@@ -10,9 +10,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from etcd_support import (
     LIVEMOD,
@@ -31,21 +28,6 @@ from service_support import wait_for
 pytestmark = requires_etcd
 
 EXIT_ENGINE, EXIT_ROLLOUT = 23, 24
-
-
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    server = EtcdServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def made(etcd: EtcdServer) -> Iterator[list[Machine]]:
-    machines: list[Machine] = []
-    yield machines
-    for m in machines:
-        m.stop()
 
 
 def _start(etcd: EtcdServer, made: list[Machine], count: int, *,
@@ -76,8 +58,8 @@ def _background(etcd: EtcdServer, *args: str) -> subprocess.Popen[str]:
 
 
 def test_a_refusing_canary_aborts_and_every_machine_keeps_the_old_version(
-        etcd: EtcdServer, made: list[Machine]) -> None:
-    ms = _start(etcd, made, 3, refuse={"m1"})
+        etcd: EtcdServer, machines: list[Machine]) -> None:
+    ms = _start(etcd, machines, 3, refuse={"m1"})
     r = rollout(etcd, "upgrade", "greet", ms[0].module("greet_v2.py"), "--batch", "2")
     assert r.returncode == EXIT_ROLLOUT, (r.stdout, r.stderr)
     assert "batch 0 aborted" in r.stderr and "every machine keeps generation 0" in r.stderr
@@ -92,8 +74,8 @@ def test_a_refusing_canary_aborts_and_every_machine_keeps_the_old_version(
 
 
 def test_an_agent_killed_mid_prepare_is_excluded_then_catches_up(
-        etcd: EtcdServer, made: list[Machine]) -> None:
-    ms = _start(etcd, made, 3, slow=2.0)
+        etcd: EtcdServer, machines: list[Machine]) -> None:
+    ms = _start(etcd, machines, 3, slow=2.0)
     proc = _background(etcd, "upgrade", "greet", ms[0].module("greet_slow.py"), "--batch",
                        "2", "--progress-deadline", "30")
     try:
@@ -126,8 +108,8 @@ def test_an_agent_killed_mid_prepare_is_excluded_then_catches_up(
 
 
 def test_etcd_stopped_mid_rollout_hosts_keep_serving_then_it_finishes(
-        etcd: EtcdServer, made: list[Machine]) -> None:
-    ms = _start(etcd, made, 3, slow=1.0)
+        etcd: EtcdServer, machines: list[Machine]) -> None:
+    ms = _start(etcd, machines, 3, slow=1.0)
     proc = _background(etcd, "upgrade", "greet", ms[0].module("greet_slow.py"), "--batch",
                        "1", "--progress-deadline", "60")
     try:
@@ -159,10 +141,10 @@ def test_etcd_stopped_mid_rollout_hosts_keep_serving_then_it_finishes(
 
 
 def test_an_agent_cut_off_while_the_store_is_compacted_rereads_and_catches_up(
-        etcd: EtcdServer, made: list[Machine]) -> None:
+        etcd: EtcdServer, machines: list[Machine]) -> None:
     proxy = Proxy(etcd.port)
     try:
-        ms = _start(etcd, made, 2, urls={"m1": proxy.url})
+        ms = _start(etcd, machines, 2, urls={"m1": proxy.url})
         proxy.cut()
         wait_for(lambda: "m1" not in status(etcd)["machines"], 20, "m1's lease to expire")
         wait_for(lambda: "engine: unreachable" in ms[0].ok("status"), 30, "m1 to notice")
@@ -186,8 +168,8 @@ def test_an_agent_cut_off_while_the_store_is_compacted_rereads_and_catches_up(
 
 
 def test_two_operators_at_once_one_wins_and_the_other_is_told(
-        etcd: EtcdServer, made: list[Machine]) -> None:
-    ms = _start(etcd, made, 2, slow=2.0)
+        etcd: EtcdServer, machines: list[Machine]) -> None:
+    ms = _start(etcd, machines, 2, slow=2.0)
     first = _background(etcd, "upgrade", "greet", ms[0].module("greet_slow.py"))
     try:
         client = EtcdClient(etcd.url)
@@ -206,8 +188,8 @@ def test_two_operators_at_once_one_wins_and_the_other_is_told(
 
 
 def test_bad_input_is_refused_and_nothing_changes(etcd: EtcdServer,
-                                                  made: list[Machine]) -> None:
-    ms = _start(etcd, made, 2)
+                                                  machines: list[Machine]) -> None:
+    ms = _start(etcd, machines, 2)
     v2 = ms[0].module("greet_v2.py")
     client = EtcdClient(etcd.url)
     r = rollout(etcd, "upgrade", "greet", v2, "--batch", "0")
@@ -244,8 +226,8 @@ def test_bad_input_is_refused_and_nothing_changes(etcd: EtcdServer,
 
 
 def test_the_coordinator_dies_machines_abort_by_themselves_and_resume_finishes(
-        etcd: EtcdServer, made: list[Machine]) -> None:
-    ms = _start(etcd, made, 3, slow=1.0)
+        etcd: EtcdServer, machines: list[Machine]) -> None:
+    ms = _start(etcd, machines, 3, slow=1.0)
     proc = _background(etcd, "upgrade", "greet", ms[0].module("greet_slow.py"), "--batch",
                        "2", "--progress-deadline", "3", "--lock-ttl", "2")
     try:
@@ -275,8 +257,8 @@ def test_the_coordinator_dies_machines_abort_by_themselves_and_resume_finishes(
 
 
 def test_a_machine_changed_by_hand_is_reported_drifted_and_left_out(
-        etcd: EtcdServer, made: list[Machine]) -> None:
-    ms = _start(etcd, made, 2)
+        etcd: EtcdServer, machines: list[Machine]) -> None:
+    ms = _start(etcd, machines, 2)
     worker = sorted(os.listdir(ms[1].folder))[0]
     assert worker.endswith(".sock")
     r = subprocess.run([*LIVEMOD, "--socket", os.path.join(ms[1].folder, worker), "param",

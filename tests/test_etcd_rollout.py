@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from etcd_support import EtcdServer, Machine, machines_at, requires_etcd, rollout, status
 from service_support import wait_for
 
 pytestmark = requires_etcd
-
-
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    server = EtcdServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def machines(etcd: EtcdServer) -> Iterator[list[Machine]]:
-    made: list[Machine] = []
-    yield made
-    for m in made:
-        m.stop()
 
 
 def _machines(etcd: EtcdServer, made: list[Machine], count: int, workers: int = 2

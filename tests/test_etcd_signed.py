@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,21 +33,6 @@ from livemod.etcd._records import Keys
 pytestmark = requires_etcd
 
 EXIT_ROLLOUT = 24
-
-
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    server = EtcdServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def machines(etcd: EtcdServer) -> Iterator[list[Machine]]:
-    made: list[Machine] = []
-    yield made
-    for m in made:
-        m.stop()
 
 
 def _sign(module: str | Path, key: Path) -> None:
