@@ -3,6 +3,7 @@ and the interpreter-dependent markers (``asserts_leak``, ``race``)."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import sysconfig
 import threading
@@ -24,6 +25,12 @@ if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))
 
 import lm_probe  # noqa: E402
+
+# A shell runs a background job (`.ci/run &`, nohup) with SIGINT ignored, and an ignored
+# signal stays ignored across exec in every child: the CLI tests' Ctrl-C would never reach
+# the livemod processes they start. Give this process (and so its children) the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 T = TypeVar("T")
 
