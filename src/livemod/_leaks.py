@@ -56,6 +56,8 @@ _MAX_REFS: Final = 2000
 _MAX_DEPTH: Final = 8
 _MAX_NODES: Final = 5000
 _NO_ROOT: Final = "(no recognisable root found within the search bound)"
+#: Seconds of CPU for a report explained again when asked for (LeakWatch.to_leak).
+_ASKED_BUDGET: Final = 5.0
 _OUTSIDE_GC: Final = "(held outside the GC)"
 
 
@@ -146,8 +148,8 @@ class LeakWatch:
     """Weak references to everything of one unloaded instance."""
 
     __slots__ = (
-        "atexit_notes", "chains", "files", "name", "names", "native", "refs", "unloaded_at",
-        "version",
+        "asked", "atexit_notes", "chains", "files", "name", "names", "native", "refs",
+        "unloaded_at", "version",
     )
 
     def __init__(
@@ -166,6 +168,7 @@ class LeakWatch:
         self.unloaded_at = time.time()
         self.chains: tuple[str, ...] = ()
         self.native: tuple[str, ...] = ()  # its extension modules (see held_outside_gc)
+        self.asked = False  # explained again with _ASKED_BUDGET (see to_leak)
 
     def survivors(self) -> list[str]:
         return [desc for desc, ref in self.refs if ref() is not None]
@@ -237,6 +240,14 @@ class LeakWatch:
         return bool(self.chains) and all(c.endswith(_OUTSIDE_GC) for c in self.chains)
 
     def to_leak(self) -> Leak:
+        """The public record (``host.leaks()``, ``livemod leaks``). If the unload's report
+        found no root within its bound, it is explained once more with a larger one: the
+        unload keeps its report short to keep rmmod fast, while someone asking can wait
+        (in a large heap each ``gc.get_referrers`` call scans all of it, and half a second
+        of CPU was a few dozen calls)."""
+        if not self.asked and self.chains and all(c.endswith(_NO_ROOT) for c in self.chains):
+            self.asked = True
+            self.explain(_ASKED_BUDGET)
         return Leak(self.name, self.version, self.unloaded_at, tuple(self.survivors()), self.chains)
 
 
