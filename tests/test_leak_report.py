@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import tempfile
 import threading
 import time
 import weakref
@@ -375,3 +376,24 @@ def test_a_wide_fan_in_cannot_stall_the_walk_beyond_its_budget(host: livemod.Hos
     finally:
         holders.clear()
     assert host.leaks() == []
+
+
+@pytest.mark.asserts_leak
+def test_asking_explains_again_what_the_unload_cut_short_in_a_large_heap() -> None:
+    # Each gc.get_referrers call scans the whole heap: in one as large as the whole suite's,
+    # the unload's half second of CPU ran out before the root (the hostile-objects test
+    # failed in every full run). host.leaks() explains such a report once more, with room.
+    src = (MODULES / "scrub_hostile.py").read_text().replace(
+        '"name": "scrub_hostile"', '"name": "hostile_big"')
+    junk = [[i] for i in range(3_000_000)]
+    with tempfile.TemporaryDirectory() as folder, livemod.Host() as host:
+        path_ = Path(folder) / "hostile_big.py"
+        path_.write_text(src + "\nlm_app.registry['big'] = Moves\n")
+        host.insmod(path_)
+        host.rmmod("hostile_big")
+        try:
+            [leak] = host.leaks()
+            assert any("lm_app" in c for c in leak.chains), leak.chains
+        finally:
+            lm_app.registry.clear()
+    del junk
