@@ -13,8 +13,8 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, final
 
 from . import _patches, _provenance, _scrub, _sysmodules, _trampolines, _wiring
 from ._instance import Instance
@@ -49,69 +49,100 @@ def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
     _trampolines.install()  # what module code registers directly is undone at unload
     inst.scrub_before = _scrub.baseline()  # the slots as they were before its body runs
     inst.patches = patches = _patches.Patches()  # what it replaces in installed modules
-    inst_ref = weakref.ref(inst)
-    inst_name = inst.name
     dep_of: dict[str, str] = {}  # public top-level name -> dependency's module name
     with table.lock:
         for req in inst.info.depends:
             dep = table.usable_unlocked(req.name)
             for top in import_names(dep) if dep is not None else (req.name,):
                 dep_of.setdefault(top, req.name)
+    side = _Side(weakref.ref(inst), inst.name, dep_of or _NO_DEPS, table, registrar, journal,
+                 patches)
+    wiring = _wiring.Wiring(inst.name, inst.info.path, inst.private_name, import_names(inst),
+                            tuple(dep_of), side)
+    inst.wiring = wiring
+    _wiring.register(wiring)
+    builtins = _wiring.module_builtins(wiring)
+    # Who made a call is one lookup on the caller frame's builtins (_provenance).
+    _provenance.mark(builtins, side.owner)
+    return builtins
 
-    def live() -> Instance:
-        i = inst_ref()
+
+_NO_DEPS: Final[dict[str, str]] = {}  # shared, never written: most modules declare none
+
+
+@final
+class _Side:
+    """The host's side of one module's wiring (``_wiring.WiringHost``).
+
+    One small object per module, its bound methods the callbacks (a closure per callback
+    and their cells were ~1.8 KiB a module). It holds the instance weakly: the wiring and
+    the builtins outlive the record in any function the module left behind, and must never
+    keep it alive.
+    """
+
+    __slots__ = ("dep_of", "inst_name", "inst_ref", "journal", "patches", "registrar", "table")
+
+    def __init__(self, inst_ref: weakref.ref[Instance], inst_name: str, dep_of: dict[str, str],
+                 table: ModuleTable, registrar: Registrar, journal: Journal,
+                 patches: _patches.Patches) -> None:
+        self.inst_ref = inst_ref
+        self.inst_name = inst_name
+        self.dep_of = dep_of
+        self.table = table
+        self.registrar = registrar
+        self.journal = journal
+        self.patches = patches
+
+    def live(self) -> Instance:
+        i = self.inst_ref()
         if i is None:
-            raise ImportError(f"module {inst_name!r} is unloaded; its imports are not wired",
-                              name=inst_name)
+            raise ImportError(f"module {self.inst_name!r} is unloaded; its imports are not "
+                              f"wired", name=self.inst_name)
         return i
 
-    def resolve_dep(top: str) -> str:
-        return registrar.edge(live(), dep_of[top], "import").private_name
+    def owner(self, frame: object) -> Instance | None:
+        """The provenance resolver (``_provenance.mark``)."""
+        return self.inst_ref()
 
-    def taken(top: str) -> str | None:
-        i = live()
+    def resolve_dep(self, top: str) -> str:
+        return self.registrar.edge(self.live(), self.dep_of[top], "import").private_name
+
+    def taken(self, top: str) -> str | None:
+        i = self.live()
+        table = self.table
         with table.lock:
             for other in table.names.values():
                 if other is not i and top in import_names(other):
                     return other.name
         return None
 
-    def metadata(top: str) -> tuple[str, str, str] | None:
-        target: Instance | None = live()
-        if top in dep_of:
-            with table.lock:
-                target = table.usable_unlocked(dep_of[top])
+    def metadata(self, top: str) -> tuple[str, str, str] | None:
+        target: Instance | None = self.live()
+        if top in self.dep_of:
+            with self.table.lock:
+                target = self.table.usable_unlocked(self.dep_of[top])
         if target is None:
             return None
         return target.info.name, target.info.version, target.info.source_file
 
-    def on_mixed(top: str) -> None:
-        i = live()
+    def on_mixed(self, top: str) -> None:
+        i = self.live()
         if top in i.mixed_copies:
             return
         i.mixed_copies.add(top)
-        journal.taint("mixed-copies", i.name,
-                      f"module {i.name!r} imported {top!r} in a way livemod cannot wire "
-                      f"(native code, or a direct builtins.__import__), and the installed "
-                      f"copy loaded beside livemod's")
+        self.journal.taint("mixed-copies", i.name,
+                           f"module {i.name!r} imported {top!r} in a way livemod cannot wire "
+                           f"(native code, or a direct builtins.__import__), and the "
+                           f"installed copy loaded beside livemod's")
 
-    wiring = _wiring.Wiring(
-        inst.name, inst.info.path, inst.private_name, import_names(inst), tuple(dep_of),
-        resolve_dep, _taken_fast(taken), metadata, on_mixed, patches.note,
-    )
-    inst.wiring = wiring
-    _wiring.register(wiring)
+    def note(self, name: str, fromlist: Sequence[str] | None) -> None:
+        self.patches.note(name, fromlist)
 
-    def livemod_import(name: str, fromlist: tuple[str, ...]) -> Any:
-        i = live()
+    def livemod_import(self, name: str, fromlist: tuple[str, ...]) -> Any:
+        i = self.live()
         if i.state is State.GONE:
             raise ImportError(f"{name}: module {i.name!r} is unloaded", name=name)
-        return registrar.import_for(i, name, fromlist)
-
-    builtins = _wiring.module_builtins(wiring, livemod_import)
-    # Who made a call is one lookup on the caller frame's builtins (_provenance).
-    _provenance.mark(builtins, lambda frame: inst_ref())
-    return builtins
+        return self.registrar.import_for(i, name, fromlist)
 
 
 def settle(inst: Instance) -> None:
@@ -120,17 +151,6 @@ def settle(inst: Instance) -> None:
     if inst.patches is not None:
         owner = Owner(inst.name, inst.private_name, inst.namespace_ids, inst.files)
         inst.patches.settle(owner.owns)
-
-
-def _taken_fast(taken: Any) -> Any:
-    # Most imports a module makes are of the standard library: a set lookup rules them out
-    # before the host's table is scanned.
-    def check(top: str) -> str | None:
-        if top not in _wiring._wired_names:
-            return None
-        return taken(top)  # type: ignore[no-any-return]
-
-    return check
 
 
 def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:

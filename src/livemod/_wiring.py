@@ -47,19 +47,39 @@ import re
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from types import FrameType, ModuleType
-from typing import Any, Final, final
+from collections.abc import Iterator, Sequence
+from types import FrameType, MethodType, ModuleType
+from typing import Any, Final, Protocol, final
 
-__all__ = ["Wiring", "install", "module_builtins"]
+__all__ = ["Wiring", "WiringHost", "install", "module_builtins"]
 
 _BUILTINS: Final = builtins.__dict__
 _REAL_IMPORT: Final = builtins.__import__
 PREFIX: Final = "livemod.mods."
 
-#: Resolves a dependency's public top-level name to the private top-level name of the
-#: version current now (recording the "used by" edge), or raises ImportError.
-DepResolver = Callable[[str], str]
+class WiringHost(Protocol):
+    """The host's side of one module's wiring (``_wire``): one small object per module
+    whose methods the wiring calls, rather than a closure per callback (a closure and its
+    cells cost ~200 bytes, and a module had seven)."""
+
+    def resolve_dep(self, top: str) -> str:
+        """A dependency's public top-level name -> the private top-level name of the
+        version current now (recording the "used by" edge); or raises ImportError."""
+
+    def taken(self, top: str) -> str | None:
+        """The other livemod module of the host imported by ``top``, if any."""
+
+    def metadata(self, top: str) -> tuple[str, str, str] | None:
+        """(name, version, source file) of the module ``top`` stands for, if loaded."""
+
+    def on_mixed(self, top: str) -> None:
+        """An unwired import let the installed copy of ``top`` load beside livemod's."""
+
+    def note(self, name: str, fromlist: Sequence[str] | None) -> None:
+        """The module's code imported installed module ``name`` (``_patches``)."""
+
+    def livemod_import(self, name: str, fromlist: tuple[str, ...]) -> Any:
+        """Answer an import of ``livemod.mods.*`` or of a watched name (``atexit``)."""
 
 
 @final
@@ -68,48 +88,23 @@ class Wiring:
 
     ``own``: public top-level name -> private name (the module itself). ``deps``: public
     top-level names of declared dependencies, resolved on each import so that an import
-    binds the version current when it ran. ``taken``: names of other livemod modules in the
-    host, importing which without declaring them is refused.
+    binds the version current when it ran. Names of other livemod modules in the host
+    (``host.taken``) are refused unless declared. Its bound ``__import__`` is the one in
+    the module's ``__builtins__`` (which is how a frame's wiring is found).
     """
 
-    __slots__ = (
-        "__weakref__",
-        "deps",
-        "metadata",
-        "module",
-        "note",
-        "on_mixed",
-        "own",
-        "path",
-        "private",
-        "resolve_dep",
-        "taken",
-    )
+    __slots__ = ("__weakref__", "deps", "host", "module", "own", "path", "private")
 
     def __init__(
-        self,
-        module: str,
-        path: str,
-        private: str,
-        own: Sequence[str],
-        deps: Sequence[str],
-        resolve_dep: DepResolver,
-        taken: Callable[[str], str | None],
-        metadata: Callable[[str], tuple[str, str, str] | None],
-        on_mixed: Callable[[str], None],
-        note: Callable[[str, Sequence[str] | None], None] | None = None,
+        self, module: str, path: str, private: str, own: Sequence[str], deps: Sequence[str],
+        host: WiringHost,
     ) -> None:
         self.module = module
         self.path = path
         self.private = private
         self.own = dict.fromkeys(own, private)
-        self.deps = frozenset(deps) - set(own)
-        self.resolve_dep = resolve_dep
-        self.taken = taken
-        self.metadata = metadata
-        self.on_mixed = on_mixed
-        # Told of each import of an installed module by the module's code (``_patches``).
-        self.note = note
+        self.deps = frozenset(deps) - set(own) if deps else _NO_NAMES
+        self.host = host
 
     def private_for(self, name: str) -> str | None:
         """The private name ``name`` stands for in this module, or None if it is not wired.
@@ -121,9 +116,11 @@ class Wiring:
         private = self.own.get(top)
         if private is None:
             if top in self.deps:
-                private = self.resolve_dep(top)
+                private = self.host.resolve_dep(top)
             else:
-                owner = self.taken(top)
+                # Most imports are of the standard library: a set lookup rules them out
+                # before the host's table is scanned.
+                owner = self.host.taken(top) if top in _wired_names else None
                 if owner is None:
                     return None
                 raise ImportError(
@@ -134,50 +131,55 @@ class Wiring:
                 )
         return private + dot + rest
 
+    def metadata(self, top: str) -> tuple[str, str, str] | None:
+        return self.host.metadata(top)
+
+    def on_mixed(self, top: str) -> None:
+        self.host.on_mixed(top)
+
     def names(self) -> set[str]:
         return set(self.own) | set(self.deps)
 
-    def __repr__(self) -> str:
-        return f"<livemod wiring of {self.module!r}: {sorted(self.names())}>"
-
-
-def module_builtins(wiring: Wiring, livemod_import: Callable[..., Any]) -> dict[str, Any]:
-    """A ``__builtins__`` for one module: the real builtins with a wired ``__import__``.
-
-    ``livemod_import(name, fromlist)`` answers ``livemod.mods.*`` and watched names.
-    """
-    own_private = wiring.private
-    note = wiring.note
-
     def __import__(
+        self,
         name: str,
         globals: Any = None,
         locals: Any = None,
         fromlist: Sequence[str] | None = (),
         level: int = 0,
     ) -> Any:
+        """The module's ``__import__`` (bound: ``module_builtins``)."""
         if level == 0:
             if name.startswith("livemod.mods"):
+                own_private = self.private
                 if name == own_private or name.startswith(own_private + "."):
                     # six: __import__(__name__ + ".moves") names the module privately.
                     return _REAL_IMPORT(name, globals, locals, fromlist or (), 0)
-                return livemod_import(name, tuple(fromlist or ()))
+                return self.host.livemod_import(name, tuple(fromlist or ()))
             if name == "atexit":
-                return livemod_import(name, tuple(fromlist or ()))
-            private = wiring.private_for(name)
+                return self.host.livemod_import(name, tuple(fromlist or ()))
+            private = self.private_for(name)
             if private is not None:
                 if type(fromlist) is list and not fromlist:  # perhaps PyImport_Import
-                    return _from_c(wiring, name, private)
+                    return _from_c(self, name, private)
                 return import_private(private, fromlist)
             found = _REAL_IMPORT(name, globals, locals, fromlist or (), 0)
-            if note is not None:
-                note(name, fromlist)
+            self.host.note(name, fromlist)
             return found
         return _REAL_IMPORT(name, globals, locals, fromlist or (), level)
 
-    __import__._livemod_wiring = wiring  # type: ignore[attr-defined]
+    def __repr__(self) -> str:
+        return f"<livemod wiring of {self.module!r}: {sorted(self.names())}>"
+
+
+_NO_NAMES: Final[frozenset[str]] = frozenset()  # shared: most modules declare no depends
+
+
+def module_builtins(wiring: Wiring) -> dict[str, Any]:
+    """A ``__builtins__`` for one module: the real builtins with the wiring's bound
+    ``__import__`` (a bound method, ~64 bytes, where a closure was ~400 with its cells)."""
     table = dict(_BUILTINS)
-    table["__import__"] = __import__
+    table["__import__"] = wiring.__import__
     return table
 
 
@@ -189,7 +191,7 @@ def _from_c(wiring: Wiring, name: str, private: str) -> Any:
     bare KeyError. Say instead what happened and what to do. Python code passing ``[]``
     itself (an old idiom) names ``__import__`` in its own code, and goes through as ever."""
     found = import_private(private, None)
-    caller = sys._getframe(2)  # 0: here, 1: the module's __import__, 2: who called it
+    caller = sys._getframe(2)  # 0: here, 1: the wiring's __import__, 2: who called it
     try:
         if "__import__" in caller.f_code.co_names:
             return found
@@ -228,9 +230,11 @@ def wiring_on_stack(frame: FrameType | None) -> Wiring | None:
     while frame is not None:
         table = frame.f_builtins
         if table is not _BUILTINS:
-            wiring = getattr(table.get("__import__"), "_livemod_wiring", None)
-            if wiring is not None:
-                return wiring  # type: ignore[no-any-return]
+            found = table.get("__import__")
+            if type(found) is MethodType:
+                wiring = found.__self__
+                if type(wiring) is Wiring:
+                    return wiring
         frame = frame.f_back
     return None
 
