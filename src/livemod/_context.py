@@ -185,7 +185,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         Reads of ``mod.params`` see the new value from then on.
         """
         self._check_open("watch parameters")
-        callbacks = self._inst.param_callbacks
+        callbacks = self._inst.own_list("param_callbacks")
         callbacks.append(fn)
         self._inst.undo.push("param callback", lambda: callbacks.remove(fn))
         return fn
@@ -217,7 +217,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=label, daemon=True)
 
         def start() -> None:
-            inst.threads.append(thread)
+            inst.own_list("threads").append(thread)
             note_managed(thread, lambda: inst.namespace_ids)
             thread.start()
 
@@ -227,7 +227,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
                 return
             thread.join(join_timeout)
             if not thread.is_alive():
-                inst.threads.remove(thread)
+                inst.own_list("threads").remove(thread)
             else:
                 self._registrar.taint(
                     "thread-not-stopped", inst.name,
@@ -285,10 +285,10 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
             )
         label = name or f"{inst.name}:{getattr(coro, '__qualname__', 'task')}"
         task: asyncio.Task[T] = bridge.call(lambda: loop.create_task(coro, name=label))
-        inst.tasks.add(task)
+        inst.own_set("tasks").add(task)
 
         def cancel() -> Any:
-            inst.tasks.discard(task)
+            inst.own_set("tasks").discard(task)
             if task.done():
                 return None
             bridge.call(task.cancel)

@@ -77,7 +77,7 @@ def watched_atexit(inst: Instance) -> Any:
     so the leak report can name a callback registered directly instead of with mod.atexit."""
     view = ModuleType("atexit", atexit.__doc__)
     view.__dict__.update({k: v for k, v in vars(atexit).items() if not k.startswith("__")})
-    notes = inst.direct_atexit
+    notes = inst.own_list("direct_atexit")
 
     def register(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
         caller = sys._getframe(1)

@@ -17,9 +17,10 @@ import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, Final, Literal, final
 
 from ._hooks import Impl
 from ._metadata import ModuleInfo
@@ -31,6 +32,14 @@ __all__ = ["Instance", "Module", "ModuleIdentity", "ModuleStatus", "Undo", "froz
 _log = logging.getLogger("livemod")
 _ids = itertools.count(1)
 _stopping_lock = threading.Lock()  # protects: the creation of each Instance._stopping
+# protects: the creation of an Instance's containers made on first write (own_set, ...)
+_made_lock = threading.Lock()
+#: The shared empties an Instance's containers start as (immutable: a write makes its own).
+_NO_SET: Final[frozenset[Any]] = frozenset()
+_NO_MAP: Final[Mapping[str, object]] = types.MappingProxyType({})
+SetField = Literal["bound", "mixed_copies", "tasks", "uses"]
+ListField = Literal["atexit_undo", "direct_atexit", "native", "param_callbacks", "staged",
+                    "staged_starts", "threads"]
 
 
 @final
@@ -122,7 +131,10 @@ class Instance:
         self.params = params
         self.private_name = ""
         self.wiring: Any = None  # _wiring.Wiring: what its imports resolve to
-        self.mixed_copies: set[str] = set()  # public names an unwired import mixed in
+        # The containers below start as one shared empty (frozen) value and are made on
+        # first write (``own_set``, ``own_list``, ``own_staged_exports``): most modules
+        # write few of them, and ten empty sets and lists were ~1.5 KiB a module.
+        self.mixed_copies: AbstractSet[str] = _NO_SET  # public names an unwired import mixed in
         self.module: types.ModuleType | None = None
         self.namespace_ids: frozenset[int] = frozenset()
         self.files: frozenset[str] = frozenset()  # absolute paths of its .py files
@@ -130,27 +142,27 @@ class Instance:
         # that this record does not depend on the context.
         self.context: ModuleIdentity | None = None
         self.undo = Undo(info.name)
-        self.staged: list[tuple[str, Impl]] = []
-        self.staged_exports: dict[str, object] = {}
-        self.staged_starts: list[Callable[[], None]] = []
-        self.exports: Mapping[str, object] = types.MappingProxyType({})
+        self.staged: Sequence[tuple[str, Impl]] = ()
+        self.staged_exports: Mapping[str, object] = _NO_MAP
+        self.staged_starts: Sequence[Callable[[], None]] = ()
+        self.exports: Mapping[str, object] = _NO_MAP
         self.holds: dict[int, str] = {}
         self.pins: dict[int, str] = {}
-        self.uses: set[str] = set()
-        self.bound: set[str] = set()  # modules whose objects this one imported directly
-        self.threads: list[threading.Thread] = []  # managed threads started so far
-        self.tasks: set[object] = set()
-        self.param_callbacks: list[Callable[[str, object], object]] = []
+        self.uses: AbstractSet[str] = _NO_SET
+        self.bound: AbstractSet[str] = _NO_SET  # modules whose objects this one imported directly
+        self.threads: Sequence[threading.Thread] = ()  # managed threads started so far
+        self.tasks: AbstractSet[object] = _NO_SET
+        self.param_callbacks: Sequence[Callable[[str, object], object]] = ()
         self.auto = False  # loaded by modprobe only as a dependency
-        self.replaced: list[Instance] = []  # the versions an upgrade replaced with this one
+        self.replaced: Sequence[Instance] = ()  # the versions an upgrade replaced with this one
         self.untrusted: str | None = None  # why its signature did not check (policy warn)
-        self.direct_atexit: list[tuple[str, str]] = []  # (qualname, where): strings only
+        self.direct_atexit: Sequence[tuple[str, str]] = ()  # (qualname, where): strings only
         # (trampoline, lease, undo) of each atexit registration its code made directly, for
         # its own atexit.unregister (the trampolines hold nothing of it once taken back).
-        self.atexit_undo: list[tuple[Any, object, Callable[[], None]]] = []
+        self.atexit_undo: Sequence[tuple[Any, object, Callable[[], None]]] = ()
         self.scrub_before: dict[str, object] = {}  # registry slots before its body ran
         self.patches: Any = None  # _patches.Patches: what it replaced in installed modules
-        self.native: list[str] = []  # private names of its extension modules, once loaded
+        self.native: Sequence[str] = ()  # private names of its extension modules, once loaded
         self._stopping: threading.Event | None = None  # made on first use: see stopping
         # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.
         self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -174,6 +186,44 @@ class Instance:
                     event = self._stopping = threading.Event()
         return event
 
+    def own_set(self, field: SetField) -> set[Any]:
+        """The record's own set for ``field``, made on first write (shared empty before)."""
+        found = getattr(self, field)
+        if type(found) is not set:
+            with _made_lock:
+                found = getattr(self, field)
+                if type(found) is not set:
+                    found = set(found)
+                    setattr(self, field, found)
+        return found
+
+    def own_list(self, field: ListField) -> list[Any]:
+        """The record's own list for ``field``, made on first write (shared empty before)."""
+        found = getattr(self, field)
+        if type(found) is not list:
+            with _made_lock:
+                found = getattr(self, field)
+                if type(found) is not list:
+                    found = list(found)
+                    setattr(self, field, found)
+        return found
+
+    def own_staged_exports(self) -> dict[str, object]:
+        """The record's own dict of staged exports, made on first write."""
+        found = self.staged_exports
+        if type(found) is not dict:
+            with _made_lock:
+                found = self.staged_exports
+                if type(found) is not dict:
+                    found = self.staged_exports = dict(found)
+        return found
+
+    def staged_done(self) -> Sequence[Callable[[], None]]:
+        """Published: forget what was staged; return the staged starts, for the caller."""
+        starts = self.staged_starts
+        self.staged, self.staged_exports, self.staged_starts = (), _NO_MAP, ()
+        return starts
+
     def own_thread_idents(self) -> set[int]:
         """Idents of the module's managed threads that are running now (idents of ended
         threads are reused by the OS, so they are never kept)."""
@@ -186,13 +236,13 @@ class Instance:
         """Drop every reference to the module's code (at GONE)."""
         self.module = None
         self.context = None
-        self.staged = []
-        self.staged_exports = {}
-        self.staged_starts = []
-        self.exports = types.MappingProxyType({})
-        self.tasks = set()
-        self.param_callbacks = []
-        self.replaced = []
+        self.staged = ()
+        self.staged_exports = _NO_MAP
+        self.staged_starts = ()
+        self.exports = _NO_MAP
+        self.tasks = _NO_SET
+        self.param_callbacks = ()
+        self.replaced = ()
 
 
 @final
@@ -290,4 +340,4 @@ class Module(ModuleIdentity):
 
 
 def frozen_mapping(d: Mapping[str, object]) -> Mapping[str, object]:
-    return types.MappingProxyType(dict(d))
+    return types.MappingProxyType(dict(d)) if d else _NO_MAP

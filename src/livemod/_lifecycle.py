@@ -166,7 +166,8 @@ class Lifecycle:
         deps = self.table.check_depends_unlocked(info)
         inst = Instance(info, _params.Params(info.params, values, module=info.name))
         inst.private_name = self.table.private_name_unlocked(info.name)
-        inst.uses.update(deps)
+        if deps:
+            inst.own_set("uses").update(deps)
         self.table.by_private[inst.private_name] = inst
         return inst
 
@@ -219,8 +220,7 @@ class Lifecycle:
         with self.table.lock:
             self.hooks.publish_unlocked(inst.staged)
             inst.exports = frozen_mapping(inst.staged_exports)
-            inst.staged, inst.staged_exports = [], {}
-            starts, inst.staged_starts = inst.staged_starts, []
+            starts = inst.staged_done()
             inst.init_ok = True
             notice = self.journal.move_unlocked(inst, State.LIVE)
         self.hooks.run_replays()

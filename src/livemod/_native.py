@@ -190,5 +190,5 @@ def spec_for(
     found = spec(fullname, source, data)
     inst = owner_of_namespace(parent)
     if inst is not None:
-        inst.native.append(inst.name + fullname[len(inst.private_name):])
+        inst.own_list("native").append(inst.name + fullname[len(inst.private_name):])
     return found

@@ -71,7 +71,7 @@ class Registrar:
         def remove() -> None:
             with lock:
                 if entry in inst.staged:
-                    inst.staged.remove(entry)
+                    inst.own_list("staged").remove(entry)
                 else:
                     self._hooks.remove_unlocked(hook, impl)
 
@@ -79,7 +79,7 @@ class Registrar:
             _check_can_register_unlocked(inst, f"register on hook {hook!r}")
             self._hooks.check_unlocked(hook, impl)
             if inst.state is State.COMING:
-                inst.staged.append(entry)
+                inst.own_list("staged").append(entry)
             else:
                 self._hooks.publish_unlocked([entry])
         self._hooks.run_replays()
@@ -98,13 +98,14 @@ class Registrar:
             if name in inst.staged_exports or name in inst.exports:
                 raise ValueError(f"module {inst.name!r} already exports {name!r}")
             if inst.state is State.COMING:
-                inst.staged_exports[name] = obj
+                inst.own_staged_exports()[name] = obj
             else:
                 inst.exports = frozen_mapping({**inst.exports, name: obj})
 
         def unexport() -> None:
             with lock:
-                inst.staged_exports.pop(name, None)
+                if name in inst.staged_exports:
+                    inst.own_staged_exports().pop(name, None)
                 inst.exports = frozen_mapping({k: v for k, v in inst.exports.items() if k != name})
 
         inst.undo.push(f"export {name!r}", unexport)
@@ -113,7 +114,7 @@ class Registrar:
         with self._table.lock:
             _check_can_register_unlocked(inst, "start a thread")
             if inst.state is State.COMING:
-                inst.staged_starts.append(start)
+                inst.own_list("staged_starts").append(start)
                 return
         start()
 
@@ -198,9 +199,9 @@ class Registrar:
                         f"already uses {inst.name!r} (dependency cycle)",
                         module=inst.name, chain=(inst.name, target.name, inst.name),
                     )
-                inst.uses.add(target.name)
+                inst.own_set("uses").add(target.name)
             if how == "import" and target is not inst:
-                inst.bound.add(target.name)
+                inst.own_set("bound").add(target.name)
         return target
 
 

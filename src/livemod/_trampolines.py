@@ -144,7 +144,7 @@ def register_atexit(
     def undo() -> None:
         _atexit_slots.park(tramp, slot, release)
 
-    inst.atexit_undo.append((tramp, lease, undo))
+    inst.own_list("atexit_undo").append((tramp, lease, undo))
     inst.undo.push(f"atexit callback {_qualname(fn)} registered directly at {where}", undo)
 
 
@@ -159,7 +159,7 @@ def unregister_atexit(inst: Instance, fn: Callable[..., Any]) -> None:
             undo()
         else:
             keep.append((tramp, lease, undo))
-    inst.atexit_undo[:] = keep
+    inst.own_list("atexit_undo")[:] = keep
 
 
 def _addaudithook(hook: Callable[[str, tuple[Any, ...]], Any], /) -> None:

@@ -338,22 +338,20 @@ def _switch(host: Steps, pairs: list[tuple[Instance, Instance]]) -> list[Callabl
     """The one atomic step (per hook): old versions unpublished, new ones published, the
     names moved -- all under one hold of the host lock. Returns the new versions' staged
     starts (threads, tasks, timers), for the caller to run."""
-    starts = []
+    starts: list[Callable[[], None]] = []
     notices: list[Notice] = []
     with host.table.lock:
         for old, new in pairs:
             host.hooks.switch_unlocked(old.id, new.staged)
             new.exports = frozen_mapping(new.staged_exports)
-            new.staged, new.staged_exports = [], {}
-            starts += new.staged_starts
-            new.staged_starts = []
+            starts += new.staged_done()
             new.init_ok = True
             notices += [host.journal.move_unlocked(old, State.GOING),
                         host.journal.move_unlocked(new, State.LIVE)]
             host.table.put_unlocked(new)
             host.table.pending.append(old)
             new.replaced = [old]
-            old.replaced = []  # only the newest knows its predecessor: no chain of records
+            old.replaced = ()  # only the newest knows its predecessor: no chain of records
     host.hooks.run_replays()
     for notice in notices:
         host.journal.notify(notice)

@@ -129,7 +129,7 @@ class _Side:
         i = self.live()
         if top in i.mixed_copies:
             return
-        i.mixed_copies.add(top)
+        i.own_set("mixed_copies").add(top)
         self.journal.taint("mixed-copies", i.name,
                            f"module {i.name!r} imported {top!r} in a way livemod cannot wire "
                            f"(native code, or a direct builtins.__import__), and the "
