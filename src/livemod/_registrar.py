@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
@@ -66,16 +67,7 @@ class Registrar:
         impl = Impl(fn, owner=inst.id, owner_name=inst.name, priority=priority,
                     seq=self._hooks.next_seq(), wrapper=wrapper)
         entry = (hook, impl)
-        lock = self._table.lock
-
-        def remove() -> None:
-            with lock:
-                if entry in inst.staged:
-                    inst.own_list("staged").remove(entry)
-                else:
-                    self._hooks.remove_unlocked(hook, impl)
-
-        with lock:
+        with self._table.lock:
             _check_can_register_unlocked(inst, f"register on hook {hook!r}")
             self._hooks.check_unlocked(hook, impl)
             if inst.state is State.COMING:
@@ -83,13 +75,9 @@ class Registrar:
             else:
                 self._hooks.publish_unlocked([entry])
         self._hooks.run_replays()
-        token = inst.undo.push(f"hook {hook!r} <- {impl.describe()}", remove)
-
-        def unregister() -> None:
-            if inst.undo.discard(token) is not None:
-                remove()
-
-        return impl, unregister
+        step = _Registered(self, inst, entry)
+        step.token = inst.undo.push_step(step)
+        return impl, step.unregister
 
     def export(self, inst: Instance, name: str, obj: object) -> None:
         lock = self._table.lock
@@ -102,13 +90,7 @@ class Registrar:
             else:
                 inst.exports = frozen_mapping({**inst.exports, name: obj})
 
-        def unexport() -> None:
-            with lock:
-                if name in inst.staged_exports:
-                    inst.own_staged_exports().pop(name, None)
-                inst.exports = frozen_mapping({k: v for k, v in inst.exports.items() if k != name})
-
-        inst.undo.push(f"export {name!r}", unexport)
+        inst.undo.push_step(_Exported(lock, inst, name))
 
     def start_when_live(self, inst: Instance, start: Callable[[], None]) -> None:
         with self._table.lock:
@@ -211,3 +193,60 @@ def _check_can_register_unlocked(inst: Instance, action: str) -> None:
             f"module {inst.name!r} is {inst.state.name}; it cannot {action} now",
             module=inst.name,
         )
+
+
+# The undo steps of registrations: one small object each, called to undo and described only
+# when a failure is reported (a closure with its cells, plus the description and the pair,
+# was ~500 bytes per registration).
+
+
+@final
+class _Registered:
+    """One implementation on one hook: the undo on its module's stack, and its early removal
+    (``unregister``: taken off the stack and run, once)."""
+
+    __slots__ = ("entry", "inst", "registrar", "token")
+
+    def __init__(self, registrar: Registrar, inst: Instance, entry: tuple[str, Impl]) -> None:
+        self.registrar = registrar
+        self.inst = inst
+        self.entry = entry
+        self.token = 0
+
+    def __call__(self) -> None:
+        inst, entry = self.inst, self.entry
+        with self.registrar._table.lock:
+            if entry in inst.staged:
+                inst.own_list("staged").remove(entry)
+            else:
+                self.registrar._hooks.remove_unlocked(*entry)
+
+    def unregister(self) -> None:
+        if self.inst.undo.discard(self.token) is not None:
+            self()
+
+    def describe(self) -> str:
+        hook, impl = self.entry
+        return f"hook {hook!r} <- {impl.describe()}"
+
+
+@final
+class _Exported:
+    """One export: the undo on its module's stack."""
+
+    __slots__ = ("inst", "lock", "name")
+
+    def __init__(self, lock: threading.Lock, inst: Instance, name: str) -> None:
+        self.lock = lock
+        self.inst = inst
+        self.name = name
+
+    def __call__(self) -> None:
+        inst, name = self.inst, self.name
+        with self.lock:
+            if name in inst.staged_exports:
+                inst.own_staged_exports().pop(name, None)
+            inst.exports = frozen_mapping({k: v for k, v in inst.exports.items() if k != name})
+
+    def describe(self) -> str:
+        return f"export {self.name!r}"
