@@ -37,6 +37,7 @@ __all__ = ["HookHandle", "ModuleContext", "Registration", "Timer"]
 
 T = TypeVar("T")
 _pin_tokens = itertools.count(1)
+_pin_refs_lock = threading.Lock()  # protects: the creation of each ModuleContext._pin_refs
 
 
 def _caller() -> str:
@@ -142,7 +143,7 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
     def __init__(self, registrar: Registrar, inst: Instance) -> None:
         self._registrar = registrar
         self._inst = inst
-        self._pin_refs: dict[int, weakref.ref[Any]] = {}
+        self._pin_refs: dict[int, weakref.ref[Any]] | None = None  # made by the first pin
         self.handover_state: object = None
         self._log: logging.Logger | None = None
 
@@ -248,6 +249,11 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         token = next(_pin_tokens)
         desc = what or f"pin on {type(obj).__qualname__} object (taken at {_caller()})"
         refs = self._pin_refs
+        if refs is None:
+            with _pin_refs_lock:  # two threads' first pins must share one dict
+                refs = self._pin_refs
+                if refs is None:
+                    refs = self._pin_refs = {}
 
         def released(_ref: object = None) -> None:
             # May run inside garbage collection on any thread: single dict operations and a

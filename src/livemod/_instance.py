@@ -142,12 +142,12 @@ class Instance:
     # so each instance had a dict of its own, ~2 KiB of a loaded module's footprint.
     # ``state`` alone lives in the ``__dict__`` (made at the first move): a slot cannot have
     # the class default below, and only the journal may assign it.
-    __slots__ = ("__dict__", "__weakref__", "_stopping", "auto", "bound", "context",
+    __slots__ = ("__dict__", "__weakref__", "_stopping", "_wakeups", "auto", "bound", "context",
                  "direct_atexit", "errors", "exports", "files", "holds", "id", "info",
                  "init_ok", "loaded_at", "mixed_copies", "module", "name", "namespace_ids",
                  "native", "param_callbacks", "params", "pins", "private_name", "replaced",
                  "scrub_before", "staged", "staged_exports", "staged_starts", "state_since",
-                 "tasks", "threads", "undo", "untrusted", "uses", "wakeups", "wiring")
+                 "tasks", "threads", "undo", "untrusted", "uses", "wiring")
 
     #: Written only by the journal (``_journal.Journal.move_unlocked``); born LOADING.
     state: State = State.LOADING
@@ -192,8 +192,7 @@ class Instance:
         self.patches: Any = None  # _patches.Patches: what it replaced in installed modules
         self.native: Sequence[str] = ()  # private names of its extension modules, once loaded
         self._stopping: threading.Event | None = None  # made on first use: see stopping
-        # Woken by the last hold or pin released; SimpleQueue.put is safe inside gc callbacks.
-        self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._wakeups: queue.SimpleQueue[None] | None = None  # made on first use: wakeups
         self.init_ok = False
         self.errors = 0
         self.loaded_at = time.time()
@@ -213,6 +212,19 @@ class Instance:
                 if event is None:
                     event = self._stopping = threading.Event()
         return event
+
+    @property
+    def wakeups(self) -> queue.SimpleQueue[None]:
+        """Woken by the last hold or pin released (SimpleQueue.put is safe inside gc
+        callbacks, which is where a pin's release may run: they get ``wakeups.put`` when
+        the hold or pin is taken, never the property). Made on first use (~160 bytes)."""
+        found = self._wakeups
+        if found is None:
+            with _made_lock:
+                found = self._wakeups
+                if found is None:
+                    found = self._wakeups = queue.SimpleQueue()
+        return found
 
     def own_set(self, field: SetField) -> set[Any]:
         """The record's own set for ``field``, made on first write (shared empty before)."""

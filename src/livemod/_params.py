@@ -16,6 +16,7 @@ import difflib
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Final, final
 
 from livemod.errors import ParamError
@@ -200,6 +201,8 @@ def change(params: Params, callbacks: Sequence[Callable[[str, object], object]],
     return old, new
 
 
+_write_lock: Final = threading.Lock()  # protects: see Params
+
 @final
 class Params:
     """Read-only attribute and item access to a module's parameter values.
@@ -209,23 +212,24 @@ class Params:
     assign: writable parameters are changed by the host (``host.set_param``).
     """
 
-    __slots__ = ("_module", "_specs", "_values", "_write_lock")
+    __slots__ = ("_module", "_specs", "_values")
 
-    # _write_lock protects: the read-copy-replace of _values in _set, so two concurrent
-    # writers cannot lose each other's update. Readers never take it.
+    # _write_lock (one for every module's parameters: writes are an operator's, rare)
+    # protects: the read-copy-replace of _values in _set, so two concurrent writers cannot
+    # lose each other's update. Readers never take it.
 
     def __init__(
         self, specs: Mapping[str, ParamSpec], values: Mapping[str, object], *, module: str
     ) -> None:
         object.__setattr__(self, "_module", module)
-        object.__setattr__(self, "_specs", dict(specs))
+        # Never written: the manifest's own read-only mapping is shared, not copied.
+        object.__setattr__(self, "_specs", specs if type(specs) is MappingProxyType
+                           else MappingProxyType(dict(specs)))
         object.__setattr__(self, "_values", {n: values[n] for n in specs if n in values})
-        object.__setattr__(self, "_write_lock", threading.Lock())
 
     _module: str
-    _specs: dict[str, ParamSpec]
+    _specs: Mapping[str, ParamSpec]
     _values: dict[str, object]
-    _write_lock: threading.Lock
 
     def __getattr__(self, name: str) -> object:
         # Only reached when normal lookup failed; a slot read before __init__ must not recurse.
@@ -296,7 +300,7 @@ class Params:
                 module=self._module,
             )
         converted = convert(spec, value, module=self._module)
-        with self._write_lock:
+        with _write_lock:
             values = dict(self._values)
             values[name] = converted
             # One reference swap: readers see the old dict or the new one, never a mix.

@@ -46,6 +46,9 @@ __all__ = ["Patches"]
 _MISSING: Final = object()  # the key was not there before the load
 
 _lock = threading.Lock()  # protects: the changes of every Patches, _live
+# protects: every Patches' _copies (the module's threads import too). One for all: a lock
+# each was ~90 bytes a module, and copies are taken only while a module loads.
+_copies_lock = threading.Lock()
 _live: weakref.WeakSet[Patches] = weakref.WeakSet()  # every Patches with changes kept
 
 
@@ -53,14 +56,13 @@ _live: weakref.WeakSet[Patches] = weakref.WeakSet()  # every Patches with change
 class Patches:
     """What one module's load did to installed modules' namespaces."""
 
-    __slots__ = ("__weakref__", "_copies", "_lock", "changes")
+    __slots__ = ("__weakref__", "_copies", "changes")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # protects: _copies (the module's threads import too)
         # While it loads: module name -> (its namespace, a copy taken at the first import).
         self._copies: dict[str, tuple[dict[str, Any], dict[str, Any]]] | None = {}
         # After: (module name, namespace, key, value before or _MISSING, value left).
-        self.changes: list[tuple[str, dict[str, Any], str, Any, Any]] = []
+        self.changes: Sequence[tuple[str, dict[str, Any], str, Any, Any]] = ()
 
     def note(self, name: str, fromlist: Sequence[str] | None) -> None:
         """An import of installed module ``name`` by the module's code has run."""
@@ -71,7 +73,7 @@ class Patches:
         for item in fromlist or ():
             if type(item) is str and item != "*":
                 names.append(f"{name}.{item}")
-        with self._lock:
+        with _copies_lock:
             if self._copies is None:
                 return
             for full in names:
@@ -84,7 +86,7 @@ class Patches:
 
     def settle(self, owns: Callable[[object], bool]) -> None:
         """The load is done: keep what it replaced with the module's own objects."""
-        with self._lock:
+        with _copies_lock:
             copies, self._copies = self._copies, None
         changes = []
         for name, (ns, before) in (copies or {}).items():
@@ -96,7 +98,7 @@ class Patches:
                     changes.append((name, ns, key, prior, left))
         if changes:
             with _lock:
-                self.changes.extend(changes)
+                self.changes = [*self.changes, *changes]
                 _live.add(self)
 
     def restore(self, owns: Callable[[object], bool]) -> list[str]:
@@ -106,7 +108,7 @@ class Patches:
             self.settle(owns)  # a load that failed never settled
         done = []
         with _lock:
-            changes, self.changes = self.changes, []
+            changes, self.changes = self.changes, ()
             _live.discard(self)
             for name, ns, key, prior, left in changes:
                 if dict.get(ns, key, _MISSING) is not left:
@@ -124,6 +126,8 @@ def _splice(ns: dict[str, Any], key: str, gone: Any, prior: Any) -> None:
     """Whoever would put back ``gone`` (replaced over it: a later version) puts back
     ``prior`` instead. Caller holds ``_lock``."""
     for other in list(_live):
-        for i, (name, ns2, key2, prior2, left2) in enumerate(other.changes):
+        changes = other.changes
+        assert isinstance(changes, list)  # one in _live has kept changes: settle's list
+        for i, (name, ns2, key2, prior2, left2) in enumerate(changes):
             if ns2 is ns and key2 == key and prior2 is gone:
-                other.changes[i] = (name, ns2, key2, prior, left2)
+                changes[i] = (name, ns2, key2, prior, left2)
