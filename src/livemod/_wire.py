@@ -63,7 +63,7 @@ def wire(table: ModuleTable, registrar: Registrar, journal: Journal,
     _wiring.register(wiring)
     builtins = _wiring.module_builtins(wiring)
     # Who made a call is one lookup on the caller frame's builtins (_provenance).
-    _provenance.mark(builtins, side.owner)
+    _provenance.mark(builtins, side)  # called with a frame: the instance, if alive
     return builtins
 
 
@@ -100,8 +100,8 @@ class _Side:
                               f"wired", name=self.inst_name)
         return i
 
-    def owner(self, frame: object) -> Instance | None:
-        """The provenance resolver (``_provenance.mark``)."""
+    def __call__(self, frame: object) -> Instance | None:
+        """The provenance resolver (``_provenance.mark``): itself, not a bound method."""
         return self.inst_ref()
 
     def resolve_dep(self, top: str) -> str:

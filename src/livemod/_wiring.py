@@ -86,7 +86,8 @@ class WiringHost(Protocol):
 class Wiring:
     """Which public names one module instance sees as livemod's copies.
 
-    ``own``: public top-level name -> private name (the module itself). ``deps``: public
+    ``own``: the public top-level names of the module itself (``private`` is what they
+    stand for; a tuple of one or two, where a dict cost ~100 bytes more). ``deps``: public
     top-level names of declared dependencies, resolved on each import so that an import
     binds the version current when it ran. Names of other livemod modules in the host
     (``host.taken``) are refused unless declared. Its bound ``__import__`` is the one in
@@ -102,7 +103,7 @@ class Wiring:
         self.module = module
         self.path = path
         self.private = private
-        self.own = dict.fromkeys(own, private)
+        self.own = tuple(own)
         self.deps = frozenset(deps) - set(own) if deps else _NO_NAMES
         self.host = host
 
@@ -113,7 +114,7 @@ class Wiring:
         declared, and for a declared dependency that is not loaded.
         """
         top, dot, rest = name.partition(".")
-        private = self.own.get(top)
+        private = self.private if top in self.own else None
         if private is None:
             if top in self.deps:
                 private = self.host.resolve_dep(top)
