@@ -359,3 +359,38 @@ def test_the_last_reader_of_a_retired_snapshot_wakes_the_unload() -> None:
         t.join(5)
         table.remove_waiter(wakeups)
     assert table.busy_hooks(1) == []
+
+
+def test_a_snapshot_grown_by_a_publish_equals_one_built_from_scratch() -> None:
+    # Publishing carries what a snapshot derives from its implementations over from the
+    # last one (issue 12: 1,000 implementations on one hook); it must be what a full build
+    # gives, whatever the priorities, shapes and kinds of the implementations added.
+    from livemod._snapshot import _Snapshot
+
+    def one(x: object) -> object:
+        return x
+
+    def two(a: object, b: object = None) -> object:
+        return a
+
+    async def coro(x: object) -> object:
+        return x
+
+    def wrap(x: object) -> Any:
+        return (yield)
+
+    table, _ = _table()
+    kinds: list[tuple[Callable[..., Any], int, bool]] = [
+        (one, 0, False), (one, 5, False), (one, -1, False), (coro, 0, False),
+        (one, 5, False), (two, 0, False), (one, 0, False), (one, 9, False)]
+    kinds = kinds * 3 + [(wrap, 3, True), (one, 2, False)]  # grown, then built whole
+    for owner, (fn, priority, wrapper) in enumerate(kinds, start=1):
+        impl = Impl(fn, owner=owner, owner_name=f"m{owner}", priority=priority,
+                    seq=table.next_seq(), wrapper=wrapper)
+        table.publish_unlocked([("h", impl)])
+        snap = table.get("h")._snap
+        fresh = _Snapshot(snap.impls)
+        assert [i.sort_key() for i in snap.impls] == sorted(i.sort_key() for i in snap.impls)
+        assert (snap.plain, snap.wraps, snap.fns, snap.n_async, snap.shape, snap.owners) == (
+            fresh.plain, fresh.wraps, fresh.fns, fresh.n_async, fresh.shape, fresh.owners)
+    assert len(table.get("h")) == len(kinds)

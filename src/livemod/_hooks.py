@@ -53,16 +53,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import itertools
-import operator
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from types import FrameType
-from typing import Any, Final, Literal, final
+from typing import Any, Final, Literal
 
 from . import _specs
 from ._dispatch import GENERIC_PARAMS, UNROLL, Plan, compile_maker
+from ._snapshot import _ARGS, _IS_ASYNC, _NO_IMPLS, Impl, _Snapshot
 from ._specs import Spec
 
 __all__ = ["ErrorPolicy", "ErrorSink", "Hook", "Impl", "dispatching_into"]
@@ -74,118 +73,6 @@ ErrorSink = Callable[[str, "Impl", BaseException], None]
 
 #: One remembered ``call_historic``: (args, kwargs, result_callback).
 _Historic = tuple[tuple[Any, ...], dict[str, Any], "Callable[[Any], object] | None"]
-
-
-@final
-class Impl:
-    """One implementation registered on a hook by one module instance."""
-
-    __slots__ = ("args", "fn", "hist", "is_async", "owner", "owner_name", "priority", "seq",
-                 "shape", "wrapper")
-
-    def __init__(
-        self, fn: Callable[..., Any], *, owner: int, owner_name: str, priority: int, seq: int,
-        wrapper: bool = False,
-    ) -> None:
-        self.fn = fn
-        self.owner = owner  # instance id, never the instance: snapshots must not keep it alive
-        self.owner_name = owner_name
-        self.priority = priority
-        self.seq = seq
-        self.wrapper = wrapper
-        self.is_async = inspect.iscoroutinefunction(fn)
-        self.shape = _specs.shape_key(fn)  # its signature, as first seen (see _plan)
-        self.args: str | None = None  # how a spec'd hook calls it (source); None: as given
-        self.hist = 0  # remembered historic calls already given (or claimed for) it
-
-    def sort_key(self) -> tuple[int, int]:
-        # Higher priority first; equal priority in registration order (load order).
-        return (-self.priority, self.seq)
-
-    def describe(self) -> str:
-        return f"{self.owner_name}:{getattr(self.fn, '__qualname__', repr(self.fn))}"
-
-
-@final
-class _Snapshot:
-    """One immutable generation of a hook: its implementations and their dispatchers."""
-
-    __slots__ = ("acall", "call", "dunder", "impls", "owners", "plain", "readers", "wraps")
-
-    def __init__(self, impls: tuple[Impl, ...]) -> None:
-        # Every publish makes one, so a hook with 1,000 implementations must not pay a
-        # Python-level pass per field: these passes (map, compress) run in C.
-        self.impls = impls
-        wrapper = list(map(_WRAPPER, impls))
-        if True in wrapper:
-            self.plain = tuple(itertools.compress(impls, map(operator.not_, wrapper)))
-            self.wraps = tuple(itertools.compress(impls, wrapper))
-        else:
-            self.plain, self.wraps = impls, ()
-        self.owners = frozenset(map(_OWNER, impls))
-        self.readers: list[None] = []
-        self.call: Callable[..., Any] = _empty_list
-        self.dunder: Callable[..., Any] = _empty_dunder
-        self.acall: Callable[..., Coroutine[Any, Any, Any]] = _empty_acall
-
-    def refusal(self, hook: str) -> TypeError:
-        owners = ", ".join(sorted({i.owner_name for i in self.impls if i.is_async}))
-        return TypeError(f"hook {hook!r} has coroutine implementations (from {owners}); "
-                         f"call it with 'await hook.acall(...)'")
-
-    def scrub(self) -> None:
-        """Drop the references to the implementations (and so to their modules).
-
-        Only for a retired snapshot seen with no readers: a caller that still holds its
-        dispatcher fails the re-check before it could reach an implementation, so nothing
-        reads these again. Without this, a thread paused in a stale dispatcher keeps an
-        unloaded module alive and the leak check reports it.
-        """
-        self.impls = self.plain = self.wraps = ()
-        self.owners = frozenset()
-        for name, cell in _cells(self):
-            if name == "_lm_fns":
-                cell.cell_contents = [()]
-            elif name.startswith(("_lm_f", "_lm_w")) and name[5:].isdigit():
-                cell.cell_contents = None
-
-
-def _cells(snap: _Snapshot) -> list[tuple[str, Any]]:
-    """The closure cells of ``snap``'s dispatchers, by name.
-
-    The three dispatchers share their factory's cells, but each references only some of
-    them (a sync ``call`` that refuses coroutine implementations holds none of the
-    implementations; ``acall`` does), so all three are looked at.
-    """
-    out: dict[str, Any] = {}
-    for fn in (snap.call, snap.dunder, snap.acall):
-        code = getattr(fn, "__code__", None)
-        if code is None:
-            continue
-        for name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or (),
-                              strict=True):
-            out.setdefault(name, cell)
-    return list(out.items())
-
-
-def _empty_list(*args: Any, **kwargs: Any) -> list[Any]:
-    return []
-
-
-def _empty_dunder(self: Hook, *args: Any, **kwargs: Any) -> list[Any]:
-    return []
-
-
-async def _empty_acall(*args: Any, **kwargs: Any) -> list[Any]:
-    return []
-
-
-_WRAPPER: Final = operator.attrgetter("wrapper")
-_OWNER: Final = operator.attrgetter("owner")
-_IS_ASYNC: Final = operator.attrgetter("is_async")
-_SHAPE: Final = operator.attrgetter("shape")
-_ARGS: Final = operator.attrgetter("args")
-_FN: Final = operator.attrgetter("fn")
 
 
 def _plan(hook: Hook, snap: _Snapshot) -> tuple[Plan, tuple[Any, ...]]:
@@ -201,11 +88,10 @@ def _plan(hook: Hook, snap: _Snapshot) -> tuple[Plan, tuple[Any, ...]]:
         wrap_args = tuple(i.args if i.args is not None else forward for i in wraps)
     else:
         # One signature for all (the keys are equal) is the one of the first.
-        shapes = set(map(_SHAPE, snap.impls))
-        uniform = len(shapes) == 1 and None not in shapes
+        uniform = snap.shape is not None and snap.shape is not _NO_IMPLS
         shape = _specs.uniform_shape([snap.impls[0].fn]) if uniform else None
         params, forward = shape if shape is not None else (GENERIC_PARAMS, GENERIC_PARAMS)
-        calls = (forward,) * len(plain)
+        calls = (forward,) * (1 if len(plain) > UNROLL else len(plain))  # one for all
         wrap_args = (forward,) * len(wraps)
     # A comprehension needs one argument list for all; spec'd implementations taking
     # different subsets stay unrolled (rare, and compiled once per shape).
@@ -215,7 +101,7 @@ def _plan(hook: Hook, snap: _Snapshot) -> tuple[Plan, tuple[Any, ...]]:
         calls=calls[:1] if loop else calls, wrappers=wrap_args,
         is_async=() if loop else tuple(map(_IS_ASYNC, plain)), loop=loop,
         policy=hook._policy, firstresult=spec is not None and spec.firstresult,
-        sync_ok=True not in map(_IS_ASYNC, snap.impls),
+        sync_ok=snap.n_async == 0,
     )
     return plan, defaults
 
@@ -230,11 +116,11 @@ def _generate(hook: Hook, snap: _Snapshot) -> None:
         # Through ``snap``, not a captured tuple, so scrub() frees the implementations.
         sink(hook.name, snap.plain[index], exc)
 
-    fns = list(map(_FN, snap.plain))
+    fns = snap.fns
     call, dunder, acall = make(
         hook, snap, snap.readers.append, snap.readers.pop, fail, _specs.run_wrapped,
-        _specs.arun_wrapped, _acall_concurrent, [tuple(fns)] if plan.loop else None,
-        *defaults, *([] if plan.loop else fns), *(i.fn for i in snap.wraps),
+        _specs.arun_wrapped, _acall_concurrent, [fns] if plan.loop else None,
+        *defaults, *(() if plan.loop else fns), *(i.fn for i in snap.wraps),
     )
     # Even with no implementations: a kept ``hook.call`` must forward once there are some,
     # and ``acall`` tells unload which loop awaits.
@@ -378,10 +264,14 @@ class Hook:
         self._loops.add(loop)
         self._last_loop = loop
 
-    def _install_unlocked(self, impls: tuple[Impl, ...]) -> _Snapshot:
-        """Swap in a snapshot of ``impls``; return the retired one. Caller holds the lock."""
+    def _install_unlocked(
+        self, impls: tuple[Impl, ...],
+        grown: tuple[_Snapshot, tuple[Any, ...], list[Impl]] | None = None,
+    ) -> _Snapshot:
+        """Swap in a snapshot of ``impls`` (``grown``: see ``_Snapshot``); return the retired
+        one. Caller holds the lock."""
         old = self._snap
-        new = _Snapshot(impls)
+        new = _Snapshot(impls, grown)
         _generate(self, new)
         # ``_snap`` first: a caller that fetched an old dispatcher fails its re-check.
         self._snap = new

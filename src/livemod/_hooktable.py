@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, final
 
 from . import _specs
-from ._hooks import ErrorPolicy, ErrorSink, Hook, Impl, _cells, _Historic, _Snapshot
+from ._hooks import ErrorPolicy, ErrorSink, Hook, Impl, _Historic
+from ._snapshot import _cells, _Snapshot
 from ._specs import Spec
 from .errors import SpecError
 
@@ -136,8 +137,13 @@ class HookTable:
             hook = self.hooks.get(name)
             if hook is None:  # not ``or``: an empty Hook is falsy (it has a __len__)
                 hook = self._create_unlocked(name, None)
-            merged = _insert(hook._snap.impls, impls)
-            self._retire_unlocked(hook, hook._install_unlocked(merged))
+            snap = hook._snap
+            if snap.impls and not snap.wraps and not any(i.wrapper for i in impls):
+                merged, fns = _insert_with(snap.impls, snap.fns, impls)
+                retired = hook._install_unlocked(merged, (snap, fns, impls))
+            else:
+                retired = hook._install_unlocked(_insert(snap.impls, impls))
+            self._retire_unlocked(hook, retired)
             self._claim_history_unlocked(hook, impls)
 
     def unpublish_unlocked(self, owner: int) -> list[tuple[str, Impl]]:
@@ -262,6 +268,18 @@ def _by_hook(additions: Iterable[tuple[str, Impl]]) -> dict[str, list[Impl]]:
     for name, impl in additions:
         by_hook.setdefault(name, []).append(impl)
     return by_hook
+
+
+def _insert_with(current: tuple[Impl, ...], fns: tuple[Any, ...],
+                 new: list[Impl]) -> tuple[tuple[Impl, ...], tuple[Any, ...]]:
+    """``_insert``, and each new implementation's function inserted at the same place in
+    ``fns`` (the functions of ``current``): copies of the two, not a pass over all."""
+    merged, functions = list(current), list(fns)
+    for impl in new:
+        at = bisect.bisect_right(merged, impl.sort_key(), key=Impl.sort_key)
+        merged.insert(at, impl)
+        functions.insert(at, impl.fn)
+    return tuple(merged), tuple(functions)
 
 
 def _insert(current: tuple[Impl, ...], new: list[Impl]) -> tuple[Impl, ...]:
