@@ -75,7 +75,7 @@ class Registrar:
             else:
                 self._hooks.publish_unlocked([entry])
         self._hooks.run_replays()
-        step = _Registered(self, inst, entry)
+        step = _Registered(self, inst, hook, impl)
         step.token = inst.undo.push_step(step)
         return impl, step.unregister
 
@@ -205,16 +205,17 @@ class _Registered:
     """One implementation on one hook: the undo on its module's stack, and its early removal
     (``unregister``: taken off the stack and run, once)."""
 
-    __slots__ = ("entry", "inst", "registrar", "token")
+    __slots__ = ("hook", "impl", "inst", "registrar", "token")
 
-    def __init__(self, registrar: Registrar, inst: Instance, entry: tuple[str, Impl]) -> None:
+    def __init__(self, registrar: Registrar, inst: Instance, hook: str, impl: Impl) -> None:
         self.registrar = registrar
         self.inst = inst
-        self.entry = entry
+        self.hook = hook
+        self.impl = impl
         self.token = 0
 
     def __call__(self) -> None:
-        inst, entry = self.inst, self.entry
+        inst, entry = self.inst, (self.hook, self.impl)  # equal to the staged pair
         with self.registrar._table.lock:
             if entry in inst.staged:
                 inst.own_list("staged").remove(entry)
@@ -226,8 +227,7 @@ class _Registered:
             self()
 
     def describe(self) -> str:
-        hook, impl = self.entry
-        return f"hook {hook!r} <- {impl.describe()}"
+        return f"hook {self.hook!r} <- {self.impl.describe()}"
 
 
 @final
