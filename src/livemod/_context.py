@@ -37,7 +37,9 @@ __all__ = ["HookHandle", "ModuleContext", "Registration", "Timer"]
 
 T = TypeVar("T")
 _pin_tokens = itertools.count(1)
-_pin_refs_lock = threading.Lock()  # protects: the creation of each ModuleContext._pin_refs
+# protects: the creation of each ModuleContext._pin_refs (reentrant: shared by every module,
+# and an allocation under it can run a finalizer that pins, on the same thread)
+_pin_refs_lock = threading.RLock()
 
 
 def _caller() -> str:
@@ -251,9 +253,10 @@ class ModuleContext(ModuleIdentity, GlobalsMixin):
         refs = self._pin_refs
         if refs is None:
             with _pin_refs_lock:  # two threads' first pins must share one dict
-                refs = self._pin_refs
+                made: dict[int, weakref.ref[Any]] = {}
+                refs = self._pin_refs  # (a finalizer run by {} may have pinned meanwhile)
                 if refs is None:
-                    refs = self._pin_refs = {}
+                    refs = self._pin_refs = made
 
         def released(_ref: object = None) -> None:
             # May run inside garbage collection on any thread: single dict operations and a

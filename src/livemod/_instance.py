@@ -33,9 +33,12 @@ __all__ = ["Instance", "Module", "ModuleIdentity", "ModuleStatus", "Undo", "Undo
 _log = logging.getLogger("livemod")
 _ids = itertools.count(1)
 _stopping_lock = threading.Lock()  # protects: the creation of each Instance._stopping
+# The two locks below are shared by every module, so they are reentrant: an allocation made
+# while one is held can run a finalizer (garbage collection) that reaches another module's
+# record on the same thread -- with a lock per module, only its own.
 # protects: the creation of an Instance's containers made on first write (own_set, ...)
-_made_lock = threading.Lock()
-_undo_lock = threading.Lock()  # protects: every Undo's _entries
+_made_lock = threading.RLock()
+_undo_lock = threading.RLock()  # protects: every Undo's _entries
 #: The shared empties an Instance's containers start as (immutable: a write makes its own).
 _NO_SET: Final[frozenset[Any]] = frozenset()
 _NO_MAP: Final[Mapping[str, object]] = types.MappingProxyType({})
@@ -88,10 +91,10 @@ class Undo:
         failures: list[str] = []
         while True:
             with _undo_lock:
-                if not self._entries:
+                try:
+                    _, entry = self._entries.popitem()  # the newest (dicts keep order)
+                except KeyError:
                     return failures
-                token = next(reversed(self._entries))
-                entry = self._entries.pop(token)
             # A step is described only if that is needed (a failure, an async cleanup).
             what, undo = entry if isinstance(entry, tuple) else ("", entry)
             try:
@@ -221,9 +224,10 @@ class Instance:
         found = self._wakeups
         if found is None:
             with _made_lock:
+                made: queue.SimpleQueue[None] = queue.SimpleQueue()
                 found = self._wakeups
                 if found is None:
-                    found = self._wakeups = queue.SimpleQueue()
+                    found = self._wakeups = made
         return found
 
     def own_set(self, field: SetField) -> set[Any]:
@@ -231,10 +235,11 @@ class Instance:
         found = getattr(self, field)
         if type(found) is not set:
             with _made_lock:
-                found = getattr(self, field)
+                made = set(getattr(self, field))
+                found = getattr(self, field)  # (a finalizer run by set() may have made it)
                 if type(found) is not set:
-                    found = set(found)
-                    setattr(self, field, found)
+                    setattr(self, field, made)
+                    found = made
         return found
 
     def own_list(self, field: ListField) -> list[Any]:
@@ -242,10 +247,11 @@ class Instance:
         found = getattr(self, field)
         if type(found) is not list:
             with _made_lock:
-                found = getattr(self, field)
+                made = list(getattr(self, field))
+                found = getattr(self, field)  # (a finalizer run by list() may have made it)
                 if type(found) is not list:
-                    found = list(found)
-                    setattr(self, field, found)
+                    setattr(self, field, made)
+                    found = made
         return found
 
     def own_staged_exports(self) -> dict[str, object]:
@@ -253,9 +259,10 @@ class Instance:
         found = self.staged_exports
         if type(found) is not dict:
             with _made_lock:
+                made = dict(self.staged_exports)
                 found = self.staged_exports
                 if type(found) is not dict:
-                    found = self.staged_exports = dict(found)
+                    found = self.staged_exports = made
         return found
 
     def staged_done(self) -> Sequence[Callable[[], None]]:

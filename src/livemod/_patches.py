@@ -47,8 +47,9 @@ _MISSING: Final = object()  # the key was not there before the load
 
 _lock = threading.Lock()  # protects: the changes of every Patches, _live
 # protects: every Patches' _copies (the module's threads import too). One for all: a lock
-# each was ~90 bytes a module, and copies are taken only while a module loads.
-_copies_lock = threading.Lock()
+# each was ~90 bytes a module, and copies are taken only while a module loads. Reentrant:
+# a copy's allocation can run a finalizer that imports, on the same thread.
+_copies_lock = threading.RLock()
 _live: weakref.WeakSet[Patches] = weakref.WeakSet()  # every Patches with changes kept
 
 
