@@ -300,6 +300,45 @@ def test_exit_that_hangs_is_abandoned_after_exit_timeout(
     wait_for(lambda: lab.probe.seen("stuck", "exit left"), what="the stuck exit to return")
 
 
+def test_what_exit_leaves_in_its_threads_state_dies_with_that_thread(lab: Lab) -> None:
+    """exit runs on a spare thread started ahead (``_exit_runner``), but on one of its own:
+    what it leaves in a library's thread-local or context variable is not kept alive by a
+    worker that outlives the module, so the leak check finds nothing."""
+    import contextvars
+    import threading
+
+    lab.probe.kept["tls"] = threading.local()
+    lab.probe.kept["var"] = contextvars.ContextVar("lm_probe_var")
+    lab.write("m", """
+        import threading
+
+        class Thing:
+            pass
+
+        def exit(mod):
+            thing = Thing()
+            lm_probe.kept["tls"].thing = thing
+            lm_probe.kept["var"].set(thing)
+            lm_probe.kept["thing"] = __import__("weakref").ref(thing)
+            lm_probe.record("m", "exit on", threading.current_thread().name,
+                            threading.get_ident())
+    """)
+    idents = []
+    for _ in range(3):  # the first exit starts its thread, the later ones find a spare
+        lab.host.modprobe("m")
+        lab.host.rmmod("m")
+        [(_, _, name, ident)] = lab.probe.seen("m", "exit on")
+        assert name == "livemod-exit-m"
+        idents.append(ident)
+        thing = lab.probe.kept.pop("thing")
+        assert thing() is None  # the thread that held it in its state has ended
+        lab.probe.reset()
+        lab.probe.kept["tls"] = threading.local()
+        lab.probe.kept["var"] = contextvars.ContextVar("lm_probe_var")
+    assert threading.get_ident() not in idents
+    assert not [t for t in lab.host.tainted if t.flag == "module-leaked"], lab.host.tainted
+
+
 def test_registering_during_exit_is_refused_and_the_unload_completes(lab: Lab) -> None:
     before = lab.state()
     lab.write("m", """

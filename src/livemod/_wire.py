@@ -8,17 +8,19 @@ entry the module's code inserted for itself -- livemod never inserts one.
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import sys
 import threading
 import types
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from itertools import compress, repeat
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _patches, _provenance, _scrub, _sysmodules, _trampolines, _wiring
 from ._instance import Instance
-from ._owned import Owner
+from ._owned import Owner, among, mro
 from ._state import State
 
 if TYPE_CHECKING:
@@ -141,24 +143,65 @@ def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
         _wiring.unregister(wiring)
     private = inst.private_name
     below = private + "."
-    ids = inst.namespace_ids
     removed = []
-    for key, value in list(_sysmodules.snapshot().items()):
-        if key == private or key.startswith(below):
-            continue
-        if types.ModuleType in type(value).__mro__:  # never isinstance: no module code runs
-            owner = object.__getattribute__(value, "__dict__")
-            name = owner.get("__name__", "")
-            ours = id(owner) in ids or (
-                isinstance(name, str) and (name == private or name.startswith(below)))
-            if ours and sys.modules.get(key) is value:
-                del sys.modules[key]
-                removed.append(key)
+    snap = _sysmodules.snapshot()
+    for key in _inserted(list(snap), list(snap.values()), private, inst.namespace_ids):
+        if key == private or (type(key) is str and key.startswith(below)):
+            continue  # its own private names: _loader.remove_modules takes those out
+        if sys.modules.get(key) is snap[key]:
+            del sys.modules[key]
+            removed.append(key)
     if removed:
         event("sys-modules-removed", inst.name,
                     f"removed sys.modules entries the module inserted itself: "
                     f"{', '.join(sorted(removed))}", names=tuple(sorted(removed)))
     return removed
+
+
+_MODULE: Final = types.ModuleType
+_MODULE_DICT: Final[Any] = vars(types.ModuleType)["__dict__"]
+
+
+def _inserted(keys: list[Any], values: list[Any], private: str,
+              ids: frozenset[int]) -> list[Any]:
+    """The keys whose module is one of the module's: one of its namespaces (``ids``), or
+    named under ``private``.
+
+    This runs at every unload over all of ``sys.modules``, so the plain module objects
+    (nearly all of them) are sifted in C-level passes: their namespaces are read through
+    ``ModuleType``'s own ``__dict__`` descriptor and their names with ``dict.get``, so no
+    module code runs (never ``isinstance``, never ``getattr``). What is left -- module
+    subclasses, other objects, names that are not strings -- is looked at one by one.
+    """
+    plain = list(map(operator.is_, map(type, values), repeat(_MODULE)))
+    modules = list(compress(values, plain))
+    dicts = list(map(_MODULE_DICT.__get__, modules))
+    names: list[Any] = list(map(dict.get, dicts, repeat("__name__")))
+    try:
+        hits = set(compress(range(len(names)), map(str.startswith, names, repeat(private))))
+    except TypeError:  # a name that is not a string: the slow way for all
+        hits = {i for i, n in enumerate(names) if type(n) is str and n.startswith(private)}
+    hits.update(compress(range(len(dicts)), map(ids.__contains__, map(id, dicts))))
+    plain_keys = list(compress(keys, plain))
+    found = [plain_keys[i] for i in sorted(hits) if _ours(names[i], private)
+             or id(dicts[i]) in ids]
+    others = list(map(operator.not_, plain))
+    for key, value in zip(compress(keys, others), compress(values, others), strict=True):
+        if among(_MODULE, mro(type(value))):  # a subclass of ModuleType (a lazy module)
+            owner = object.__getattribute__(value, "__dict__")
+            if type(owner) is dict and (id(owner) in ids
+                                        or _ours(dict.get(owner, "__name__"), private)):
+                found.append(key)
+    return found
+
+
+def _ours(name: object, private: str) -> bool:
+    # str's own methods: a str subclass's __eq__ or startswith never runs.
+    if not among(str, mro(type(name))):
+        return False
+    text: str = name  # type: ignore[assignment]
+    return str.startswith(text, private) and (
+        str.__len__(text) == len(private) or str.startswith(text, private + "."))
 
 
 _tags_lock = threading.Lock()  # protects: _tags_in_use
