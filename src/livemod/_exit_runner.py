@@ -12,10 +12,11 @@ leaked (a thread's locals and context die with the thread).
 So each exit still runs on a fresh thread that runs nothing else, but a *spare* one,
 started ahead of need: a host keeps one parked thread; an exit hands its function over
 (one lock released: no thread start on the unloading thread); the thread runs it, tells
-the unloader, then starts its own successor and ends, taking whatever the exit left in its
-thread-local state and its context with it. A leak check must not look before that
-state is gone, so with the leak check on the unloader also waits for the used thread to
-end (``wait_end``, a join, which is what it did before).
+the unloader, waits until the unloader runs again (starting a thread holds the GIL: the
+unloader must not wait for that), then starts its own successor and ends, taking whatever
+the exit left in its thread-local state and its context with it. A leak check must not
+look before that state is gone, so with the leak check on the unloader also waits for the
+used thread to end (``wait_end``, a join, which is what it did before).
 
 A spare parks for at most ``IDLE`` seconds, then ends: a host nobody closes keeps no
 thread for good (its next exit starts a fresh one, as before). ``close`` ends it at once.
@@ -41,13 +42,15 @@ IDLE: Final = 2.0
 class _Spare:
     """One parked thread and the two locks it is driven by (both start held)."""
 
-    __slots__ = ("done", "go", "job", "thread")
+    __slots__ = ("ack", "done", "go", "job", "thread")
 
     def __init__(self) -> None:
         self.go = threading.Lock()  # released by the unloader once ``job`` is set
         self.go.acquire()
         self.done = threading.Lock()  # released by the thread once ``job`` returned
         self.done.acquire()
+        self.ack = threading.Lock()  # released by the unloader once it runs again
+        self.ack.acquire()
         self.job: Callable[[], None] | None = None
         self.thread: threading.Thread | None = None
 
@@ -81,6 +84,7 @@ class ExitRunner:
         spare.go.release()
         if not spare.done.acquire(timeout=timeout):
             return False
+        spare.ack.release()
         if wait_end:
             thread.join(max(0.0, deadline - time.monotonic()))
         return True
@@ -129,6 +133,9 @@ def _park(runner_ref: weakref.ref[ExitRunner], spare: _Spare) -> None:
     finally:
         del job  # before telling the unloader: this frame must not hold the module's exit
         spare.done.release()
+    # Start the successor only once the unloader has the GIL again and got on with the
+    # unload: starting a thread holds the GIL, and the unloader would wait for it.
+    spare.ack.acquire(timeout=IDLE)
     runner = runner_ref()
     if runner is not None:
         runner._replace()
