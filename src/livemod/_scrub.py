@@ -233,8 +233,13 @@ class Scrub:
         """Whether the module's namespaces define a class (derived from ``base``): a cheap
         pre-check for registries keyed by classes."""
         if self._classes is None:
-            self._classes = [v for ns in self.namespaces for v in list(ns.values())
-                             if among(type, _mro(type(v))) and self._owner.owns_class(v)]
+            values = [v for ns in self.namespaces for v in list(ns.values())]
+            kinds = list(map(type, values))
+            # Whether a value is a class depends on its type only: one look per type.
+            metas = {tid for tid, t in dict(zip(map(id, kinds), kinds, strict=True)).items()
+                     if among(type, _mro(t))}
+            self._classes = [v for v, t in zip(values, kinds, strict=True)
+                             if id(t) in metas and self._owner.owns_class(v)] if metas else []
         return any(among(base, _mro(c)) for c in self._classes)
 
     def removed(self, what: str) -> None:
