@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import functools
 import operator
+import threading
 import types
+import weakref
 from collections.abc import Iterable, Iterator
 from itertools import repeat
 from typing import Any, Final, final
@@ -32,6 +34,8 @@ _TYPE_MRO: Final = type.__dict__["__mro__"]
 _TYPE_MODULE: Final = type.__dict__["__module__"]
 _TYPE_DICT: Final = type.__dict__["__dict__"]
 _TYPE_QUALNAME: Final = type.__dict__["__qualname__"]
+_TYPE_FLAGS: Final = type.__dict__["__flags__"]
+_HEAPTYPE: Final = 1 << 9  # Py_TPFLAGS_HEAPTYPE: made by a class statement or type()
 _MODULE_DICT: Final[Any] = vars(types.ModuleType)["__dict__"]
 _PARTIAL: Final = functools.partial
 #: ``functools.lru_cache`` wrappers (typing's ``_tp_cache`` keeps one per decorated function).
@@ -47,6 +51,35 @@ _EACH: Final = frozenset(map(id, (
     types.FunctionType, types.ModuleType, types.CodeType, types.MethodType,
     types.BuiltinMethodType, _LRU, _PARTIAL,
 )))
+
+
+#: Every module's private name starts with this (``_loader.PREFIX``).
+_ROOT: Final = "livemod.mods."
+#: id(type) -> (a weak reference to it, id of its ``__mro__`` then): heap types no class of
+#: whose MRO has a ``__module__`` under ``_ROOT`` -- no module's, whatever the Owner. The
+#: same types (finders, handlers, loggers) fill the registries at every unload; this spares
+#: walking their MROs each time. A new ``__mro__`` (bases assigned) is a new tuple.
+_FOREIGN: dict[int, tuple[weakref.ref[type], int]] = {}
+_FOREIGN_MAX: Final = 4096
+_foreign_lock = threading.Lock()  # protects: pruning _FOREIGN
+
+
+def _foreign(t: type) -> bool:
+    known = _FOREIGN.get(id(t))
+    return known is not None and known[0]() is t and known[1] == id(mro(t))
+
+
+def _remember_foreign(t: type) -> None:
+    try:
+        ref = weakref.ref(t)
+    except TypeError:
+        return
+    with _foreign_lock:
+        if len(_FOREIGN) >= _FOREIGN_MAX:  # forget the dead, or everything
+            dead = [k for k, (r, _) in list(_FOREIGN.items()) if r() is None]
+            for k in dead if len(dead) > _FOREIGN_MAX // 4 else list(_FOREIGN):
+                _FOREIGN.pop(k, None)
+        _FOREIGN[id(t)] = (ref, id(mro(t)))
 
 
 def mro(cls: type) -> tuple[type, ...]:
@@ -122,7 +155,7 @@ class Owner:
         files: its source files (absolute paths).
     """
 
-    __slots__ = ("_below", "_types", "dict_ids", "files", "name", "private_name")
+    __slots__ = ("_below", "_rooted", "_types", "dict_ids", "files", "name", "private_name")
 
     def __init__(
         self,
@@ -134,6 +167,7 @@ class Owner:
         self.name = name
         self.private_name = private_name
         self._below = private_name + "."
+        self._rooted = private_name.startswith(_ROOT)  # whether _foreign may answer for it
         self.dict_ids = frozenset(dict_ids)
         self.files = frozenset(files)
         # id(type) -> (the type, whether it or a base is the module's). The type is kept so
@@ -207,10 +241,17 @@ class Owner:
         return [x for x, t in zip(items, kinds, strict=True) if id(t) in look and self.owns(x)]
 
     def _owns_type(self, t: type) -> bool:
+        if not _TYPE_FLAGS.__get__(t) & _HEAPTYPE:
+            return False  # a static (C) type: its bases are static too, none a module's
         known = self._types.get(id(t))
         if known is None:
-            known = (t, any(map(self.owns_name, map(class_module, mro(t)))))
+            if self._rooted and _foreign(t):
+                return False
+            names = list(map(class_module, mro(t)))
+            known = (t, any(map(self.owns_name, names)))
             self._types[id(t)] = known
+            if self._rooted and not any(type(n) is str and n.startswith(_ROOT) for n in names):
+                _remember_foreign(t)
         return known[1]
 
     def _owns_function(self, fn: types.FunctionType) -> bool:
