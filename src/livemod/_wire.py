@@ -8,14 +8,12 @@ entry the module's code inserted for itself -- livemod never inserts one.
 from __future__ import annotations
 
 import hashlib
-import operator
 import os
 import sys
 import threading
 import types
 import weakref
 from collections.abc import Callable
-from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _patches, _provenance, _scrub, _sysmodules, _trampolines, _wiring
@@ -145,7 +143,7 @@ def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
     below = private + "."
     removed = []
     snap = _sysmodules.snapshot()
-    for key in _inserted(list(snap), list(snap.values()), private, inst.namespace_ids):
+    for key in _inserted(snap, private, inst.namespace_ids):
         if key == private or (type(key) is str and key.startswith(below)):
             continue  # its own private names: _loader.remove_modules takes those out
         if sys.modules.get(key) is snap[key]:
@@ -159,39 +157,32 @@ def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
 
 
 _MODULE: Final = types.ModuleType
-_MODULE_DICT: Final[Any] = vars(types.ModuleType)["__dict__"]
 
 
-def _inserted(keys: list[Any], values: list[Any], private: str,
-              ids: frozenset[int]) -> list[Any]:
+def _inserted(snap: dict[Any, Any], private: str, ids: frozenset[int]) -> list[Any]:
     """The keys whose module is one of the module's: one of its namespaces (``ids``), or
     named under ``private``.
 
-    This runs at every unload over all of ``sys.modules``, so the plain module objects
-    (nearly all of them) are sifted in C-level passes: their namespaces are read through
-    ``ModuleType``'s own ``__dict__`` descriptor and their names with ``dict.get``, so no
-    module code runs (never ``isinstance``, never ``getattr``). What is left -- module
-    subclasses, other objects, names that are not strings -- is looked at one by one.
+    This runs at every unload over all of ``sys.modules``, and reading several hundred
+    module objects is bound by memory, not by the interpreter: so one pass that touches
+    each plain module once (its namespace read through ``ModuleType``'s own ``__dict__``
+    and its name with ``dict.get``: no module code runs) keeps only the candidates, and
+    those -- its own entries, module subclasses, other objects, odd names -- are then
+    looked at one by one (never ``isinstance``, never ``getattr``).
     """
-    plain = list(map(operator.is_, map(type, values), repeat(_MODULE)))
-    modules = list(compress(values, plain))
-    dicts = list(map(_MODULE_DICT.__get__, modules))
-    names: list[Any] = list(map(dict.get, dicts, repeat("__name__")))
-    try:
-        hits = set(compress(range(len(names)), map(str.startswith, names, repeat(private))))
-    except TypeError:  # a name that is not a string: the slow way for all
-        hits = {i for i, n in enumerate(names) if type(n) is str and n.startswith(private)}
-    hits.update(compress(range(len(dicts)), map(ids.__contains__, map(id, dicts))))
-    plain_keys = list(compress(keys, plain))
-    found = [plain_keys[i] for i in sorted(hits) if _ours(names[i], private)
-             or id(dicts[i]) in ids]
-    others = list(map(operator.not_, plain))
-    for key, value in zip(compress(keys, others), compress(values, others), strict=True):
-        if among(_MODULE, mro(type(value))):  # a subclass of ModuleType (a lazy module)
+    found = []
+    for key, value in [(k, v) for k, v in snap.items() if type(v) is not _MODULE
+                       or id(d := v.__dict__) in ids or type(n := d.get("__name__")) is not str
+                       or n.startswith(private)]:
+        if type(value) is _MODULE:
+            owner = value.__dict__
+        elif among(_MODULE, mro(type(value))):  # a subclass of ModuleType (a lazy module)
             owner = object.__getattribute__(value, "__dict__")
-            if type(owner) is dict and (id(owner) in ids
-                                        or _ours(dict.get(owner, "__name__"), private)):
-                found.append(key)
+        else:
+            continue  # not a module at all
+        if type(owner) is dict and (id(owner) in ids
+                                    or _ours(dict.get(owner, "__name__"), private)):
+            found.append(key)
     return found
 
 
