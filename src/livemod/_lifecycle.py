@@ -483,6 +483,7 @@ class Lifecycle:
                     self.journal.taint("forced-unload", old.name, "closed while still in use")
                 self.teardown.finish(old)
             self.teardown.close()
+            self.teardown.judge.close()  # every verdict in before close returns
             self.registrar.shutdown()
             return True
 

@@ -11,7 +11,6 @@ import codecs
 import copyreg
 import functools
 import gc
-import itertools
 import logging
 import operator
 import re
@@ -22,12 +21,13 @@ import types
 import typing
 import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _sysmodules
 from ._owned import Owner, attrs_of, class_qualname, safe_vars
 from ._scrub import _READABLE, _SIGNAL_KEYS, SIGNALS, SLOTS, Scrub, Scrubber, getsignal, run
+from ._scrub_helpers import _drop_added, _drop_keys, _none_owned, _remove_identity, _unchanged
 
 if TYPE_CHECKING:
     from ._instance import Instance
@@ -38,56 +38,7 @@ _log = logging.getLogger("livemod")
 _TYPE_DICT: Final[Any] = type.__dict__["__dict__"]
 
 
-def _drop_added(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], bool]) -> list[str]:
-    """Delete the entries of ``d`` that are new since the load and the module's; return their
-    keys. One it rebound is left: what it replaced is not known here (one replaced during
-    the load was put back already, by ``_installed_modules``), and deleting ``print`` would
-    be worse than the leak the report names."""
-    before: dict[str, int] = s._before.get(key) or {}
-    if len(d) == len(before) and all(map(operator.is_, d, before)):
-        return []  # the very same names in the same order (str keys kept alive by before)
-    added = [k for k in list(d) if type(k) is str and k not in before]
-    gone = [k for k in added if not skip(k) and s.owns(d.get(k))]
-    for k in gone:
-        d.pop(k, None)
-    return gone
-
-
-def _none_owned(s: Scrub, *groups: Iterable[Any]) -> bool:
-    """Whether none of these objects is the module's: the cheap look most unloads end with
-    (``Owner.sift``), before a registry's own, exact pass runs."""
-    return not s._owner.sift(itertools.chain(*groups))
-
-
 # -- one function per registry ----------------------------------------------------------
-
-
-def _remove_identity(items: list[Any], pred: Callable[[Any], bool]) -> list[Any]:
-    """Remove from ``items`` (in place, by position) every entry ``pred`` accepts."""
-    gone = [item for item in list(items) if pred(item)]
-    for item in gone:
-        for i, existing in enumerate(items):
-            if existing is item:
-                del items[i]
-                break
-    return gone
-
-
-def _drop_keys(d: dict[Any, Any], pred: Callable[[Any, Any], bool]) -> list[Any]:
-    """Delete the entries ``pred(key, value)`` accepts, without hashing or comparing an
-    owned key (its metaclass may define ``__hash__``/``__eq__``): the dict is rebuilt from
-    the entries that stay when a key's type is not an ordinary one."""
-    gone = [k for k, v in list(d.items()) if pred(k, v)]
-    if not gone:
-        return gone
-    if all(type(k) is str or type(k) is int or type(k) is tuple for k in gone):
-        for k in gone:
-            d.pop(k, None)
-    else:
-        keep = [(k, v) for k, v in list(d.items()) if not any(k is g for g in gone)]
-        d.clear()
-        d.update(keep)
-    return gone
 
 
 def _warnings(s: Scrub) -> None:
@@ -218,12 +169,6 @@ def _scrub_filterer(s: Scrub, target: Any, label: str) -> None:
     if type(filters) is list:
         for f in _remove_identity(filters, s.owns):
             s.removed(f"logging filter {s._owner.describe(f)} on {label}")
-
-
-def _unchanged(s: Scrub, keys: Iterable[str], now: Iterable[Any]) -> bool:
-    """Whether these slots still hold, by identity, what the load's baseline saw before
-    the module's body ran -- objects older than the module, so none of them its own."""
-    return all(map(operator.is_, now, map(s._before.get, keys)))
 
 
 def _slots(s: Scrub) -> None:
