@@ -22,6 +22,7 @@ import _signal as _signal_c  # type: ignore[import-not-found]
 import asyncio
 import builtins
 import logging
+import operator
 import signal
 import sys
 import threading
@@ -91,9 +92,30 @@ def baseline() -> dict[str, Any]:
     memory for it, where a copy each was most of a module's footprint. The previous one is
     only weakly referenced here: once no module holds it, it must not keep its objects
     (say, an unloaded module's excepthook) alive.
+
+    Whether anything changed is one compare of a stamp, every value read (slots, signal
+    handlers, ``sys.path``, the builtins' names and values), in C-level passes: this runs at
+    every load, and nothing is built when nothing changed.
     """
     global _last
+    with _last_lock:
+        last = _last()
+    # Copied in one step first (another thread may bind a builtin meanwhile).
+    table = vars(builtins).copy()
+    path = tuple(sys.path)
+    try:
+        slots = [read() for read in _READERS]
+        signals = list(map(getsignal, _READABLE))
+    except Exception:  # a slot or signal that cannot be read now: the long way
+        stamp = None
+    else:
+        # The objects read, compared by identity (``last`` keeps each of them alive, so an
+        # identical object is the same one); the builtins' values by id only, as below.
+        stamp = ([*slots, *signals, *path, *table], list(map(id, table.values())))
+        if last is not None and last.stamp is not None and _same(stamp, last.stamp):
+            return last
     before = _Baseline()
+    before.stamp = stamp
     for name, (read, _write, _default) in SLOTS.items():
         try:
             before[name] = read()
@@ -107,12 +129,8 @@ def baseline() -> dict[str, Any]:
                 before[key] = getsignal(signum)
             except (ValueError, OSError):
                 continue
-    with _last_lock:
-        last = _last()
-    before["sys.path"] = _reuse(last, "sys.path", tuple(sys.path), _ids)
-    # Ids only: a baseline must not keep alive what a module later removes. Copied in one
-    # step first (another thread may bind a builtin meanwhile).
-    table = vars(builtins).copy()
+    before["sys.path"] = _reuse(last, "sys.path", path, _ids)
+    # Ids only: a baseline must not keep alive what a module later removes.
     values = list(map(id, table.values()))
     old = last.get("builtins") if last is not None else None
     if old is not None and list(old.values()) == values and _ids(old) == _ids(table):
@@ -123,10 +141,20 @@ def baseline() -> dict[str, Any]:
     # and ``last`` keeps its objects alive, so no id can have been reused.
     if last is not None and _ids(last) == _ids(before) and _ids(last.values()) == _ids(
             before.values()):
+        last.stamp = stamp
         return last
     with _last_lock:
         _last = weakref.ref(before)
     return before
+
+
+_Stamp = tuple[list[object], list[int]]
+
+
+def _same(now: _Stamp, then: _Stamp) -> bool:
+    # ``operator.is_``: no __eq__ of a module's object runs; ints compare as ints.
+    return (len(now[0]) == len(then[0]) and all(map(operator.is_, now[0], then[0]))
+            and now[1] == then[1])
 
 
 def _ids(items: Iterable[object]) -> list[int]:
@@ -143,11 +171,18 @@ def _reuse(last: dict[str, Any] | None, key: str, new: Any, ident: Callable[[Any
 
 
 class _Baseline(dict[Any, Any]):
-    __slots__ = ("__weakref__",)  # so that the last one can be weakly referenced
+    # Weakly referenced: the last one. ``stamp``: what it was taken from (``baseline``).
+    __slots__ = ("__weakref__", "stamp")
+
+    stamp: _Stamp | None
 
 
 def _dead() -> None:
     return None
+
+
+#: The slots' readers, in order (the stamp's first part).
+_READERS: Final = tuple(read for read, _write, _default in SLOTS.values())
 
 
 _last_lock = threading.Lock()  # protects: _last
