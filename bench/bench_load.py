@@ -343,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_load: Python {platform.python_version()} on {platform.platform()}, "
           f"{os.cpu_count()} CPUs")
     verdicts = Verdicts()
+    # Both candidates write their bytecode, as the parts say, even where the environment
+    # says not to (PYTHONDONTWRITEBYTECODE=1, which livemod's cache honours as import does):
+    # otherwise a cold import would skip the write that a cold insmod pays for.
+    sys.dont_write_bytecode = False
     with tempfile.TemporaryDirectory(prefix="livemod-load-") as tmp:
         root = Path(tmp)
         os.environ["LIVEMOD_CACHE_DIR"] = str(root / "cache")  # a cold bytecode cache

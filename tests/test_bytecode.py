@@ -24,6 +24,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("LIVEMOD_CACHE_DIR", str(folder))
     monkeypatch.delenv("LIVEMOD_BYTECODE_CACHE", raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # PYTHONDONTWRITEBYTECODE=1
     return folder / "bytecode"
 
 
@@ -82,6 +83,19 @@ def test_the_off_switch_writes_nothing(cache: Path, monkeypatch: pytest.MonkeyPa
     assert not _bytecode.enabled()
     _bytecode.compile_cached(b"X = 1\n", "/off.py")
     assert not cache.exists()
+
+
+def test_dont_write_bytecode_is_honoured_for_writing_only(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _bytecode.compile_cached(b"X = 1\n", "/b.py")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # as -B or PYTHONDONTWRITEBYTECODE
+    _bytecode.compile_cached(b"X = 2\n", "/b.py")
+    [entry] = entries(cache)
+    _bytecode._write(str(entry), compile(b"X = 3\n", "/b.py", "exec"))  # read still
+    ns: dict[str, int] = {}
+    exec(_bytecode.compile_cached(b"X = 1\n", "/b.py"), ns)
+    assert ns["X"] == 3 and len(entries(cache)) == 1
 
 
 def test_the_default_folder_is_the_xdg_cache(

@@ -18,7 +18,8 @@ else ``~/.cache/livemod``), flat under ``bytecode/`` (a subfolder per key prefix
 concurrent writers: each entry is written to a temporary file and renamed into place, so a
 reader sees a whole entry or none; an entry also carries a digest of its payload, so a
 torn or corrupt one is a miss. Bounded: past ``MAX_ENTRIES`` the oldest entries are
-removed. ``LIVEMOD_BYTECODE_CACHE=0`` turns it off. Any failure of the cache (read-only
+removed. ``LIVEMOD_BYTECODE_CACHE=0`` turns it off; ``-B`` (``PYTHONDONTWRITEBYTECODE``)
+stops writing to it, as for ``__pycache__``. Any failure of the cache (read-only
 disk, full disk) falls back to compiling.
 """
 
@@ -90,9 +91,11 @@ class Entry:
         self.extra = extra
 
     def store(self, code: CodeType, extra: object = None) -> None:
-        """Write ``code`` (and ``extra``) under this entry's key."""
+        """Write ``code`` (and ``extra``) under this entry's key -- unless the interpreter
+        was told not to write bytecode (``-B``, ``PYTHONDONTWRITEBYTECODE``), which this
+        cache honours as ``import`` does for ``__pycache__``; reading is still done."""
         self.code, self.extra = code, extra
-        if self.path:
+        if self.path and not sys.dont_write_bytecode:
             _write(self.path, code, extra)
 
 
