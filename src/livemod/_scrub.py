@@ -93,9 +93,9 @@ def baseline() -> dict[str, Any]:
     only weakly referenced here: once no module holds it, it must not keep its objects
     (say, an unloaded module's excepthook) alive.
 
-    Whether anything changed is one compare of a stamp, every value read (slots, signal
-    handlers, ``sys.path``, the builtins' names and values), in C-level passes: this runs at
-    every load, and nothing is built when nothing changed.
+    Whether anything changed is one compare, in C-level passes, of every value read (slots,
+    signal handlers, ``sys.path``, the builtins' names and values) with what the last
+    baseline holds: this runs at every load, and nothing is built when nothing changed.
     """
     global _last
     with _last_lock:
@@ -107,15 +107,11 @@ def baseline() -> dict[str, Any]:
         slots = [read() for read in _READERS]
         signals = list(map(getsignal, _READABLE))
     except Exception:  # a slot or signal that cannot be read now: the long way
-        stamp = None
+        pass
     else:
-        # The objects read, compared by identity (``last`` keeps each of them alive, so an
-        # identical object is the same one); the builtins' values by id only, as below.
-        stamp = ([*slots, *signals, *path, *table], list(map(id, table.values())))
-        if last is not None and last.stamp is not None and _same(stamp, last.stamp):
+        if last is not None and _unchanged(last, [*slots, *signals], path, table):
             return last
     before = _Baseline()
-    before.stamp = stamp
     for name, (read, _write, _default) in SLOTS.items():
         try:
             before[name] = read()
@@ -141,20 +137,27 @@ def baseline() -> dict[str, Any]:
     # and ``last`` keeps its objects alive, so no id can have been reused.
     if last is not None and _ids(last) == _ids(before) and _ids(last.values()) == _ids(
             before.values()):
-        last.stamp = stamp
         return last
     with _last_lock:
         _last = weakref.ref(before)
     return before
 
 
-_Stamp = tuple[list[object], list[int]]
-
-
-def _same(now: _Stamp, then: _Stamp) -> bool:
-    # ``operator.is_``: no __eq__ of a module's object runs; ints compare as ints.
-    return (len(now[0]) == len(then[0]) and all(map(operator.is_, now[0], then[0]))
-            and now[1] == then[1])
+def _unchanged(last: dict[str, Any], read: list[object], path: tuple[str, ...],
+               table: dict[str, object]) -> bool:
+    """Whether ``last`` was taken from these very values: the slots and signal handlers
+    (``read``, in the order ``last`` holds them), ``sys.path`` and the builtins. By
+    identity (``operator.is_``: no ``__eq__`` of a module's object runs); ``last`` keeps
+    each of these objects alive, so an identical one is the same; a builtin's value by
+    id, as ``last`` keeps it."""
+    then = list(last.values())
+    if len(then) != len(read) + 2:  # a slot missing then: the long way
+        return False
+    old_path, old_builtins = last["sys.path"], last["builtins"]
+    now = [*read, *path, *table]
+    was = [*then[:len(read)], *old_path, *old_builtins]
+    return (len(now) == len(was) and all(map(operator.is_, now, was))
+            and list(old_builtins.values()) == list(map(id, table.values())))
 
 
 def _ids(items: Iterable[object]) -> list[int]:
@@ -171,10 +174,7 @@ def _reuse(last: dict[str, Any] | None, key: str, new: Any, ident: Callable[[Any
 
 
 class _Baseline(dict[Any, Any]):
-    # Weakly referenced: the last one. ``stamp``: what it was taken from (``baseline``).
-    __slots__ = ("__weakref__", "stamp")
-
-    stamp: _Stamp | None
+    __slots__ = ("__weakref__",)  # so that the last one can be weakly referenced
 
 
 def _dead() -> None:
