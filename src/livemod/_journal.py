@@ -66,7 +66,7 @@ class Journal:
     """State moves, notifications, the event log, taints and counts of one host."""
 
     __slots__ = ("_counts", "_events", "_listeners", "_lock", "_subscribers", "_taints",
-                 "_watches")
+                 "_watches", "owed")
 
     def __init__(self, lock: threading.Lock) -> None:
         self._lock = lock
@@ -76,6 +76,9 @@ class Journal:
         self._taints: list[Taint] = []
         self._watches: list[LeakWatch] = []
         self._counts = dict.fromkeys(_COUNTED, 0)
+        # Waits for the leak verdicts still owed to the record (set by the host's LeakJudge,
+        # which judges off the unload's path); every reader below calls it first.
+        self.owed: Callable[[], None] = lambda: None
 
     # ----------------------------------------------------------------------- states
 
@@ -151,10 +154,12 @@ class Journal:
         self.event("taint", module, f"tainted {flag}: {reason}", flag=flag)
 
     def events(self) -> list[Event]:
+        self.owed()
         with self._lock:
             return list(self._events)
 
     def taints(self) -> tuple[Taint, ...]:
+        self.owed()
         with self._lock:
             return tuple(self._taints)
 
@@ -172,6 +177,7 @@ class Journal:
 
     def leak_watches(self) -> list[LeakWatch]:
         """The watches whose objects are still alive (the others are dropped)."""
+        self.owed()
         with self._lock:
             self._watches = [w for w in self._watches if w.survivors()]
             return list(self._watches)

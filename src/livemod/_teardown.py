@@ -15,8 +15,9 @@ The steps, in this order, and why:
 5. Out of ``sys.modules``, out of the table and GONE in one hold of the lock, then the
    instance drops every reference to the module's code, and only then are subscribers told
    (they are user code: never under the lock).
-6. The leak check collects and judges, after GONE was announced: its full collection is
-   the costly part of an unload, and nobody waiting for GONE should wait for it.
+6. The leak watch goes to the host's judge (``_leak_judge``), which collects and judges on
+   its own thread: the full collection is the costly part of an unload, and only those who
+   read verdicts (``leaks()``, ``tainted``, ``events()``, ``statistics()``) wait for it.
 
 A failed load skips 2, 4 and 6 (no exit: init never succeeded; nothing was published, so
 there is nothing to prove gone) and records no "cleanup-failed" or "unload" events.
@@ -24,32 +25,27 @@ there is nothing to prove gone) and records no "cleanup-failed" or "unload" even
 
 from __future__ import annotations
 
-import gc
 import inspect
 import logging
 import threading
-import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Any, final
 
 from . import _leak_watch, _leaks, _loader, _scrub, _scrub_registries, _wire
 from ._aio import LoopBridge
 from ._instance import Instance, ModuleIdentity
 from ._journal import Journal
+from ._leak_judge import LeakJudge
 from ._records import brief
 from ._settings import Settings
 from ._state import State
-from ._switching import collecting
 from ._table import ModuleTable
 from ._tamper import Baseline
 
 __all__ = ["BASELINE", "Teardown"]
 
 _log = logging.getLogger("livemod")
-
-#: Seconds a leak check waits for another thread's garbage collection to end.
-_JUDGE_WITHIN: Final = 30.0
 
 #: livemod's public surface as first seen (set by the first Host).
 BASELINE: list[Baseline] = []
@@ -59,7 +55,7 @@ BASELINE: list[Baseline] = []
 class Teardown:
     """Tears instances down for one host; see the module docstring for the order."""
 
-    __slots__ = ("_bridge", "_journal", "_settings", "_table", "scrubbers")
+    __slots__ = ("_bridge", "_journal", "_settings", "_table", "judge", "scrubbers")
 
     def __init__(self, table: ModuleTable, journal: Journal, bridge: LoopBridge,
                  settings: Settings) -> None:
@@ -68,6 +64,7 @@ class Teardown:
         self._bridge = bridge
         self._settings = settings
         self.scrubbers: list[_scrub.Scrubber] = []  # Host.scrubber; guarded by table.lock
+        self.judge = LeakJudge(journal)  # leak verdicts, off the unload's path
         if not BASELINE:  # before any module could have touched livemod
             BASELINE.append(Baseline())
 
@@ -171,24 +168,7 @@ class Teardown:
                                 f"check {unverifiable}", version=inst.info.version,
                                 leak_check=unverifiable)
         if watch is not None:
-            try:
-                self._check_leaks(inst.name, watch)
-            except Exception as exc:  # GONE already: say so, never undo the unload
-                _log.exception("module %r: the leak check failed", inst.name)
-                self._journal.taint("leak-check-failed", inst.name,
-                                    f"leak check raised {brief(exc)}")
-
-    def _check_leaks(self, name: str, watch: _leaks.LeakWatch) -> None:
-        with collecting():  # the collector holds the GIL throughout: see _switching
-            gc.collect()
-        if watch.survivors():
-            if _leaks.other_thread_collecting():
-                # Our collect returned at once: another thread's is under way. Decide when
-                # it is over, without holding up this unload.
-                threading.Thread(target=self._judge_later, args=(watch,), daemon=True,
-                                 name=f"livemod-leakcheck-{name}").start()
-            else:
-                self._judge(watch)
+            self.judge.submit(watch)
 
     def _exit(self, inst: Instance) -> None:
         # A method of its own, so that no local of this frame keeps the module alive.
@@ -231,22 +211,3 @@ class Teardown:
         if changed:
             self._journal.taint("livemod-tampered", name, f"module changed "
                                 f"{', '.join(changed)}; restored")
-
-    def _judge(self, watch: _leaks.LeakWatch) -> None:
-        gc.collect()
-        if watch.survivors():
-            watch.explain()
-            if watch.held_outside_gc():  # only native code holds them: not a failure
-                self._journal.event(
-                    "unload", watch.name, f"{len(watch.survivors())} object(s) held outside "
-                    f"the GC by native code ({', '.join(watch.native)})",
-                    held_outside_gc=watch.chains)
-                return
-            self._journal.add_leak(watch)
-            self._journal.taint("module-leaked", watch.name, "objects still alive after unload")
-
-    def _judge_later(self, watch: _leaks.LeakWatch) -> None:
-        deadline = time.monotonic() + _JUDGE_WITHIN
-        while _leaks.other_thread_collecting() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self._judge(watch)

@@ -468,6 +468,7 @@ class Host(ScrubberMixin):
     def statistics(self) -> HostStatistics:
         """A frozen snapshot: identity, uptime, module counts, load/unload totals, taints."""
         journal, table = self._journal, self._table
+        journal.owed()  # leak verdicts of recent unloads: see _leak_judge
         with table.lock:
             counts = journal.counts_unlocked()
             return HostStatistics(

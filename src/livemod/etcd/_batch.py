@@ -117,6 +117,13 @@ def take_part(agent: Agent, rid: str, k: int, batch: dict[str, Any]) -> None:
     votes: list[Vote] = []
     try:
         t, votes, refused = _prepare(agent, local, batch)
+    except EngineUnreachable as exc:
+        # The engine is out, not the machine unwilling (the file could not be fetched): a
+        # "no" would abort the batch for an outage the coordinator waits out. No vote, no
+        # local transaction yet; the next reconcile, once etcd answers, prepares again.
+        agent._unreachable(exc)
+        agent._set("idle")
+        return
     except LivemodError as exc:
         refused = str(exc)
     ok = t is not None and not refused
