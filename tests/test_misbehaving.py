@@ -503,6 +503,37 @@ def test_a_module_that_patches_a_host_method_is_undone(lab: Lab) -> None:
         livemod.Host.rmmod = real_rmmod  # type: ignore[method-assign]
 
 
+@pytest.mark.parametrize("change", ["added", "deleted", "renamed"])
+def test_a_module_that_adds_deletes_or_renames_a_class_attribute_is_undone(
+    lab: Lab, change: str
+) -> None:
+    # The check after each load compares each class's attribute names and values in order;
+    # "renamed" after "deleted" renames the attribute that the restore put last.
+    real = livemod.Module.__dict__["removal_pending"]
+    before = dict(vars(livemod.Module))
+    body = {
+        "added": "livemod.Module.lm_extra = 1",
+        "deleted": "del livemod.Module.removal_pending",
+        "renamed": "livemod.Module.lm_extra = vars(livemod.Module)['removal_pending']\n"
+                   "    del livemod.Module.removal_pending",
+    }[change]
+    try:
+        lab.write("attrs", f"import livemod\n\ndef init(mod):\n    {body}\n")
+        lab.host.modprobe("attrs")
+        assert dict(vars(livemod.Module)) == before
+        [taint] = lab.host.tainted
+        assert taint.flag == "livemod-tampered" and "livemod.Module." in taint.reason
+        # Restored attributes sit at the end of the class dict now: the check after the
+        # next load still takes its fast path.
+        from livemod._teardown import BASELINE
+
+        assert BASELINE[0]._intact()
+    finally:
+        livemod.Module.removal_pending = real  # type: ignore[method-assign]
+        if "lm_extra" in vars(livemod.Module):
+            del livemod.Module.lm_extra  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------------------- taints
 
 
