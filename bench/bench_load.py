@@ -10,8 +10,9 @@ Issue 12's targets for loading, each measured side by side in this one run:
 
 * ``trivial``: ``host.insmod`` of a trivial module (a manifest and one function) against a
   plain import of the same kind of file from source (``spec_from_file_location`` +
-  ``exec_module``, which compiles and writes ``__pycache__`` as ``import`` does), both cold:
-  every file is new (nothing cached: neither livemod's bytecode cache, which this script
+  ``exec_module``, which compiles and writes ``__pycache__`` as ``import`` does; the script
+  clears ``sys.dont_write_bytecode`` so that both write, whatever the environment says),
+  both cold: every file is new (nothing cached: neither livemod's bytecode cache, which this script
   points at a fresh folder, nor its manifest cache, nor ``__pycache__``). Then warm: the
   bytecode cached by an earlier load (livemod's cache, or ``__pycache__`` written
   beforehand), as after a restart. Each round loads ``--batch`` files per candidate into a
@@ -343,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_load: Python {platform.python_version()} on {platform.platform()}, "
           f"{os.cpu_count()} CPUs")
     verdicts = Verdicts()
+    # Both candidates write their bytecode, as the parts say, even where the environment
+    # says not to (PYTHONDONTWRITEBYTECODE=1, which livemod's cache honours as import does):
+    # otherwise a cold import would skip the write that a cold insmod pays for.
+    sys.dont_write_bytecode = False
     with tempfile.TemporaryDirectory(prefix="livemod-load-") as tmp:
         root = Path(tmp)
         os.environ["LIVEMOD_CACHE_DIR"] = str(root / "cache")  # a cold bytecode cache

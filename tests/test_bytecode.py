@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 import livemod
-from livemod import _bytecode
+from livemod import _bytecode, _manifest, _source
+from livemod import _manifest_limits as _limits
+
+FIXTURES = Path(__file__).parent / "fixtures" / "modules"
 
 
 @pytest.fixture
@@ -19,11 +24,12 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("LIVEMOD_CACHE_DIR", str(folder))
     monkeypatch.delenv("LIVEMOD_BYTECODE_CACHE", raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # PYTHONDONTWRITEBYTECODE=1
     return folder / "bytecode"
 
 
 def entries(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*/*") if not p.name.startswith(".tmp-"))
+    return sorted(p for p in folder.glob("*") if not p.name.startswith(".tmp-"))
 
 
 def test_a_load_fills_the_cache_and_never_writes_next_to_the_module(
@@ -79,6 +85,19 @@ def test_the_off_switch_writes_nothing(cache: Path, monkeypatch: pytest.MonkeyPa
     assert not cache.exists()
 
 
+def test_dont_write_bytecode_is_honoured_for_writing_only(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _bytecode.compile_cached(b"X = 1\n", "/b.py")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # as -B or PYTHONDONTWRITEBYTECODE
+    _bytecode.compile_cached(b"X = 2\n", "/b.py")
+    [entry] = entries(cache)
+    _bytecode._write(str(entry), compile(b"X = 3\n", "/b.py", "exec"))  # read still
+    ns: dict[str, int] = {}
+    exec(_bytecode.compile_cached(b"X = 1\n", "/b.py"), ns)
+    assert ns["X"] == 3 and len(entries(cache)) == 1
+
+
 def test_the_default_folder_is_the_xdg_cache(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -120,7 +139,7 @@ def test_concurrent_writers_of_one_key_leave_one_whole_entry(cache: Path) -> Non
     assert all(p.wait(timeout=60) == 0 for p in procs)
     assert not failures, failures
     assert len(entries(cache)) == 1
-    assert not list(cache.glob("*/.tmp-*"))  # no temporary file left behind
+    assert not list(cache.glob(".tmp-*"))  # no temporary file left behind
 
 
 def test_the_cache_is_bounded(cache: Path) -> None:
@@ -132,3 +151,73 @@ def test_the_cache_is_bounded(cache: Path) -> None:
     left = entries(cache)
     assert len(left) == 4
     assert sorted(p.stat().st_mtime for p in left) == [1006, 1007, 1008, 1009]
+
+
+MANIFEST = '''\
+"""Kept with its code."""
+__livemod__ = {
+    "name": "kept7", "version": "1.2.0", "license": "MIT", "author": "A. Person",
+    "aliases": ["kept.seven", "keptalias"],
+    "params": {
+        "greeting": {"type": "str", "default": "hello", "writable": True, "doc": "word"},
+        "ratio": {"type": "float", "default": 2},
+        "tags": {"type": "list", "default": ["a", 1, True]},
+        "target": {"type": "str"},
+    },
+}
+
+def init(mod):
+    pass
+'''
+
+
+def test_the_checked_manifest_is_kept_with_the_code_and_read_back_whole(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kept7.py"
+    path.write_text(MANIFEST)
+    with livemod.Host() as host:
+        first = host.insmod(path, target="x").info
+    [entry] = entries(cache)
+    _manifest._PARSED.clear()  # as in a new process
+
+    def no_parsing(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("the manifest was parsed again")
+
+    monkeypatch.setattr(_source, "parse_manifest", no_parsing)
+    with livemod.Host() as host:
+        again = host.insmod(path, target="x").info
+    assert again == first and dict(again.params) == dict(first.params)
+    assert again.params["target"].required and again.params["tags"].default == ("a", 1, True)
+    assert entries(cache) == [entry]  # read, not written again
+
+
+def test_a_kept_manifest_is_not_used_under_other_limits_or_for_another_path(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kept7.py"
+    path.write_text(MANIFEST)
+    with livemod.Host() as host:
+        host.insmod(path, target="x")
+    _manifest._PARSED.clear()
+    monkeypatch.setattr(_limits, "LIMITS", _limits.ManifestLimits(aliases=1))
+    with livemod.Host() as host, pytest.raises(livemod.ManifestError, match="aliases"):
+        host.insmod(path, target="x")
+    monkeypatch.undo()
+    # The record names the path it was read for: another path reads its manifest itself.
+    info = _manifest.read_manifest(path)
+    assert _manifest.from_record(_manifest.record_of(info), path="/elsewhere.py",
+                                 source_file="/elsewhere.py", is_package=False) is None
+    assert _manifest.from_record(("not", "a", "record"), path=info.path,
+                                 source_file=info.source_file, is_package=False) is None
+
+
+@pytest.mark.parametrize("fixture", sorted((FIXTURES).glob("*.py")), ids=lambda p: p.name)
+def test_every_fixture_manifest_survives_the_record(fixture: Path) -> None:
+    try:
+        info = _manifest.read_manifest(fixture)
+    except livemod.ManifestError:
+        return  # a broken one is never recorded
+    record = marshal.loads(marshal.dumps(_manifest.record_of(info)))
+    assert _manifest.from_record(record, path=info.path, source_file=info.source_file,
+                                 is_package=info.is_package) == info

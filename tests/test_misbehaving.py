@@ -300,6 +300,51 @@ def test_exit_that_hangs_is_abandoned_after_exit_timeout(
     wait_for(lambda: lab.probe.seen("stuck", "exit left"), what="the stuck exit to return")
 
 
+@pytest.mark.parametrize("leak_check", [False, True])
+def test_what_exit_leaves_in_its_threads_state_dies_with_that_thread(
+    lab_factory: Callable[..., Lab], wait_for: Any, leak_check: bool
+) -> None:
+    """exit runs on a thread of its own (with the leak check off, a spare one started
+    ahead: ``_exit_runner``): what it leaves in a library's thread-local or context
+    variable is not kept alive by a worker that outlives the module."""
+    import contextvars
+    import threading
+
+    lab = lab_factory(leak_check=leak_check)
+    lab.probe.kept["tls"] = threading.local()
+    lab.probe.kept["var"] = contextvars.ContextVar("lm_probe_var")
+    lab.write("m", """
+        import threading
+
+        class Thing:
+            pass
+
+        def exit(mod):
+            thing = Thing()
+            lm_probe.kept["tls"].thing = thing
+            lm_probe.kept["var"].set(thing)
+            lm_probe.kept["thing"] = __import__("weakref").ref(thing)
+            lm_probe.record("m", "exit on", threading.current_thread().name,
+                            threading.get_ident())
+    """)
+    idents = []
+    for _ in range(3):  # the first exit starts its thread, the later ones find a spare
+        lab.host.modprobe("m")
+        lab.host.rmmod("m")
+        [(_, _, name, ident)] = lab.probe.seen("m", "exit on")
+        assert name == "livemod-exit-m"
+        idents.append(ident)
+        thing = lab.probe.kept.pop("thing")
+        # The thread that held it in its state ends (with the leak check on, before
+        # rmmod returns; off, just after).
+        wait_for(lambda thing=thing: thing() is None, what="the exit's thread to end")
+        lab.probe.reset()
+        lab.probe.kept["tls"] = threading.local()
+        lab.probe.kept["var"] = contextvars.ContextVar("lm_probe_var")
+    assert threading.get_ident() not in idents
+    assert not [t for t in lab.host.tainted if t.flag == "module-leaked"], lab.host.tainted
+
+
 def test_registering_during_exit_is_refused_and_the_unload_completes(lab: Lab) -> None:
     before = lab.state()
     lab.write("m", """
@@ -456,6 +501,37 @@ def test_a_module_that_patches_a_host_method_is_undone(lab: Lab) -> None:
         assert [t.flag for t in lab.host.tainted] == ["livemod-tampered"]
     finally:
         livemod.Host.rmmod = real_rmmod  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("change", ["added", "deleted", "renamed"])
+def test_a_module_that_adds_deletes_or_renames_a_class_attribute_is_undone(
+    lab: Lab, change: str
+) -> None:
+    # The check after each load compares each class's attribute names and values in order;
+    # "renamed" after "deleted" renames the attribute that the restore put last.
+    real = livemod.Module.__dict__["removal_pending"]
+    before = dict(vars(livemod.Module))
+    body = {
+        "added": "livemod.Module.lm_extra = 1",
+        "deleted": "del livemod.Module.removal_pending",
+        "renamed": "livemod.Module.lm_extra = vars(livemod.Module)['removal_pending']\n"
+                   "    del livemod.Module.removal_pending",
+    }[change]
+    try:
+        lab.write("attrs", f"import livemod\n\ndef init(mod):\n    {body}\n")
+        lab.host.modprobe("attrs")
+        assert dict(vars(livemod.Module)) == before
+        [taint] = lab.host.tainted
+        assert taint.flag == "livemod-tampered" and "livemod.Module." in taint.reason
+        # Restored attributes sit at the end of the class dict now: the check after the
+        # next load still takes its fast path.
+        from livemod._teardown import BASELINE
+
+        assert BASELINE[0]._intact()
+    finally:
+        livemod.Module.removal_pending = real  # type: ignore[method-assign]
+        if "lm_extra" in vars(livemod.Module):
+            del livemod.Module.lm_extra  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------- taints

@@ -269,3 +269,28 @@ def test_the_scrub_never_runs_module_code(host: livemod.Host, slots: None) -> No
     host.rmmod("scrub_hostile")
     assert lm_app.lazy_runs == []
     assert host.leaks() == []
+
+
+def test_the_load_baseline_is_shared_until_a_slot_a_path_entry_or_a_builtin_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livemod import _scrub
+
+    first = _scrub.baseline()
+    assert _scrub.baseline() is first  # nothing changed: not even a new dict
+    changes = [
+        lambda: monkeypatch.setattr(sys, "excepthook", lambda *a: None),
+        lambda: monkeypatch.setattr(sys, "path", [*sys.path, "/nowhere/else"]),
+        lambda: monkeypatch.setattr("builtins.lm_baseline_probe", object(), raising=False),
+        lambda: monkeypatch.setattr("builtins.len", lambda x, _len=len: _len(x)),  # a value
+    ]
+    seen = [first]
+    for change in changes:
+        change()
+        now = _scrub.baseline()
+        assert all(now is not old for old in seen), change
+        assert _scrub.baseline() is now
+        seen.append(now)
+    assert seen[1]["sys.excepthook"] is sys.excepthook
+    assert "/nowhere/else" in seen[2]["sys.path"]
+    assert seen[4]["builtins"]["len"] == id(sys.modules["builtins"].len)

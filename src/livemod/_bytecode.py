@@ -8,12 +8,19 @@ into a module's folder is not ours to do. So the cache key is a digest of exactl
 compiled: the interpreter's magic number, the optimisation level, the file name the code
 object will carry, and the bytes. Same bytes, same code; different bytes can never hit.
 
+An entry also keeps what the loader derived from the same bytes and wants again next time
+(the module's checked manifest: reading it with ``ast`` costs more than unmarshalling the
+code), so a warm load reads one file besides the module.
+
 Kept in livemod's own folder (``$LIVEMOD_CACHE_DIR``, else ``$XDG_CACHE_HOME/livemod``,
-else ``~/.cache/livemod``), under ``bytecode/``. Safe under concurrent writers: each entry
-is written to a temporary file and renamed into place, so a reader sees a whole entry or
-none; an entry also carries a digest of its payload, so a torn or corrupt one is a miss.
-Bounded: past ``MAX_ENTRIES`` the oldest entries are removed. ``LIVEMOD_BYTECODE_CACHE=0``
-turns it off. Any failure of the cache (read-only disk, full disk) falls back to compiling.
+else ``~/.cache/livemod``), flat under ``bytecode/`` (a subfolder per key prefix cost a
+``mkdir`` for most writes to a young cache, as much as the write itself). Safe under
+concurrent writers: each entry is written to a temporary file and renamed into place, so a
+reader sees a whole entry or none; an entry also carries a digest of its payload, so a
+torn or corrupt one is a miss. Bounded: past ``MAX_ENTRIES`` the oldest entries are
+removed. ``LIVEMOD_BYTECODE_CACHE=0`` turns it off; ``-B`` (``PYTHONDONTWRITEBYTECODE``)
+stops writing to it, as for ``__pycache__``. Any failure of the cache (read-only
+disk, full disk) falls back to compiling.
 """
 
 from __future__ import annotations
@@ -26,13 +33,13 @@ import os
 import sys
 import threading
 from types import CodeType
-from typing import Final
+from typing import Final, final
 
-__all__ = ["cache_dir", "compile_cached", "enabled"]
+__all__ = ["Entry", "cache_dir", "compile_cached", "enabled", "lookup"]
 
 #: Most entries kept; past it, the oldest (by modification time) are removed.
 MAX_ENTRIES: Final = 4096
-_HEADER: Final = b"LMBC1\n"
+_HEADER: Final = b"LMBC2\n"  # 2: flat folder, (code, extra) tuples
 _DIGEST: Final = 32
 _lock = threading.Lock()  # protects: _writes (the count since the last prune)
 _writes = 0
@@ -54,14 +61,52 @@ def cache_dir() -> str:
     return os.path.join(base, "bytecode")
 
 
+_SEED: Final = hashlib.blake2b(digest_size=20)
+_SEED.update(importlib.util.MAGIC_NUMBER)
+_SEED.update(str(sys.flags.optimize).encode())  # fixed for the life of the process
+
+
 def _key(source: bytes, filename: str) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    h.update(importlib.util.MAGIC_NUMBER)
-    h.update(str(sys.flags.optimize).encode())
+    h = _SEED.copy()
     h.update(os.fsencode(filename))
     h.update(b"\0")
     h.update(source)
     return h.hexdigest()
+
+
+@final
+class Entry:
+    """One cache entry, looked up: the code and the record kept with it, if it was there.
+
+    ``extra`` is whatever the writer kept beside the code (the loader keeps the module's
+    checked manifest there), made of the types ``marshal`` writes, never anything that
+    runs code when read.
+    """
+
+    __slots__ = ("code", "extra", "path")
+
+    def __init__(self, path: str, code: CodeType | None, extra: object) -> None:
+        self.path = path
+        self.code = code
+        self.extra = extra
+
+    def store(self, code: CodeType, extra: object = None) -> None:
+        """Write ``code`` (and ``extra``) under this entry's key -- unless the interpreter
+        was told not to write bytecode (``-B``, ``PYTHONDONTWRITEBYTECODE``), which this
+        cache honours as ``import`` does for ``__pycache__``; reading is still done."""
+        self.code, self.extra = code, extra
+        if self.path and not sys.dont_write_bytecode:
+            _write(self.path, code, extra)
+
+
+def lookup(source: bytes, filename: str) -> Entry:
+    """The entry for exactly these bytes compiled under ``filename`` (empty if none, or if
+    the cache is off)."""
+    if not enabled():
+        return Entry("", None, None)
+    path = os.path.join(cache_dir(), _key(source, filename))
+    found = _read(path)
+    return Entry(path, None, None) if found is None else Entry(path, *found)
 
 
 def compile_cached(source: bytes, filename: str) -> CodeType:
@@ -70,24 +115,25 @@ def compile_cached(source: bytes, filename: str) -> CodeType:
     Raises what ``compile`` raises (SyntaxError, ValueError) for code that does not compile;
     nothing is cached for it.
     """
-    if not enabled():
-        return compile(source, filename, "exec", dont_inherit=True)
-    key = _key(source, filename)
-    path = os.path.join(cache_dir(), key[:2], key[2:])
-    code = _read(path)
-    if code is not None:
-        return code
+    entry = lookup(source, filename)
+    if entry.code is not None:
+        return entry.code
     code = compile(source, filename, "exec", dont_inherit=True)
-    _write(path, code)
+    entry.store(code)
     return code
 
 
-def _read(path: str) -> CodeType | None:
+def _read(path: str) -> tuple[CodeType, object] | None:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | _CLOEXEC)
     except OSError:
         return None
+    try:
+        data = os.read(fd, os.fstat(fd).st_size + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     head = len(_HEADER) + _DIGEST
     if not data.startswith(_HEADER) or len(data) < head:
         return None
@@ -95,15 +141,23 @@ def _read(path: str) -> CodeType | None:
     if hashlib.blake2b(payload, digest_size=_DIGEST).digest() != data[len(_HEADER):head]:
         return None
     try:
-        code = marshal.loads(payload)
+        found = marshal.loads(payload)
     except (EOFError, ValueError, TypeError):
         return None
-    return code if type(code) is CodeType else None
+    if type(found) is not tuple or len(found) != 2 or type(found[0]) is not CodeType:
+        return None
+    return found[0], found[1]
 
 
-def _write(path: str, code: CodeType) -> None:
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+
+
+def _write(path: str, code: CodeType, extra: object = None) -> None:
     global _writes
-    payload = marshal.dumps(code)
+    try:
+        payload = marshal.dumps((code, extra))  # type: ignore[arg-type]
+    except ValueError:  # an extra that marshal cannot write: keep the code alone
+        payload = marshal.dumps((code, None))
     data = _HEADER + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
     try:
         _write_atomic(path, data)
@@ -146,14 +200,10 @@ def prune(limit: int = MAX_ENTRIES) -> int:
     root = cache_dir()
     entries: list[tuple[float, str]] = []
     try:
-        for sub in os.scandir(root):
-            if not sub.is_dir(follow_symlinks=False):
-                continue
-            for entry in os.scandir(sub.path):
-                try:
-                    entries.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
-                except OSError:
-                    continue
+        for item in os.scandir(root):
+            if item.is_dir(follow_symlinks=False):  # the first format's subfolders
+                _add_entries(item.path, entries)
+        _add_entries(root, entries)
     except OSError:
         return 0
     if len(entries) <= limit:
@@ -167,3 +217,13 @@ def prune(limit: int = MAX_ENTRIES) -> int:
         except OSError:
             pass
     return removed
+
+
+def _add_entries(folder: str, entries: list[tuple[float, str]]) -> None:
+    for item in os.scandir(folder):
+        if item.name.startswith(".tmp-") or item.is_dir(follow_symlinks=False):
+            continue  # a write under way; a folder
+        try:
+            entries.append((item.stat(follow_symlinks=False).st_mtime, item.path))
+        except OSError:
+            continue

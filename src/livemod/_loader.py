@@ -24,6 +24,7 @@ import pathlib
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
+from itertools import compress, repeat
 from typing import Any, Final
 
 from . import _native, _sysmodules, _wiring
@@ -91,7 +92,12 @@ def exec_module(
 def remove_modules(private_name: str) -> list[types.ModuleType]:
     """Remove the module and its submodules from ``sys.modules``; return what was removed."""
     below = private_name + "."
-    names = [n for n in list(_sysmodules.snapshot()) if n == private_name or n.startswith(below)]
+    keys = list(_sysmodules.snapshot())
+    try:  # this runs at every unload over all of sys.modules: a C-level pass first
+        near = compress(keys, map(str.startswith, keys, repeat(private_name)))
+        names = [n for n in near if n == private_name or n.startswith(below)]
+    except TypeError:  # a key that is not a string
+        names = [n for n in keys if type(n) is str and (n == private_name or n.startswith(below))]
     return [m for m in (sys.modules.pop(n, None) for n in names) if m is not None]
 
 

@@ -21,6 +21,8 @@ import hashlib
 import os
 import re
 import threading
+from operator import attrgetter
+from types import MappingProxyType
 from typing import Final, NoReturn
 
 from . import _manifest_limits as _limits
@@ -37,11 +39,13 @@ __all__ = [
     "ModuleInfo",
     "ParamSpec",
     "Requirement",
+    "from_record",
     "locate",
     "parse_manifest",
     "parse_module",
     "parse_version",
     "read_manifest",
+    "record_of",
 ]
 
 
@@ -97,7 +101,7 @@ def parse_manifest(source: bytes, *, path: str, source_file: str, is_package: bo
     return info
 
 
-_PARSED: dict[tuple[str, str, bool, bytes], ModuleInfo] = {}
+_PARSED: dict[tuple[str, str, bool, bytes], ModuleInfo] = {}  # in this process
 _PARSED_LOCK: Final = threading.Lock()
 _PARSED_MAX: Final = 20_000
 
@@ -176,3 +180,49 @@ def parse_module(
     syntax tree (for precise errors about code that does not compile)."""
     tree = parse_source(source, source_file)
     return read_tree(tree, path=path, source_file=source_file, is_package=is_package), tree
+
+
+# -- the checked manifest, kept with the module's bytecode ---------------------------------
+#
+# The bytecode cache (``_bytecode``) is keyed by the very bytes read, so what was read from
+# them once holds for as long as the entry: the loader keeps the checked manifest in it, as
+# plain data (what ``marshal`` writes; nothing that runs code when read), with what else
+# the result depended on -- the paths, and the limits in force. A record made under other
+# limits (or for another path) is not used: the manifest is read again, with its errors.
+
+_RECORD: Final = 1  # the record's format
+_LIMIT_VALUES: Final = attrgetter(*_limits.ManifestLimits.__slots__)
+
+
+def record_of(info: ModuleInfo) -> tuple[object, ...]:
+    """``info`` as plain data, for ``from_record``."""
+    return (
+        _RECORD, info.path, info.source_file, info.is_package, _LIMIT_VALUES(_limits.LIMITS),
+        info.name, info.version, info.description, info.license, info.author,
+        tuple((r.name, r.spec) for r in info.depends), info.aliases,
+        tuple((p.name, p.type, p.default is not MISSING,
+               None if p.default is MISSING else p.default, p.writable, p.doc)
+              for p in info.params.values()),
+    )
+
+
+def from_record(record: object, *, path: str, source_file: str,
+                is_package: bool) -> ModuleInfo | None:
+    """The ``ModuleInfo`` of ``record_of``, if ``record`` was made for this path under the
+    limits in force; else None (read the manifest)."""
+    if type(record) is not tuple or len(record) != 13 or record[:5] != (
+            _RECORD, path, source_file, is_package, _LIMIT_VALUES(_limits.LIMITS)):
+        return None
+    (*_, name, version, description, license_, author, depends, aliases, params) = record
+    try:
+        return ModuleInfo(
+            name=name, version=version, description=description, license=license_,
+            author=author, depends=tuple(Requirement(n, spec) for n, spec in depends),
+            aliases=aliases,
+            params=MappingProxyType({
+                p: ParamSpec(p, t, default if has else MISSING, writable, doc)
+                for p, t, has, default, writable, doc in params}),
+            path=path, source_file=source_file, is_package=is_package,
+        )
+    except (TypeError, ValueError):  # not a record of ours after all
+        return None

@@ -17,8 +17,12 @@ scrub runs before they are released), and its source files.
 from __future__ import annotations
 
 import functools
+import operator
+import threading
 import types
+import weakref
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from typing import Any, Final, final
 
 __all__ = [
@@ -30,6 +34,8 @@ _TYPE_MRO: Final = type.__dict__["__mro__"]
 _TYPE_MODULE: Final = type.__dict__["__module__"]
 _TYPE_DICT: Final = type.__dict__["__dict__"]
 _TYPE_QUALNAME: Final = type.__dict__["__qualname__"]
+_TYPE_FLAGS: Final = type.__dict__["__flags__"]
+_HEAPTYPE: Final = 1 << 9  # Py_TPFLAGS_HEAPTYPE: made by a class statement or type()
 _MODULE_DICT: Final[Any] = vars(types.ModuleType)["__dict__"]
 _PARTIAL: Final = functools.partial
 #: ``functools.lru_cache`` wrappers (typing's ``_tp_cache`` keeps one per decorated function).
@@ -40,6 +46,40 @@ _NEVER: Final = frozenset(map(id, {
     frozenset, types.WrapperDescriptorType,
     types.MethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType,
 }))
+#: Types whose instances ``owns`` looks into one by one.
+_EACH: Final = frozenset(map(id, (
+    types.FunctionType, types.ModuleType, types.CodeType, types.MethodType,
+    types.BuiltinMethodType, _LRU, _PARTIAL,
+)))
+
+
+#: Every module's private name starts with this (``_loader.PREFIX``).
+_ROOT: Final = "livemod.mods."
+#: id(type) -> (a weak reference to it, id of its ``__mro__`` then): heap types no class of
+#: whose MRO has a ``__module__`` under ``_ROOT`` -- no module's, whatever the Owner. The
+#: same types (finders, handlers, loggers) fill the registries at every unload; this spares
+#: walking their MROs each time. A new ``__mro__`` (bases assigned) is a new tuple.
+_FOREIGN: dict[int, tuple[weakref.ref[type], int]] = {}
+_FOREIGN_MAX: Final = 4096
+_foreign_lock = threading.Lock()  # protects: pruning _FOREIGN
+
+
+def _foreign(t: type) -> bool:
+    known = _FOREIGN.get(id(t))
+    return known is not None and known[0]() is t and known[1] == id(mro(t))
+
+
+def _remember_foreign(t: type) -> None:
+    try:
+        ref = weakref.ref(t)
+    except TypeError:
+        return
+    with _foreign_lock:
+        if len(_FOREIGN) >= _FOREIGN_MAX:  # forget the dead, or everything
+            dead = [k for k, (r, _) in list(_FOREIGN.items()) if r() is None]
+            for k in dead if len(dead) > _FOREIGN_MAX // 4 else list(_FOREIGN):
+                _FOREIGN.pop(k, None)
+        _FOREIGN[id(t)] = (ref, id(mro(t)))
 
 
 def mro(cls: type) -> tuple[type, ...]:
@@ -52,7 +92,7 @@ def mro(cls: type) -> tuple[type, ...]:
 
 def among(x: object, items: Iterable[object]) -> bool:
     """``x in items`` by identity (``in`` would call ``__eq__``, a metaclass's too)."""
-    return any(i is x for i in items)
+    return any(map(operator.is_, items, repeat(x)))
 
 
 def kind(obj: object, base: type) -> bool:
@@ -115,7 +155,7 @@ class Owner:
         files: its source files (absolute paths).
     """
 
-    __slots__ = ("_below", "_types", "dict_ids", "files", "name", "private_name")
+    __slots__ = ("_below", "_rooted", "_types", "dict_ids", "files", "name", "private_name")
 
     def __init__(
         self,
@@ -127,6 +167,7 @@ class Owner:
         self.name = name
         self.private_name = private_name
         self._below = private_name + "."
+        self._rooted = private_name.startswith(_ROOT)  # whether _foreign may answer for it
         self.dict_ids = frozenset(dict_ids)
         self.files = frozenset(files)
         # id(type) -> (the type, whether it or a base is the module's). The type is kept so
@@ -168,8 +209,8 @@ class Owner:
                 self.owns(a, depth - 1) for a in obj.args  # type: ignore[attr-defined]
             )
         meta = mro(t)
-        if among(type, meta):  # a class (its metaclass counts too)
-            return any(self.owns_class(c) for c in (*mro(obj), *meta))  # type: ignore[arg-type]
+        if among(type, meta):  # a class (its metaclass counts too); each decided once
+            return self._owns_type(obj) or self._owns_type(t)  # type: ignore[arg-type]
         if among(types.ModuleType, meta):
             found: Any = safe_vars(obj)
             if found is not None and id(found) in self.dict_ids:
@@ -177,11 +218,40 @@ class Owner:
             return self.owns_name(module_name(obj))  # type: ignore[arg-type]
         return self._owns_type(t)
 
+    def sift(self, items: Iterable[Any]) -> list[Any]:
+        """The items ``owns`` accepts, in order -- at the cost of one ``owns``-like look per
+        distinct type for most of them (registries hold many objects of few types).
+
+        The same answers as ``[x for x in items if self.owns(x)]``: an object of an
+        ordinary type (not a function, method, module, code, partial, lru_cache or class)
+        is the module's exactly when its type is, which is decided once per type here.
+        Types are keyed by id (a metaclass's ``__hash__`` must not run), and ``kinds``
+        keeps them alive meanwhile.
+        """
+        items = list(items)
+        if len(items) < 8:  # not worth the passes below
+            return [x for x in items if self.owns(x)]
+        kinds = list(map(type, items))
+        distinct = dict(zip(map(id, kinds), kinds, strict=True))
+        look = {tid for tid, t in distinct.items() if tid not in _NEVER and (
+            tid in _EACH or self._owns_type(t) or among(type, meta := mro(t))
+            or among(types.ModuleType, meta))}
+        if not look:
+            return []
+        return [x for x, t in zip(items, kinds, strict=True) if id(t) in look and self.owns(x)]
+
     def _owns_type(self, t: type) -> bool:
+        if not _TYPE_FLAGS.__get__(t) & _HEAPTYPE:
+            return False  # a static (C) type: its bases are static too, none a module's
         known = self._types.get(id(t))
         if known is None:
-            known = (t, any(self.owns_class(c) for c in mro(t)))
+            if self._rooted and _foreign(t):
+                return False
+            names = list(map(class_module, mro(t)))
+            known = (t, any(map(self.owns_name, names)))
             self._types[id(t)] = known
+            if self._rooted and not any(type(n) is str and n.startswith(_ROOT) for n in names):
+                _remember_foreign(t)
         return known[1]
 
     def _owns_function(self, fn: types.FunctionType) -> bool:

@@ -22,6 +22,7 @@ import _signal as _signal_c  # type: ignore[import-not-found]
 import asyncio
 import builtins
 import logging
+import operator
 import signal
 import sys
 import threading
@@ -91,8 +92,25 @@ def baseline() -> dict[str, Any]:
     memory for it, where a copy each was most of a module's footprint. The previous one is
     only weakly referenced here: once no module holds it, it must not keep its objects
     (say, an unloaded module's excepthook) alive.
+
+    Whether anything changed is one compare, in C-level passes, of every value read (slots,
+    signal handlers, ``sys.path``, the builtins' names and values) with what the last
+    baseline holds: this runs at every load, and nothing is built when nothing changed.
     """
     global _last
+    with _last_lock:
+        last = _last()
+    # Copied in one step first (another thread may bind a builtin meanwhile).
+    table = vars(builtins).copy()
+    path = tuple(sys.path)
+    try:
+        slots = [read() for read in _READERS]
+        signals = list(map(getsignal, _READABLE))
+    except Exception:  # a slot or signal that cannot be read now: the long way
+        pass
+    else:
+        if last is not None and _unchanged(last, [*slots, *signals], path, table):
+            return last
     before = _Baseline()
     for name, (read, _write, _default) in SLOTS.items():
         try:
@@ -107,12 +125,8 @@ def baseline() -> dict[str, Any]:
                 before[key] = getsignal(signum)
             except (ValueError, OSError):
                 continue
-    with _last_lock:
-        last = _last()
-    before["sys.path"] = _reuse(last, "sys.path", tuple(sys.path), _ids)
-    # Ids only: a baseline must not keep alive what a module later removes. Copied in one
-    # step first (another thread may bind a builtin meanwhile).
-    table = vars(builtins).copy()
+    before["sys.path"] = _reuse(last, "sys.path", path, _ids)
+    # Ids only: a baseline must not keep alive what a module later removes.
     values = list(map(id, table.values()))
     old = last.get("builtins") if last is not None else None
     if old is not None and list(old.values()) == values and _ids(old) == _ids(table):
@@ -127,6 +141,23 @@ def baseline() -> dict[str, Any]:
     with _last_lock:
         _last = weakref.ref(before)
     return before
+
+
+def _unchanged(last: dict[str, Any], read: list[object], path: tuple[str, ...],
+               table: dict[str, object]) -> bool:
+    """Whether ``last`` was taken from these very values: the slots and signal handlers
+    (``read``, in the order ``last`` holds them), ``sys.path`` and the builtins. By
+    identity (``operator.is_``: no ``__eq__`` of a module's object runs); ``last`` keeps
+    each of these objects alive, so an identical one is the same; a builtin's value by
+    id, as ``last`` keeps it."""
+    then = list(last.values())
+    if len(then) != len(read) + 2:  # a slot missing then: the long way
+        return False
+    old_path, old_builtins = last["sys.path"], last["builtins"]
+    now = [*read, *path, *table]
+    was = [*then[:len(read)], *old_path, *old_builtins]
+    return (len(now) == len(was) and all(map(operator.is_, now, was))
+            and list(old_builtins.values()) == list(map(id, table.values())))
 
 
 def _ids(items: Iterable[object]) -> list[int]:
@@ -148,6 +179,10 @@ class _Baseline(dict[Any, Any]):
 
 def _dead() -> None:
     return None
+
+
+#: The slots' readers, in order (the stamp's first part).
+_READERS: Final = tuple(read for read, _write, _default in SLOTS.values())
 
 
 _last_lock = threading.Lock()  # protects: _last
@@ -233,8 +268,13 @@ class Scrub:
         """Whether the module's namespaces define a class (derived from ``base``): a cheap
         pre-check for registries keyed by classes."""
         if self._classes is None:
-            self._classes = [v for ns in self.namespaces for v in list(ns.values())
-                             if among(type, _mro(type(v))) and self._owner.owns_class(v)]
+            values = [v for ns in self.namespaces for v in list(ns.values())]
+            kinds = list(map(type, values))
+            # Whether a value is a class depends on its type only: one look per type.
+            metas = {tid for tid, t in dict(zip(map(id, kinds), kinds, strict=True)).items()
+                     if among(type, _mro(t))}
+            self._classes = [v for v, t in zip(values, kinds, strict=True)
+                             if id(t) in metas and self._owner.owns_class(v)] if metas else []
         return any(among(base, _mro(c)) for c in self._classes)
 
     def removed(self, what: str) -> None:

@@ -12,6 +12,7 @@ import copyreg
 import functools
 import gc
 import logging
+import operator
 import re
 import signal
 import sys
@@ -20,12 +21,13 @@ import types
 import typing
 import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _sysmodules
-from ._owned import Owner, class_qualname, safe_vars
-from ._scrub import SIGNALS, SLOTS, Scrub, Scrubber, getsignal, run
+from ._owned import Owner, attrs_of, class_qualname, safe_vars
+from ._scrub import _READABLE, _SIGNAL_KEYS, SIGNALS, SLOTS, Scrub, Scrubber, getsignal, run
+from ._scrub_helpers import _drop_added, _drop_keys, _none_owned, _remove_identity, _unchanged
 
 if TYPE_CHECKING:
     from ._instance import Instance
@@ -36,48 +38,7 @@ _log = logging.getLogger("livemod")
 _TYPE_DICT: Final[Any] = type.__dict__["__dict__"]
 
 
-def _drop_added(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], bool]) -> list[str]:
-    """Delete the entries of ``d`` that are new since the load and the module's; return their
-    keys. One it rebound is left: what it replaced is not known here (one replaced during
-    the load was put back already, by ``_installed_modules``), and deleting ``print`` would
-    be worse than the leak the report names."""
-    before: dict[str, int] = s._before.get(key) or {}
-    added = [k for k in list(d) if type(k) is str and k not in before]
-    gone = [k for k in added if not skip(k) and s.owns(d.get(k))]
-    for k in gone:
-        d.pop(k, None)
-    return gone
-
-
 # -- one function per registry ----------------------------------------------------------
-
-
-def _remove_identity(items: list[Any], pred: Callable[[Any], bool]) -> list[Any]:
-    """Remove from ``items`` (in place, by position) every entry ``pred`` accepts."""
-    gone = [item for item in list(items) if pred(item)]
-    for item in gone:
-        for i, existing in enumerate(items):
-            if existing is item:
-                del items[i]
-                break
-    return gone
-
-
-def _drop_keys(d: dict[Any, Any], pred: Callable[[Any, Any], bool]) -> list[Any]:
-    """Delete the entries ``pred(key, value)`` accepts, without hashing or comparing an
-    owned key (its metaclass may define ``__hash__``/``__eq__``): the dict is rebuilt from
-    the entries that stay when a key's type is not an ordinary one."""
-    gone = [k for k, v in list(d.items()) if pred(k, v)]
-    if not gone:
-        return gone
-    if all(type(k) is str or type(k) is int or type(k) is tuple for k in gone):
-        for k in gone:
-            d.pop(k, None)
-    else:
-        keep = [(k, v) for k, v in list(d.items()) if not any(k is g for g in gone)]
-        d.clear()
-        d.update(keep)
-    return gone
 
 
 def _warnings(s: Scrub) -> None:
@@ -93,6 +54,12 @@ def _warnings(s: Scrub) -> None:
         pattern = module.pattern if type(module) is re.Pattern else None
         return type(pattern) is str and pattern.replace("\\", "").startswith(private)
 
+    categories = [f[2] for f in list(filters) if type(f) is tuple and len(f) >= 5]
+    patterns = [f[3].pattern for f in list(filters) if type(f) is tuple and len(f) >= 5
+                and type(f[3]) is re.Pattern and type(f[3].pattern) is str]
+    if (_none_owned(s, categories) and not any(private in p.replace("\\", "") for p in patterns)
+            and not s.has_classes(Warning)):
+        return None  # nothing of the module's is in the filters or the registries below
     gone = _remove_identity(filters, theirs)
     for f in gone:
         s.removed(f"warnings filter {f[0]!r} for {_category(s, f[2])}")
@@ -133,6 +100,8 @@ def _logging(s: Scrub) -> None:
     manager = logging.Logger.manager
     with logging._lock:  # type: ignore[attr-defined]
         loggers: dict[str, Any] = manager.loggerDict
+        if _logging_untouched(s, manager.root, loggers):
+            return
         removed = _drop_keys(loggers, lambda k, v: s.owns_name(k) or s.owns(v))
         for name in removed:
             s.removed(f"logger {s._owner.public(name)!r}")
@@ -157,6 +126,37 @@ def _logging(s: Scrub) -> None:
             lg.parent = manager.root
 
 
+def _logging_untouched(s: Scrub, root: Any, loggers: dict[str, Any]) -> bool:
+    """Whether no logger is the module's (by name or object), and no logger's parent,
+    handler, formatter or filter, nor a handler's filter, is -- what ``_logging`` looks
+    for, gathered for one ``sift`` (called under logging's lock)."""
+    names = list(loggers)
+    if any(s.owns_name(n) for n in names if type(n) is str and s.private_name in n):
+        return False
+    found: list[Any] = [root, *loggers.values()]
+    real = [lg for lg in found if type(lg) is not logging.PlaceHolder]
+    waiting = [lg for p in found if type(p) is logging.PlaceHolder for lg in list(p.loggerMap)]
+    for lg in waiting:  # a placeholder's loggers are also looked for by name
+        name = attrs_of(lg).get("name")
+        if type(name) is str and s.owns_name(name):
+            return False
+    found.extend(waiting)
+    for lg in real:
+        attrs = attrs_of(lg)
+        found.append(attrs.get("parent"))
+        found.extend(_listed(attrs.get("filters")))
+        for h in _listed(attrs.get("handlers")):
+            h_attrs = attrs_of(h)
+            found.append(h)
+            found.append(h_attrs.get("formatter"))
+            found.extend(_listed(h_attrs.get("filters")))
+    return _none_owned(s, found)
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if type(value) is list else []
+
+
 def _handler_is_theirs(s: Scrub, h: Any) -> bool:
     if s.owns(h):
         return True
@@ -172,6 +172,15 @@ def _scrub_filterer(s: Scrub, target: Any, label: str) -> None:
 
 
 def _slots(s: Scrub) -> None:
+    names, now = [], []
+    for name, (read, _write, _default) in SLOTS.items():
+        try:
+            now.append(read())
+        except Exception:
+            continue
+        names.append(name)
+    if _unchanged(s, names, now):
+        return
     for name, (read, write, default) in SLOTS.items():
         try:
             now = read()
@@ -220,6 +229,11 @@ def _trace(s: Scrub) -> None:
 
 
 def _signal(s: Scrub) -> None:
+    try:  # one C-level pass over the signals that could be read at import
+        if _unchanged(s, _SIGNAL_KEYS, map(getsignal, _READABLE)):
+            return
+    except (ValueError, OSError):
+        pass
     on_main = threading.current_thread() is threading.main_thread()
     for signum in SIGNALS:
         try:
@@ -240,11 +254,19 @@ def _signal(s: Scrub) -> None:
 
 def _copyreg(s: Scrub) -> None:
     table: dict[Any, Any] = copyreg.dispatch_table
+    if _none_owned(s, [*table, *table.values()]):
+        return
     for cls in _drop_keys(table, lambda k, v: s.owns(k) or s.owns(v)):
         s.removed(f"copyreg reducer for {s._owner.describe(cls)}")
 
 
 def _import_system(s: Scrub) -> None:
+    before_path = s._before.get("sys.path", ())
+    path = list(sys.path)
+    path_same = len(path) == len(before_path) and all(map(operator.is_, path, before_path))
+    if path_same and _none_owned(s, sys.meta_path, sys.path_hooks,
+                                 list(sys.path_importer_cache.values())):
+        return  # sys.path as before the load, and nothing of the module's in the rest
     for f in _remove_identity(sys.meta_path, s.owns):
         s.removed(f"sys.meta_path finder {s._owner.describe(f)}")
     for h in _remove_identity(sys.path_hooks, s.owns):

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from types import CodeType, MappingProxyType
 from typing import Final, final
 
-from . import _lazy_read, _native
-from ._bytecode import compile_cached
+from . import _bytecode, _lazy_read, _native
 from ._locate import locate, package_files
-from ._manifest import parse_manifest, parse_module
+from ._manifest import from_record, parse_manifest, parse_module, record_of
 from ._metadata import ModuleInfo
 from .errors import ManifestError
 
@@ -132,14 +131,37 @@ def _finish(
     abs_path: str, source_file: str, is_package: bool, by_path: Mapping[str, bytes],
     files: Mapping[str, bytes], sig: bytes | None,
 ) -> ModuleSource:
-    """The manifest and the code from the bytes read."""
+    """The manifest and the code from the bytes read.
+
+    Both are kept in one bytecode cache entry keyed by those bytes: a warm load reads that
+    entry and neither parses nor compiles. (The signature was checked on the bytes before
+    this; the entry is livemod's own file, not the module's.)
+    """
     source = by_path[source_file]
-    info = parse_manifest(source, path=abs_path, source_file=source_file, is_package=is_package)
+    entry = _bytecode.lookup(source, source_file)
+    info = None
+    if entry.code is not None:
+        info = from_record(entry.extra, path=abs_path, source_file=source_file,
+                           is_package=is_package)
+    fresh = info is None
+    if info is None:
+        info = parse_manifest(source, path=abs_path, source_file=source_file,
+                              is_package=is_package)
     if type(by_path) is _lazy_read.LazyFiles:
         by_path.module = info.name
     _native.check_room(info.name, by_path)  # NativeCacheFull, before anything changes
+    code = entry.code
+    if code is None:
+        code = _compile(source, abs_path, source_file, is_package, info.name)
+    if fresh:
+        entry.store(code, record_of(info))
+    return ModuleSource(info, code, _frozen(files), _frozen(by_path), sig)
+
+
+def _compile(source: bytes, abs_path: str, source_file: str, is_package: bool,
+             name: str) -> CodeType:
     try:
-        code = compile_cached(source, source_file)
+        return compile(source, source_file, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
         # The manifest came from the module's head; a full parse words the error with
         # file and line, as for any other manifest problem.
@@ -149,9 +171,8 @@ def _finish(
         where = f"{source_file}:{line}" if line else source_file
         raise ManifestError(
             f"{where}: cannot be compiled: {getattr(exc, 'msg', exc)} (fix the code)",
-            path=source_file, line=line, module=info.name,
+            path=source_file, line=line, module=name,
         ) from exc
-    return ModuleSource(info, code, _frozen(files), _frozen(by_path), sig)
 
 
 def _frozen(files: Mapping[str, bytes]) -> Mapping[str, bytes]:
@@ -168,10 +189,19 @@ def _check_size(name: str, size: int) -> None:
 
 
 def _read(name: str, source_file: str) -> bytes:
+    # One open, fstat and read of exactly the file's size (plus one byte, which shows a file
+    # that grew). A read of MAX_FILE + 1 bytes would allocate 16 MiB for every file: most
+    # of a trivial load's reading time.
     try:
-        _check_size(name, os.stat(name).st_size)
-        with open(name, "rb") as f:
-            data = f.read(MAX_FILE + 1)
+        fd = os.open(name, os.O_RDONLY | _CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            _check_size(name, size)
+            data = os.read(fd, size + 1)
+            if len(data) != size:  # grew since the fstat, not a regular file, a short read
+                data = _read_rest(fd, data)
+        finally:
+            os.close(fd)
     except OSError as exc:
         loop = " (a symbolic link loop)" if exc.errno == errno.ELOOP else ""
         raise ManifestError(f"{name}: cannot be read: {exc.strerror}{loop} (fix or remove "
@@ -179,6 +209,22 @@ def _read(name: str, source_file: str) -> bytes:
     if len(data) > MAX_FILE:  # grew since the stat
         raise ManifestError(f"{name}: larger than {MAX_FILE // 2**20} MiB", path=name)
     return data
+
+
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_rest(fd: int, data: bytes) -> bytes:
+    """The rest of a file (to its end, or one byte past ``MAX_FILE``), in bounded chunks."""
+    chunks = [data]
+    total = len(data)
+    while total <= MAX_FILE:
+        chunk = os.read(fd, min(1 << 20, MAX_FILE + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _package_files(folder: str) -> list[str]:

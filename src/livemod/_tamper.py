@@ -45,6 +45,18 @@ class Baseline:
         self._values = [*self._names.values(), *itertools.chain.from_iterable(
             d.values() for d in self._attrs.values())]
 
+    def _resnapshot(self) -> None:
+        # A restored attribute goes to the end of its dict, and the fast check compares in
+        # the dicts' order: take its view again, from one read of the dicts, and only if
+        # that read is the baseline by name (another thread may be patching meanwhile).
+        items = [list(d.items()) for d in self._dicts]
+        for now, original in zip(items, self._attrs.values(), strict=True):
+            if len(now) != len(original) or any(
+                    original.get(attr, _ABSENT) is not value for attr, value in now):
+                return  # changed again: the next check takes the long way
+        self._keys = [attr for now in items for attr, _ in now]
+        self._values = [*self._names.values(), *(value for now in items for _, value in now)]
+
     def _intact(self) -> bool:
         """Whether nothing changed, in a few C-level passes (this runs after every load).
 
@@ -53,6 +65,8 @@ class Baseline:
         object. A class's attribute names are exact strings (``type.__setattr__`` makes
         them so), so comparing them with ``==`` runs no module code either. The values of
         a dict whose keys are all strings are what ``gc.get_referents`` gives, in order.
+        (Counts and values alone would miss a tail of attributes deleted and set again
+        under other names -- after a restore, the restored ones are that tail.)
         """
         livemod = _package()
         now = [*map(livemod.__dict__.get, self._names), *gc.get_referents(*self._dicts)]
@@ -83,4 +97,5 @@ class Baseline:
                 if now.get(attr, _ABSENT) is not value:
                     setattr(cls, attr, value)
                     changed.append(f"livemod.{key}.{attr}")
+        self._resnapshot()
         return changed

@@ -5,7 +5,8 @@ The steps, in this order, and why:
 1. ``stopping`` is set first, so managed threads and timers start winding down while the
    rest runs.
 2. ``exit`` runs (an unload of a module whose init succeeded only), in a thread of its own
-   and bounded by ``exit_timeout``: a module whose exit hangs cannot hang the host.
+   (a spare one started ahead, ``_exit_runner``) and bounded by ``exit_timeout``: a module
+   whose exit hangs cannot hang the host.
 3. The managed undo stack unwinds, newest first, and a failing undo never stops the others.
    It comes after exit because exit may still use what the module took. Then the scrub
    (``_scrub``) takes back what the module's code left directly in CPython's registries,
@@ -27,13 +28,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, final
 
 from . import _leak_watch, _leaks, _loader, _scrub, _scrub_registries, _wire
 from ._aio import LoopBridge
+from ._exit_runner import ExitRunner
 from ._instance import Instance, ModuleIdentity
 from ._journal import Journal
 from ._leak_judge import LeakJudge
@@ -55,7 +56,7 @@ BASELINE: list[Baseline] = []
 class Teardown:
     """Tears instances down for one host; see the module docstring for the order."""
 
-    __slots__ = ("_bridge", "_journal", "_settings", "_table", "judge", "scrubbers")
+    __slots__ = ("_bridge", "_exits", "_journal", "_settings", "_table", "judge", "scrubbers")
 
     def __init__(self, table: ModuleTable, journal: Journal, bridge: LoopBridge,
                  settings: Settings) -> None:
@@ -64,6 +65,7 @@ class Teardown:
         self._bridge = bridge
         self._settings = settings
         self.scrubbers: list[_scrub.Scrubber] = []  # Host.scrubber; guarded by table.lock
+        self._exits = ExitRunner()
         self.judge = LeakJudge(journal)  # leak verdicts, off the unload's path
         if not BASELINE:  # before any module could have touched livemod
             BASELINE.append(Baseline())
@@ -178,8 +180,9 @@ class Teardown:
             self._run_exit(inst.name, exit_fn, ctx)
 
     def _run_exit(self, name: str, exit_fn: Callable[..., Any], ctx: ModuleIdentity) -> None:
-        """Run ``exit`` in a thread of its own, for at most ``exit_timeout`` seconds: a
-        module whose exit hangs is reported and taints the host, which goes on."""
+        """Run ``exit`` on a thread of its own (``_exit_runner``), for at most
+        ``exit_timeout`` seconds: a module whose exit hangs is reported and taints the
+        host, which goes on."""
         failure: list[str] = []
         exit_timeout = self._settings.exit_timeout
 
@@ -194,16 +197,19 @@ class Teardown:
 
         if exit_timeout is None:
             run()
-        else:
-            worker = threading.Thread(target=run, name=f"livemod-exit-{name}", daemon=True)
-            worker.start()
-            worker.join(exit_timeout)
-        if exit_timeout is not None and worker.is_alive():
+        elif not self._exits.run(run, name, exit_timeout,
+                                 wait_end=self._settings.leak_check):
             self._journal.taint("exit-timeout", name, f"exit did not return within "
                                 f"{exit_timeout:g}s; carried on without it")
-        elif failure:
+            self.check_intact(name)
+            return
+        if failure:
             self._journal.taint("exit-failed", name, f"exit raised {failure[0]}")
         self.check_intact(name)
+
+    def close(self) -> None:
+        """The host is closed: end its spare exit thread."""
+        self._exits.close()
 
     def check_intact(self, name: str) -> None:
         """A module may rebind livemod's names or patch its classes: put them back."""

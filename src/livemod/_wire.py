@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from . import _patches, _provenance, _scrub, _sysmodules, _trampolines, _wiring
 from ._instance import Instance
-from ._owned import Owner
+from ._owned import Owner, among, mro
 from ._state import State
 
 if TYPE_CHECKING:
@@ -161,24 +161,58 @@ def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
         _wiring.unregister(wiring)
     private = inst.private_name
     below = private + "."
-    ids = inst.namespace_ids
     removed = []
-    for key, value in list(_sysmodules.snapshot().items()):
-        if key == private or key.startswith(below):
-            continue
-        if types.ModuleType in type(value).__mro__:  # never isinstance: no module code runs
-            owner = object.__getattribute__(value, "__dict__")
-            name = owner.get("__name__", "")
-            ours = id(owner) in ids or (
-                isinstance(name, str) and (name == private or name.startswith(below)))
-            if ours and sys.modules.get(key) is value:
-                del sys.modules[key]
-                removed.append(key)
+    snap = _sysmodules.snapshot()
+    for key in _inserted(snap, private, inst.namespace_ids):
+        if key == private or (type(key) is str and key.startswith(below)):
+            continue  # its own private names: _loader.remove_modules takes those out
+        if sys.modules.get(key) is snap[key]:
+            del sys.modules[key]
+            removed.append(key)
     if removed:
         event("sys-modules-removed", inst.name,
                     f"removed sys.modules entries the module inserted itself: "
                     f"{', '.join(sorted(removed))}", names=tuple(sorted(removed)))
     return removed
+
+
+_MODULE: Final = types.ModuleType
+
+
+def _inserted(snap: dict[Any, Any], private: str, ids: frozenset[int]) -> list[Any]:
+    """The keys whose module is one of the module's: one of its namespaces (``ids``), or
+    named under ``private``.
+
+    This runs at every unload over all of ``sys.modules``, and reading several hundred
+    module objects is bound by memory, not by the interpreter: so one pass that touches
+    each plain module once (its namespace read through ``ModuleType``'s own ``__dict__``
+    and its name with ``dict.get``: no module code runs) keeps only the candidates, and
+    those -- its own entries, module subclasses, other objects, odd names -- are then
+    looked at one by one (never ``isinstance``, never ``getattr``).
+    """
+    found = []
+    for key, value in [(k, v) for k, v in snap.items() if type(v) is not _MODULE
+                       or id(d := v.__dict__) in ids or type(n := d.get("__name__")) is not str
+                       or n.startswith(private)]:
+        if type(value) is _MODULE:
+            owner = value.__dict__
+        elif among(_MODULE, mro(type(value))):  # a subclass of ModuleType (a lazy module)
+            owner = object.__getattribute__(value, "__dict__")
+        else:
+            continue  # not a module at all
+        if type(owner) is dict and (id(owner) in ids
+                                    or _ours(dict.get(owner, "__name__"), private)):
+            found.append(key)
+    return found
+
+
+def _ours(name: object, private: str) -> bool:
+    # str's own methods: a str subclass's __eq__ or startswith never runs.
+    if not among(str, mro(type(name))):
+        return False
+    text: str = name  # type: ignore[assignment]
+    return str.startswith(text, private) and (
+        str.__len__(text) == len(private) or str.startswith(text, private + "."))
 
 
 _tags_lock = threading.Lock()  # protects: _tags_in_use
