@@ -62,12 +62,23 @@ def _doorbell(ro: Rollout, watch: Watch | None, seconds: float) -> Watch | None:
         return None
 
 
-def _retrying(ro: Rollout, what: str, fn: Any, limit: float = 120.0) -> Any:
-    """``fn()``, retried with back-off while the engine is unreachable (up to ``limit``)."""
+#: Seconds after an outage of the engine before a member without a registration counts as
+#: gone: agents register again within a second of the engine answering (their lease loop
+#: retries every 0.2 s); this leaves room for a loaded machine.
+_REREGISTER = 10.0
+
+
+def _retrying(ro: Rollout, what: str, fn: Any, limit: float = 120.0,
+              outages: list[float] | None = None) -> Any:
+    """``fn()``, retried with back-off while the engine is unreachable (up to ``limit``);
+    the time the engine answered again after an outage is appended to ``outages``."""
     delay, end, told = 0.2, time.monotonic() + limit, False
     while True:
         try:
-            return fn()
+            result = fn()
+            if told and outages is not None:
+                outages.append(time.monotonic())
+            return result
         except EngineUnreachable as exc:
             if time.monotonic() > end:
                 raise
@@ -80,17 +91,26 @@ def _retrying(ro: Rollout, what: str, fn: Any, limit: float = 120.0) -> Any:
 
 def _collect(ro: Rollout, rid: str, k: int, members: list[str], deadline: float
              ) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """Wait for the members' votes; (votes by machine, machines still registered)."""
+    """Wait for the members' votes; (votes by machine, machines still registered).
+
+    A member whose registration is missing is gone -- unless the engine was just away: an
+    outage longer than the agents' lease expires every lease at once, and the agents need a
+    moment to register again. So after an outage, missing members are waited for for
+    ``_REREGISTER`` seconds (within the deadline) before they count as gone.
+    """
     watch: Watch | None = None
+    outages: list[float] = []
     try:
         while True:
             if ro.lock is not None:
                 ro.lock.check()
             kvs, _ = _retrying(ro, "collecting votes", lambda: ro.client.range(
-                ro.keys.votes(rid, k), prefix=True))
+                ro.keys.votes(rid, k), prefix=True), outages=outages)
             votes = {kv.key.rsplit("/", 1)[-1]: load(kv, "vote") or {} for kv in kvs}
-            alive = set(_retrying(ro, "listing machines", ro.machines))
-            if all(m in votes or m not in alive for m in members) or time.time() > deadline:
+            alive = set(_retrying(ro, "listing machines", ro.machines, outages=outages))
+            settled = not outages or time.monotonic() > outages[-1] + _REREGISTER
+            if (all(m in votes or (m not in alive and settled) for m in members)
+                    or time.time() > deadline):
                 return votes, alive
             watch = _doorbell(ro, watch, min(0.5, max(0.05, deadline - time.time())))
     finally:
