@@ -104,6 +104,24 @@ def _decision(agent: Agent, rid: str, k: int, deadline: float, hold_end: float
             watch.close()
 
 
+def _put_vote(agent: Agent, rid: str, k: int, vote: dict[str, Any], deadline: float) -> None:
+    """Write the vote, again and again while the engine is away (until the deadline): a
+    prepared machine whose vote is lost to an outage would count as silent, and abort the
+    batch. The put is idempotent (one key, one value)."""
+    while True:
+        try:
+            agent.client.put(agent.keys.vote(rid, k, agent.machine), dump(vote))
+            return
+        except EngineUnreachable as exc:
+            agent._unreachable(exc)
+            if time.time() > deadline:
+                return
+            time.sleep(0.5)
+        except LivemodError as exc:
+            agent._unreachable(exc)
+            return
+
+
 def take_part(agent: Agent, rid: str, k: int, batch: dict[str, Any]) -> None:
     """Prepare, vote, wait for the decision and carry it out, on this machine."""
     deadline = float(batch["deadline"])
@@ -130,10 +148,7 @@ def take_part(agent: Agent, rid: str, k: int, batch: dict[str, Any]) -> None:
     after = next((v.after for v in votes if v.ok and not v.dropped), ())
     vote = {"machine": agent.machine, "ok": ok, "error": refused,
             "workers": [v.describe() for v in votes], "after": specs_json(after)}
-    try:
-        agent.client.put(agent.keys.vote(rid, k, agent.machine), dump(vote))
-    except LivemodError as exc:
-        agent._unreachable(exc)
+    _put_vote(agent, rid, k, vote, deadline)
     agent._set("prepared" if ok else "refused")
     agent.report()
     outcome, reason = _decision(agent, rid, k, deadline, hold_end)
