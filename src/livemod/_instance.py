@@ -232,24 +232,21 @@ class Instance:
 
     def own_set(self, field: SetField) -> set[Any]:
         """The record's own set for ``field``, made on first write (shared empty before)."""
-        found = getattr(self, field)
-        if type(found) is not set:
-            with _made_lock:
-                made = set(getattr(self, field))
-                found = getattr(self, field)  # (a finalizer run by set() may have made it)
-                if type(found) is not set:
-                    setattr(self, field, made)
-                    found = made
+        found: set[Any] = self._own(field, set)
         return found
 
     def own_list(self, field: ListField) -> list[Any]:
         """The record's own list for ``field``, made on first write (shared empty before)."""
+        found: list[Any] = self._own(field, list)
+        return found
+
+    def _own(self, field: str, kind: type[set[Any]] | type[list[Any]]) -> Any:
         found = getattr(self, field)
-        if type(found) is not list:
+        if type(found) is not kind:
             with _made_lock:
-                made = list(getattr(self, field))
-                found = getattr(self, field)  # (a finalizer run by list() may have made it)
-                if type(found) is not list:
+                made = kind(getattr(self, field))
+                found = getattr(self, field)  # (a finalizer run by kind() may have made it)
+                if type(found) is not kind:
                     setattr(self, field, made)
                     found = made
         return found
