@@ -482,8 +482,7 @@ class Lifecycle:
                 if self.wait_quiet(old, time.monotonic() + limit, holds=True):
                     self.journal.taint("forced-unload", old.name, "closed while still in use")
                 self.teardown.finish(old)
-            self.teardown.close()
-            self.teardown.judge.close()  # every verdict in before close returns
+            self.teardown.close()  # the spare exit thread, and every verdict in
             self.registrar.shutdown()
             return True
 

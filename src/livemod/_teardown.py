@@ -208,8 +208,9 @@ class Teardown:
         self.check_intact(name)
 
     def close(self) -> None:
-        """The host is closed: end its spare exit thread."""
+        """The host is closed: end its spare exit thread; every verdict is in on return."""
         self._exits.close()
+        self.judge.close()
 
     def check_intact(self, name: str) -> None:
         """A module may rebind livemod's names or patch its classes: put them back."""
