@@ -149,7 +149,7 @@ class LeakJudge:
     def _judge(self, watch: _leaks.LeakWatch) -> None:
         # Our collection returns at once when another thread is collecting: decide once
         # that one is over, and collect again (a cycle may have been half found).
-        wait_until(lambda: not _leaks.other_thread_collecting(), _JUDGE_WITHIN)
+        _wait_until(lambda: not _leaks.other_thread_collecting(), _JUDGE_WITHIN)
         gc.collect()
         if not watch.survivors():
             return
@@ -178,7 +178,7 @@ class LeakJudge:
         self._worker = None
 
 
-def wait_until(ready: Callable[[], bool], within: float) -> None:
+def _wait_until(ready: Callable[[], bool], within: float) -> None:
     """Poll ``ready`` (it is a gc phase, which has no event to wait on) for ``within`` s."""
     deadline = time.monotonic() + within
     while not ready() and time.monotonic() < deadline:
