@@ -71,7 +71,9 @@ def exec_module(
         private_name, _LOADER, origin=source_file, is_package=package_dir is not None
     )
     spec.has_location = True
-    spec.loader_state = files
+    # Only a package's submodules are compiled from the snapshot: a single file's bytes
+    # are not kept for the module's life (tracebacks read the file, as for any import).
+    spec.loader_state = files if package_dir is not None else None
     if package_dir is not None:
         spec.submodule_search_locations = [package_dir]
         module.__path__ = [package_dir]

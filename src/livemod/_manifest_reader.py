@@ -12,6 +12,7 @@ import ast
 import difflib
 import io
 import keyword
+import sys
 import tokenize
 from types import MappingProxyType
 from typing import Final, NoReturn
@@ -199,7 +200,10 @@ class _Reader:
         value = self.literal(node, field_name)
         if not isinstance(value, str):
             self.fail(node, field_name, f"expected a str, got {_type_name(value)} {value!r:.60}")
-        return value
+        # Interned: the same license, author, version or type string ("MIT", "int") is one
+        # object for every loaded module, not a copy per module as ``ast`` made it (and
+        # ``marshal`` keeps it interned in the bytecode cache's record).
+        return sys.intern(value) if type(value) is str else value
 
     def read_name(self, node: ast.expr) -> str:
         name = self.read_str(node, "name")
@@ -220,7 +224,7 @@ class _Reader:
             parse_version(version)
         except ValueError as exc:
             self.fail(node, "version", str(exc))
-        return version.strip()
+        return sys.intern(version.strip())
 
     def read_str_list(
         self, node: ast.expr, field_name: str, limit: int
@@ -290,7 +294,7 @@ class _Reader:
             if not pname.isidentifier() or keyword.iskeyword(pname):
                 self.fail(key_node, f"params.{pname}", "parameter names must be valid Python "
                           "identifiers (letters, digits and underscores)")
-            specs[pname] = self.read_param(pname, spec_node)
+            specs[pname] = self.read_param(sys.intern(pname), spec_node)
         return specs
 
     def read_param(self, pname: str, node: ast.expr) -> ParamSpec:
@@ -308,6 +312,7 @@ class _Reader:
             self.fail(fields["type"], f"{where}.type",
                       f"expected one of {', '.join(PARAM_TYPES)}, got {ptype!r:.60}")
         assert isinstance(ptype, str)
+        ptype = sys.intern(ptype)
         writable = self.literal(fields["writable"], f"{where}.writable") \
             if "writable" in fields else False
         if not isinstance(writable, bool):
