@@ -43,6 +43,12 @@ def test_dispatch_benchmark_prints_ratios() -> None:
     assert "RESULT:" in out
 
 
+def test_acall_floor_benchmark_prints_ratios() -> None:
+    rows = ratio_rows(run("bench_acall_floor.py"))
+    assert {(f"{part}/loop", "1") for part in (
+        "coroutine", "+marker", "+keyword-only", "+loop-learning", "livemod")} <= rows, rows
+
+
 def test_unload_benchmark_prints_ratios() -> None:
     rows = ratio_rows(run("bench_unload.py"))
     for label in ("GONE hammer/idle", "rmmod hammer/idle", "rmmod on/off"):

@@ -82,6 +82,21 @@ def test_broken_modules_are_listed_not_fatal(folder: Path) -> None:
     assert index.find("log") is not None  # the rest of the folder is usable
 
 
+def test_oversized_file_is_listed_broken_without_being_read(folder: Path) -> None:
+    # A sparse file past the load's limit: depmod must refuse it from its size, as a load
+    # does, not read gigabytes into memory to hash them.
+    from livemod._source import MAX_FILE
+
+    big = folder / "huge.py"
+    with open(big, "wb") as fh:
+        fh.truncate(64 * MAX_FILE)
+    index = build_index([folder], entry_points=False)
+    broken = dict(index.broken())
+    assert broken[str(big)].startswith("ManifestError: ")
+    assert "larger than a module file may be" in broken[str(big)]
+    assert index.find("greet") is not None  # the rest of the folder is usable
+
+
 def test_missing_folder_is_an_empty_part(tmp_path: Path) -> None:
     index = build_index([tmp_path / "nowhere"], entry_points=False)
     assert index.modules() == () and index.find("x") is None

@@ -236,3 +236,24 @@ def test_params_set_replaces_atomically() -> None:
         t.join()
     # No writer lost another's update.
     assert params.as_dict() == {f"p{i}": 199 for i in range(8)}
+
+
+def test_a_finalizer_may_set_a_parameter_during_a_write() -> None:
+    # Replacing a value can free the old one and run its finalizer on the writing thread (as
+    # can a collection started by the copy); a finalizer that sets a parameter must neither
+    # deadlock on the write lock nor lose either write.
+    specs = {name: spec("int", name, default=0, writable=True) for name in ("a", "b")}
+    finalized = threading.Event()
+
+    class SetsOnDeath:
+        def __del__(self) -> None:
+            params._set("b", 2)
+            finalized.set()
+
+    params = Params(specs, {"a": SetsOnDeath(), "b": 0}, module="m")
+    writer = threading.Thread(target=params._set, args=("a", 1), daemon=True)
+    writer.start()
+    writer.join(timeout=20)
+    assert not writer.is_alive(), "a parameter write deadlocked in a finalizer's write"
+    assert finalized.is_set()
+    assert params.as_dict() == {"a": 1, "b": 2}

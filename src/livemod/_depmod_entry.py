@@ -26,8 +26,9 @@ from typing import Any, Final, final
 from ._locate import locate, package_files
 from ._manifest import parse_manifest
 from ._metadata import MISSING, ModuleInfo, ParamSpec
+from ._source import MAX_FILE
 from ._version import Requirement
-from .errors import LivemodError
+from .errors import LivemodError, ManifestError
 
 __all__ = [
     "FORMAT",
@@ -132,7 +133,17 @@ def _stamp_file(file: str, rel: str) -> tuple[FileStamp, bytes]:
     with open(file, "rb") as fh:
         # fstat before reading: a change after it shows up as a new stamp at the next check.
         st = os.fstat(fh.fileno())
-        data = fh.read()
+        # The load's size limit, applied before reading: an index scan must not read a
+        # stray multi-gigabyte file on the module path into memory to hash it.
+        if st.st_size > MAX_FILE:
+            raise ManifestError(
+                f"{file}: {st.st_size // 2**20} MiB is larger than a module file may be "
+                f"({MAX_FILE // 2**20} MiB; keep large data out of module files)", path=file)
+        data = fh.read(st.st_size + 1)
+        if len(data) > st.st_size:  # grew since the fstat (or a size the stat does not know)
+            data += fh.read(MAX_FILE + 1 - len(data))
+        if len(data) > MAX_FILE:
+            raise ManifestError(f"{file}: larger than {MAX_FILE // 2**20} MiB", path=file)
     return FileStamp(rel, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()), data
 
 

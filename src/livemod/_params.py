@@ -215,7 +215,7 @@ class Params:
     __slots__ = ("_module", "_specs", "_values")
 
     # _write_lock (one for every module's parameters: writes are an operator's, rare)
-    # protects: the read-copy-replace of _values in _set, so two concurrent writers cannot
+    # protects: the compare-and-swap of _values in _set, so two concurrent writers cannot
     # lose each other's update. Readers never take it.
 
     def __init__(
@@ -300,9 +300,16 @@ class Params:
                 module=self._module,
             )
         converted = convert(spec, value, module=self._module)
-        with _write_lock:
-            values = dict(self._values)
+        # The copy is made outside the lock and swapped in only if nobody wrote meanwhile:
+        # the copy may start a collection whose finalizer sets a parameter on this very
+        # thread, which would deadlock on a held lock. Under the lock nothing allocates or
+        # frees (``current`` keeps the old dict alive until this returns).
+        while True:
+            current = self._values
+            values = dict(current)
             values[name] = converted
-            # One reference swap: readers see the old dict or the new one, never a mix.
-            object.__setattr__(self, "_values", values)
-        return converted
+            with _write_lock:
+                if self._values is current:
+                    # One reference swap: readers see the old dict or the new one, never a mix.
+                    object.__setattr__(self, "_values", values)
+                    return converted
