@@ -304,9 +304,10 @@ def test_exit_that_hangs_is_abandoned_after_exit_timeout(
 def test_what_exit_leaves_in_its_threads_state_dies_with_that_thread(
     lab_factory: Callable[..., Lab], wait_for: Any, leak_check: bool
 ) -> None:
-    """exit runs on a thread of its own (with the leak check off, a spare one started
-    ahead: ``_exit_runner``): what it leaves in a library's thread-local or context
-    variable is not kept alive by a worker that outlives the module."""
+    """exit runs on a thread of its own (a spare one started ahead: ``_exit_runner``):
+    what it leaves in a library's thread-local or context variable is not kept alive by a
+    worker that outlives the module, and the leak check waits for that thread to end
+    before it judges (no false ``module-leaked``)."""
     import contextvars
     import threading
 
@@ -335,8 +336,8 @@ def test_what_exit_leaves_in_its_threads_state_dies_with_that_thread(
         assert name == "livemod-exit-m"
         idents.append(ident)
         thing = lab.probe.kept.pop("thing")
-        # The thread that held it in its state ends (with the leak check on, before
-        # rmmod returns; off, just after).
+        # The thread that held it in its state ends just after rmmod returns (with the
+        # leak check on, the judge joins it before its verdict).
         wait_for(lambda thing=thing: thing() is None, what="the exit's thread to end")
         lab.probe.reset()
         lab.probe.kept["tls"] = threading.local()

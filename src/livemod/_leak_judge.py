@@ -134,6 +134,11 @@ class LeakJudge:
                 del batch
 
     def _judge_batch(self, batch: list[_leaks.LeakWatch]) -> None:
+        for watch in batch:
+            thread, watch.exit_thread = watch.exit_thread, None
+            if thread is not None:
+                thread.join(_JUDGE_WITHIN)  # its thread-local state dies with it
+            del thread
         with collecting():  # the collector holds the GIL throughout: see _switching
             gc.collect()
         for watch in batch:

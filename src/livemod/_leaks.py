@@ -148,8 +148,8 @@ class LeakWatch:
     """Weak references to everything of one unloaded instance."""
 
     __slots__ = (
-        "asked", "atexit_notes", "chains", "files", "name", "names", "native", "refs",
-        "unloaded_at", "version",
+        "asked", "atexit_notes", "chains", "exit_thread", "files", "name", "names", "native",
+        "refs", "unloaded_at", "version",
     )
 
     def __init__(
@@ -169,6 +169,9 @@ class LeakWatch:
         self.chains: tuple[str, ...] = ()
         self.native: tuple[str, ...] = ()  # its extension modules (see held_outside_gc)
         self.asked = False  # explained again with _ASKED_BUDGET (see to_leak)
+        # The thread exit ran on: what exit left in its thread-local state and context dies
+        # only when it ends, so the judge joins it first (``_exit_runner``).
+        self.exit_thread: threading.Thread | None = None
 
     def survivors(self) -> list[str]:
         return [desc for desc, ref in self.refs if ref() is not None]

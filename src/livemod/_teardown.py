@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, final
@@ -117,8 +118,7 @@ class Teardown:
 
     def _module_side(self, inst: Instance, *, unloading: bool) -> _leaks.LeakWatch | None:
         inst.stopping.set()
-        if unloading:
-            self._exit(inst)
+        exit_thread = self._exit(inst) if unloading else None
         failures = inst.undo.unwind(self.complete)
         self._scrub(inst, unloading=unloading)
         watch = None
@@ -132,6 +132,7 @@ class Teardown:
                                      _loader.namespaces_of(inst.private_name))
                 watch.atexit_notes = list(inst.direct_atexit)
                 watch.native = tuple(inst.native)
+                watch.exit_thread = exit_thread
         return watch
 
     def _scrub(self, inst: Instance, *, unloading: bool) -> None:
@@ -172,17 +173,20 @@ class Teardown:
         if watch is not None:
             self.judge.submit(watch)
 
-    def _exit(self, inst: Instance) -> None:
+    def _exit(self, inst: Instance) -> threading.Thread | None:
         # A method of its own, so that no local of this frame keeps the module alive.
         ctx = inst.context
         exit_fn = getattr(inst.module, "exit", None) if inst.init_ok else None
         if exit_fn is not None and ctx is not None:
-            self._run_exit(inst.name, exit_fn, ctx)
+            return self._run_exit(inst.name, exit_fn, ctx)
+        return None
 
-    def _run_exit(self, name: str, exit_fn: Callable[..., Any], ctx: ModuleIdentity) -> None:
+    def _run_exit(self, name: str, exit_fn: Callable[..., Any], ctx: ModuleIdentity
+                  ) -> threading.Thread | None:
         """Run ``exit`` on a thread of its own (``_exit_runner``), for at most
         ``exit_timeout`` seconds: a module whose exit hangs is reported and taints the
-        host, which goes on."""
+        host, which goes on. The thread it ran on, which the leak judge joins (None: run
+        inline, or it did not return)."""
         failure: list[str] = []
         exit_timeout = self._settings.exit_timeout
 
@@ -195,17 +199,20 @@ class Teardown:
                            name, "".join(traceback.format_exception(exc)))
                 del exc
 
+        thread = None
         if exit_timeout is None:
             run()
-        elif not self._exits.run(run, name, exit_timeout,
-                                 wait_end=self._settings.leak_check):
-            self._journal.taint("exit-timeout", name, f"exit did not return within "
-                                f"{exit_timeout:g}s; carried on without it")
-            self.check_intact(name)
-            return
+        else:
+            thread = self._exits.run(run, name, exit_timeout)
+            if thread is None:
+                self._journal.taint("exit-timeout", name, f"exit did not return within "
+                                    f"{exit_timeout:g}s; carried on without it")
+                self.check_intact(name)
+                return None
         if failure:
             self._journal.taint("exit-failed", name, f"exit raised {failure[0]}")
         self.check_intact(name)
+        return thread
 
     def close(self) -> None:
         """The host is closed: end its spare exit thread; every verdict is in on return."""
