@@ -27,7 +27,7 @@ from typing import Final, NoReturn
 
 from . import _manifest_limits as _limits
 from ._locate import locate
-from ._manifest_reader import parse_source, read_tree
+from ._manifest_reader import parse_source, read_tree, share
 from ._metadata import MANIFEST_NAME, MISSING, PARAM_TYPES, ModuleInfo, ParamSpec
 from ._version import Requirement, parse_version
 from .errors import ManifestError
@@ -215,12 +215,14 @@ def from_record(record: object, *, path: str, source_file: str,
         return None
     (*_, name, version, description, license_, author, depends, aliases, params) = record
     try:
+        # The strings a read shares (``share``) are shared again: marshal made new ones.
         return ModuleInfo(
-            name=name, version=version, description=description, license=license_,
-            author=author, depends=tuple(Requirement(n, spec) for n, spec in depends),
-            aliases=aliases,
+            name=name, version=share(version), description=description,
+            license=share(license_), author=share(author),
+            depends=tuple(Requirement(n, spec) for n, spec in depends), aliases=aliases,
             params=MappingProxyType({
-                p: ParamSpec(p, t, default if has else MISSING, writable, doc)
+                share(p): ParamSpec(share(p), PARAM_TYPES[PARAM_TYPES.index(t)],
+                                    default if has else MISSING, writable, doc)
                 for p, t, has, default, writable, doc in params}),
             path=path, source_file=source_file, is_package=is_package,
         )

@@ -12,7 +12,7 @@ import ast
 import difflib
 import io
 import keyword
-import sys
+import threading
 import tokenize
 from types import MappingProxyType
 from typing import Final, NoReturn
@@ -23,7 +23,7 @@ from ._names import nfkc_problem
 from ._version import ALIAS_RE, NAME_RE, Requirement, is_pattern, parse_version
 from .errors import ManifestError
 
-__all__ = ["parse_source", "read_tree"]
+__all__ = ["parse_source", "read_tree", "share"]
 
 _TOP_KEYS: Final = ("name", "version", "description", "license", "author", "depends",
                     "aliases", "params")
@@ -90,6 +90,27 @@ def _is_literal(node: ast.expr) -> bool:
 
 def _type_name(value: object) -> str:
     return type(value).__name__
+
+
+#: Short manifest strings that repeat between modules ("MIT", "1.0", a parameter's name) are
+#: kept once here rather than once per module as ``ast`` made them. Not ``sys.intern``:
+#: on 3.12+ interned strings are immortal, and a module's own strings must not outlive it
+#: without bound. The table stops growing at ``_SHARED_MAX`` entries.
+_SHARED: Final[dict[str, str]] = {}
+_SHARED_MAX: Final = 1024
+_SHARED_LEN: Final = 64
+_shared_lock: Final = threading.Lock()  # protects: growth of _SHARED (3.13t)
+
+
+def share(value: str) -> str:
+    """``value``, or the equal string already kept (see ``_SHARED``)."""
+    found = _SHARED.get(value)
+    if found is not None:
+        return found
+    if len(value) <= _SHARED_LEN and len(_SHARED) < _SHARED_MAX:
+        with _shared_lock:
+            return _SHARED.setdefault(value, value)
+    return value
 
 
 class _Reader:
@@ -185,6 +206,7 @@ class _Reader:
         version = self.read_version(items.get("version"))
         text = {k: self.read_str(items[k][1], k) if k in items else ""
                 for k in ("license", "author", "description")}
+        text["license"], text["author"] = share(text["license"]), share(text["author"])
         aliases = self.read_aliases(items.get("aliases"), name)
         depends = self.read_depends(items.get("depends"), name, aliases)
         params = self.read_params(items.get("params"))
@@ -200,10 +222,7 @@ class _Reader:
         value = self.literal(node, field_name)
         if not isinstance(value, str):
             self.fail(node, field_name, f"expected a str, got {_type_name(value)} {value!r:.60}")
-        # Interned: the same license, author, version or type string ("MIT", "int") is one
-        # object for every loaded module, not a copy per module as ``ast`` made it (and
-        # ``marshal`` keeps it interned in the bytecode cache's record).
-        return sys.intern(value) if type(value) is str else value
+        return value
 
     def read_name(self, node: ast.expr) -> str:
         name = self.read_str(node, "name")
@@ -224,7 +243,7 @@ class _Reader:
             parse_version(version)
         except ValueError as exc:
             self.fail(node, "version", str(exc))
-        return sys.intern(version.strip())
+        return share(version.strip())
 
     def read_str_list(
         self, node: ast.expr, field_name: str, limit: int
@@ -294,7 +313,7 @@ class _Reader:
             if not pname.isidentifier() or keyword.iskeyword(pname):
                 self.fail(key_node, f"params.{pname}", "parameter names must be valid Python "
                           "identifiers (letters, digits and underscores)")
-            specs[pname] = self.read_param(sys.intern(pname), spec_node)
+            specs[pname] = self.read_param(share(pname), spec_node)
         return specs
 
     def read_param(self, pname: str, node: ast.expr) -> ParamSpec:
@@ -312,7 +331,7 @@ class _Reader:
             self.fail(fields["type"], f"{where}.type",
                       f"expected one of {', '.join(PARAM_TYPES)}, got {ptype!r:.60}")
         assert isinstance(ptype, str)
-        ptype = sys.intern(ptype)
+        ptype = PARAM_TYPES[PARAM_TYPES.index(ptype)]  # the one shared object
         writable = self.literal(fields["writable"], f"{where}.writable") \
             if "writable" in fields else False
         if not isinstance(writable, bool):
