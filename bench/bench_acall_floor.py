@@ -11,8 +11,10 @@ time, interleaved rounds, medians). The parts are what unload safety needs:
   snapshot re-check) around it;
 * ``+ keyword-only``: a ``concurrent=False`` keyword-only parameter (CPython specialises
   no call to a function that has one);
-* ``+ loop learning``: ``asyncio.get_running_loop()`` and one identity compare, so unload
-  knows which loops to scan for tasks suspended in the module;
+* ``+ loop learning``: ``asyncio.get_running_loop()`` and one identity compare, what
+  ``acall`` once paid on every call so unload knew which loops to scan. It is kept here as
+  the measure of what dropping it saved: unload now finds the loops in asyncio's own task
+  registry (``livemod._aio``), and ``livemod`` should sit at ``+ keyword-only``;
 * ``livemod``: the real ``hook.acall``.
 
     python bench/bench_acall_floor.py [--rounds 15] [--loops 20000]

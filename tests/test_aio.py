@@ -433,6 +433,112 @@ def test_a_task_awaiting_an_export_from_its_own_coroutine_is_found_by_unload(
     asyncio.run(main())
 
 
+ANYLOOP = '''
+    """Awaited on loops the host never sees: it sets each loop's exception handler too."""
+    __livemod__ = {"name": "anyloop"}
+
+    import asyncio
+
+
+    def _on_error(loop, context):
+        pass
+
+
+    async def handle(entered, gate):
+        asyncio.get_running_loop().set_exception_handler(_on_error)
+        entered.set()
+        await gate.wait()
+        return "done"
+
+
+    def init(mod):
+        mod.hook("anyloop.h").add(handle)
+        mod.export("handle", handle)
+'''
+
+
+def test_a_sync_host_sees_the_modules_tasks_on_every_loop(tmp_path: Path) -> None:
+    """Two loops in their own threads await the module (one through ``acall``, one
+    directly); the host is used only synchronously, from this thread. Unload must name both
+    tasks -- they resume into the module's code -- and once they are done, unload takes
+    back the exception handler the module set on each loop."""
+    path = write(tmp_path, "anyloop", ANYLOOP)
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    threads = [threading.Thread(target=loop.run_forever, name=f"loop-{i}")
+               for i, loop in enumerate(loops)]
+    for thread in threads:
+        thread.start()
+    keepers: list[asyncio.Event] = []  # an app's loop always runs some task of its own
+    host = livemod.Host(timeout=5.0)
+    try:
+        m = host.insmod(path)
+        entered = [threading.Event(), threading.Event()]
+        gates = [asyncio.Event(), asyncio.Event()]
+
+        async def start(i: int, name: str, coro: Any) -> asyncio.Task[Any]:
+            keeper = asyncio.Event()
+            keepers.append(keeper)
+            asyncio.get_running_loop().create_task(keeper.wait(), name=f"keeper-{i}")
+            return asyncio.get_running_loop().create_task(coro, name=name)
+
+        def on(i: int, coro: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coro, loops[i]).result(5)
+
+        via_hook = on(0, start(0, "via-hook", host.hook("anyloop.h").acall(entered[0], gates[0])))
+        direct = on(1, start(1, "direct", m.handle(entered[1], gates[1])))
+        assert all(e.wait(5) for e in entered)
+        line = textwrap.dedent(ANYLOOP).splitlines().index("    await gate.wait()") + 1
+        with pytest.raises(livemod.ModuleBusy) as busy:
+            host.rmmod("anyloop", timeout=0.2)
+        assert {f"task 'via-hook' at anyloop.py:{line} in handle",
+                f"task 'direct' at anyloop.py:{line} in handle"} <= set(busy.value.holders)
+        assert [i.name for i in host.lsmod()] == ["anyloop"]
+        assert all(loop.get_exception_handler() is not None for loop in loops)
+
+        for i, gate in enumerate(gates):
+            loops[i].call_soon_threadsafe(gate.set)
+
+        async def result_of(task: asyncio.Task[Any]) -> Any:
+            return await task
+
+        assert on(0, result_of(via_hook)) == ["done"]
+        assert on(1, result_of(direct)) == "done"
+        host.rmmod("anyloop")
+        assert [loop.get_exception_handler() for loop in loops] == [None, None]
+    finally:
+        host.close()
+        for loop, keeper in zip(loops, keepers, strict=False):  # none if insmod failed
+            loop.call_soon_threadsafe(keeper.set)
+            loop.call_soon_threadsafe(loop.stop)
+        for thread in threads:
+            thread.join(5)
+        for loop in loops:
+            loop.close()
+
+
+def test_asyncios_task_registry_is_found_on_this_cpython() -> None:
+    """Unload finds loops through asyncio's private task registry; a CPython that moved it
+    would leave unload blind to every loop but the host's, so this says so first."""
+    from livemod import _aio
+
+    assert _aio.registry_found()
+
+    async def main() -> set[asyncio.AbstractEventLoop]:
+        waiter = asyncio.create_task(asyncio.Event().wait())
+        await asyncio.sleep(0)
+        try:
+            return _aio.running_loops()
+        finally:
+            waiter.cancel()
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == {loop}
+    finally:
+        loop.close()
+    assert _aio.running_loops() == set()
+
+
 TASKY = '''
     """Starts a managed task (from an async or a sync init) that runs until cancelled."""
     __livemod__ = {"name": "tasky", "params": {"async_init": {"type": "bool", "default": True}}}

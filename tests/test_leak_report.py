@@ -249,11 +249,17 @@ def test_a_stored_exception_managed(host: livemod.Host, app: Any) -> None:
 def test_an_asyncio_task_left_running(
     host: livemod.Host, app_loop: asyncio.AbstractEventLoop
 ) -> None:
-    m = host.insmod(path("culprit_task"))  # the host is not used from that loop: blind to it
+    """The host is never used from that loop, and unload still sees the task: a task
+    suspended in the module's code resumes into it, whichever loop runs it."""
+    m = host.insmod(path("culprit_task"))
     ref = weakref.ref(m.poll)
-    host.rmmod("culprit_task")
-    leak = the_leak(host, "culprit_task")
     line = line_of("culprit_task", "POLL-LINE")
+    with pytest.raises(livemod.ModuleBusy) as busy:
+        host.rmmod("culprit_task", timeout=0.2)
+    assert busy.value.holders == (f"task 'poller' at culprit_task.py:{line} in poll",)
+    assert [i.name for i in host.lsmod()] == ["culprit_task"]  # rolled back, LIVE again
+    host.rmmod("culprit_task", force=True)
+    leak = the_leak(host, "culprit_task")
     names(leak, f"asyncio task 'poller' (pending, at culprit_task.py:{line} poll)")
 
     async def cancel() -> None:

@@ -6,14 +6,32 @@ the loop keeps serving -- including the very calls an unload waits for. Whatever
 *on* the loop is sent there from the worker: async ``init``/``exit``, creating and cancelling
 the module's tasks, and looking at the loop's tasks for code of a module being unloaded
 (task stacks are read on the loop's own thread, never from another one).
+
+Which loops to look at
+----------------------
+
+A task suspended inside the module's code resumes into it, so unload must see it on any
+loop, not only the host's: an application may run several loops, or drive the host
+synchronously from a thread whose loop awaits module coroutines. Learning the loops on
+every ``acall`` cost a third to a half of a whole dispatch (``bench/bench_acall_floor.py``),
+paid on every call for a question asked only at unload. So unload asks asyncio instead:
+every task is in a process-wide registry (``asyncio.tasks._all_tasks`` on 3.11;
+``_scheduled_tasks`` plus ``_eager_tasks`` on 3.12 and 3.13), and each task knows its loop.
+The registries are private, so ``registry_found()`` says whether this CPython has them
+(a test holds each supported version to it); without them only the host's own loop is seen.
+The registries are copied at C level (``set.copy``), never iterated in Python, because other
+threads add and drop tasks meanwhile -- with or without a GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.tasks
 import concurrent.futures
 import functools
 import inspect
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Collection
 from types import FrameType
 from typing import Any, Final, TypeVar, final
@@ -21,7 +39,7 @@ from typing import Any, Final, TypeVar, final
 from ._quiesce import describe_frame
 from .errors import LivemodError
 
-__all__ = ["LoopBridge", "on_loop"]
+__all__ = ["LoopBridge", "on_loop", "registry_found", "running_loops"]
 
 T = TypeVar("T")
 
@@ -102,21 +120,91 @@ class LoopBridge:
         loop.call_soon_threadsafe(run)
         return future.result(_ASK_TIMEOUT)
 
+    def loops(self) -> set[asyncio.AbstractEventLoop]:
+        """Every running loop with a task, and the host's own loop if it runs."""
+        found = running_loops()
+        loop = self.usable()
+        if loop is not None:
+            found.add(loop)
+        return found
+
     def tasks_in(
-        self, loops: Collection[asyncio.AbstractEventLoop], namespaces: Collection[int],
-        exclude: Collection[object],
+        self, namespaces: Collection[int], exclude: Collection[object]
     ) -> list[str]:
-        """Describe each task, on the host's loop and on ``loops``, suspended inside the
-        module's code. Each loop's tasks are read on that loop's own thread."""
-        found: list[str] = []
-        for loop in {*loops, *([self.loop] if self.loop is not None else [])}:
-            if loop.is_running():
-                found += _ask(loop, functools.partial(_scan, loop, namespaces, exclude))
+        """Describe each task, on every running loop, suspended inside the module's code.
+
+        Each loop's tasks are read on that loop's own thread: the question is posted to
+        every loop first and the answers collected against one deadline, so blocked loops
+        cost ``_ASK_TIMEOUT`` in all, not each. The deadline is not the unload's own: the
+        last look, at the unload's deadline, must still get its answer.
+        """
+        loops = self.loops()
+        if not loops:
+            return []
+        scan = functools.partial(_scan, namespaces=namespaces, exclude=exclude)
+        here = None
+        asked: list[concurrent.futures.Future[list[str]]] = []
+        for loop in loops:
+            if on_loop(loop):
+                here = loop
+            else:
+                asked.append(_post(loop, functools.partial(scan, loop)))
+        found = scan(here) if here is not None else []
+        deadline = time.monotonic() + _ASK_TIMEOUT
+        for future in asked:
+            try:
+                found += future.result(max(deadline - time.monotonic(), 0.0))
+            except (RuntimeError, concurrent.futures.TimeoutError):
+                continue  # closed meanwhile, or blocked: a blocked loop runs no task either
         return found
 
 
+def _weak_registries() -> tuple[weakref.WeakSet[Any], ...]:
+    return tuple(
+        ws for ws in (getattr(asyncio.tasks, name, None)
+                      for name in ("_all_tasks", "_scheduled_tasks"))  # 3.11 / 3.12+
+        if isinstance(ws, weakref.WeakSet)
+    )
+
+
+def _strong_registries() -> tuple[set[Any], ...]:
+    eager = getattr(asyncio.tasks, "_eager_tasks", None)  # 3.12+: tasks running eagerly
+    return (eager,) if isinstance(eager, set) else ()
+
+
+_WEAK: Final = _weak_registries()
+_STRONG: Final = _strong_registries()
+
+
+def registry_found() -> bool:
+    """Whether this CPython keeps the process-wide task registry unload reads."""
+    return bool(_WEAK)
+
+
+def running_loops() -> set[asyncio.AbstractEventLoop]:
+    """Every running event loop in the process that has a task not done yet."""
+    tasks: list[Any] = []
+    for weak in _WEAK:
+        refs: set[weakref.ref[Any]] = weak.data.copy()  # type: ignore[attr-defined]
+        tasks += [ref() for ref in refs]
+    for strong in _STRONG:
+        tasks += strong.copy()
+    loops: set[asyncio.AbstractEventLoop] = set()
+    for task in tasks:
+        try:
+            if task is None or task.done():
+                continue
+            loop = task.get_loop()
+        except Exception:  # a foreign task type answers what it can
+            continue
+        if loop not in loops and loop.is_running():
+            loops.add(loop)
+    return loops
+
+
 def _scan(
-    loop: asyncio.AbstractEventLoop, namespaces: Collection[int], exclude: Collection[object]
+    loop: asyncio.AbstractEventLoop, *, namespaces: Collection[int],
+    exclude: Collection[object],
 ) -> list[str]:
     found = []
     for task in asyncio.all_tasks(loop):
@@ -152,11 +240,10 @@ def _awaiting(task: asyncio.Task[Any]) -> list[FrameType]:
 _MAX_CHAIN: Final = 1000
 
 
-def _ask(loop: asyncio.AbstractEventLoop, fn: Callable[[], list[str]]) -> list[str]:
-    """Run ``fn`` on ``loop``'s thread; a loop that does not answer in time is blocked, and
-    a blocked loop runs no task either."""
-    if on_loop(loop):
-        return fn()
+def _post(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[], list[str]]
+) -> concurrent.futures.Future[list[str]]:
+    """Run ``fn`` on ``loop``'s thread; its answer arrives in the returned future."""
     future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
 
     def run() -> None:
@@ -167,6 +254,6 @@ def _ask(loop: asyncio.AbstractEventLoop, fn: Callable[[], list[str]]) -> list[s
 
     try:
         loop.call_soon_threadsafe(run)
-        return future.result(_ASK_TIMEOUT)
-    except (RuntimeError, concurrent.futures.TimeoutError):  # closed meanwhile, or blocked
-        return []
+    except RuntimeError as exc:  # closed meanwhile
+        future.set_exception(exc)
+    return future

@@ -30,7 +30,6 @@ so a hook parameter can never shadow the snapshot or the marker.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import types
@@ -52,7 +51,6 @@ def compile_maker(plan: Plan) -> Callable[..., tuple[Callable[..., Any], ...]]:
     """The factory for ``plan``, compiled once per distinct plan."""
     source = plan.source()
     namespace: dict[str, Any] = {
-        "_lm_get_loop": asyncio.get_running_loop,
         "_lm_isaw": inspect.isawaitable,
         "_lm_CT": types.CoroutineType,
     }
@@ -156,9 +154,6 @@ class Plan:
         packed = "_lm_a, _lm_k" if generic else f"*_lm_pack({self.forward})"
         lines = [
             f"    async def acall({params}):",
-            "        _lm_loop = _lm_get_loop()",
-            "        if _lm_loop is not _lm_hook._last_loop:",
-            "            _lm_hook._see_loop(_lm_loop)",
             "        if concurrent:",
             f"            return await _lm_concurrent(_lm_hook, {packed})",
             "        _lm_enter(None)", "        try:",

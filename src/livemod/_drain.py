@@ -66,7 +66,7 @@ def _wait(inst: Instance, hooks: HookTable, bridge: LoopBridge, deadline: float,
             pending += _quiesce.running_in(
                 inst.namespace_ids, inst.files, exclude=inst.own_thread_idents() | {me}
             )
-            pending += bridge.tasks_in(list(hooks.loops), inst.namespace_ids, inst.tasks)
+            pending += bridge.tasks_in(inst.namespace_ids, inst.tasks)
         polling = bool(pending)
         if polling and on_loop(bridge.loop):
             # Blocking the loop's own thread would keep those calls from ever finishing.

@@ -54,7 +54,6 @@ import asyncio
 import functools
 import inspect
 import threading
-import weakref
 from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, Final, Literal
@@ -122,8 +121,7 @@ def _generate(hook: Hook, snap: _Snapshot) -> None:
         _specs.arun_wrapped, _acall_concurrent, [fns] if plan.loop else None,
         *defaults, *(() if plan.loop else fns), *(i.fn for i in snap.wraps),
     )
-    # Even with no implementations: a kept ``hook.call`` must forward once there are some,
-    # and ``acall`` tells unload which loop awaits.
+    # Even with no implementations: a kept ``hook.call`` must forward once there are some.
     snap.call, snap.dunder, snap.acall = call, dunder, acall
 
 
@@ -175,8 +173,8 @@ class Hook:
             unload, until every awaitable is done, even while the task is suspended.
     """
 
-    __slots__ = ("__weakref__", "_history", "_last_loop", "_lock", "_loops", "_policy",
-                 "_sink", "_snap", "_spec", "acall", "call", "name")
+    __slots__ = ("__weakref__", "_history", "_lock", "_policy", "_sink", "_snap", "_spec",
+                 "acall", "call", "name")
 
     name: str
     _snap: _Snapshot
@@ -185,7 +183,7 @@ class Hook:
 
     def __new__(
         cls, name: str, *, policy: ErrorPolicy, sink: ErrorSink,
-        loops: weakref.WeakSet[Any] | None = None, lock: threading.Lock | None = None,
+        lock: threading.Lock | None = None,
     ) -> Hook:
         # A class of its own per hook, so its dispatcher can be ``__call__`` itself.
         own = type("Hook", (cls,), {"__slots__": (), "__module__": cls.__module__})
@@ -193,12 +191,9 @@ class Hook:
 
     def __init__(
         self, name: str, *, policy: ErrorPolicy, sink: ErrorSink,
-        loops: weakref.WeakSet[Any] | None = None, lock: threading.Lock | None = None,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.name = name
-        # Event loops this hook was awaited from: unload looks at their tasks too.
-        self._loops: weakref.WeakSet[Any] = loops if loops is not None else weakref.WeakSet()
-        self._last_loop: object = None  # the loop last added to _loops (skips the WeakSet)
         self._lock = lock if lock is not None else threading.Lock()
         self._policy: ErrorPolicy = policy
         self._sink = sink
@@ -259,10 +254,6 @@ class Hook:
 
     def __repr__(self) -> str:
         return f"<livemod.Hook {self.name!r} ({len(self)} implementations)>"
-
-    def _see_loop(self, loop: object) -> None:
-        self._loops.add(loop)
-        self._last_loop = loop
 
     def _install_unlocked(
         self, impls: tuple[Impl, ...],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, final
 
@@ -35,8 +34,7 @@ class HookTable:
     call path) needs no lock.
     """
 
-    __slots__ = ("_lock", "_policy", "_replays", "_seq", "_sink", "_waiters", "hooks", "loops",
-                 "retired")
+    __slots__ = ("_lock", "_policy", "_replays", "_seq", "_sink", "_waiters", "hooks", "retired")
 
     def __init__(self, lock: threading.Lock, policy: ErrorPolicy, sink: ErrorSink) -> None:
         self._lock = lock
@@ -44,7 +42,6 @@ class HookTable:
         self._sink = sink
         self._seq = itertools.count()
         self.hooks: dict[str, Hook] = {}
-        self.loops: weakref.WeakSet[Any] = weakref.WeakSet()  # loops that awaited a hook
         self.retired: list[tuple[Hook, _Snapshot]] = []
         self._replays: list[tuple[Hook, Impl, list[_Historic]]] = []
         # Queues of unloads waiting for retired snapshots to drain (changed under the lock;
@@ -208,8 +205,7 @@ class HookTable:
             return sorted({h.name for h, s in self.retired if owner in s.owners})
 
     def _create_unlocked(self, name: str, policy: ErrorPolicy | None) -> Hook:
-        hook = Hook(name, policy=policy or self._policy, sink=self._sink, loops=self.loops,
-                    lock=self._lock)
+        hook = Hook(name, policy=policy or self._policy, sink=self._sink, lock=self._lock)
         self.hooks[name] = hook
         return hook
 

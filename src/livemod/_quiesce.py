@@ -4,8 +4,8 @@ Dispatch keeps its own read-side counters (see ``_hooks``). Code of a module can
 outside a dispatch: a thread it started without the context, a direct call to one of its
 exports, a callback it handed out. Tracking every such entry would cost every call; instead,
 as the kernel's livepatch consistency model does, unload looks at what is running *now*:
-every frame of every thread's stack -- and, in ``_aio``, every task of the event loops in
-use -- for code whose globals are one of the module's namespaces. This costs nothing until
+every frame of every thread's stack -- and, in ``_aio``, every task of every running event
+loop -- for code whose globals are one of the module's namespaces. This costs nothing until
 an unload asks, and has no limit on depth or on the number of threads.
 
 Reading other threads' stacks, and why it is safe here. ``sys._current_frames()`` and each

@@ -140,7 +140,7 @@ class Teardown:
         with self._table.lock:
             extra = list(self.scrubbers)
         removed, failures = _scrub_registries.scrub_instance(
-            inst, _loader.namespaces_of(inst.private_name), extra, [self._bridge.loop])
+            inst, _loader.namespaces_of(inst.private_name), extra, self._bridge.loops())
         if removed:
             self._journal.event("scrubbed", inst.name,
                                 f"took back what it left: {'; '.join(removed)}",

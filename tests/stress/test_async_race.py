@@ -114,9 +114,10 @@ def recorder(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_no_async_call_reaches_a_module_after_its_exit_began(
     tmp_path: Path, recorder: tuple[str, object], api: str
 ) -> None:
-    """``thread``: the synchronous API from a worker thread (``run_in_executor``); the host
-    never learns the loop. ``async``: ``await host.ainsmod/armmod`` from a task on the same
-    loop; the host then also scans the loop's tasks while it waits (asking the loop)."""
+    """``thread``: the synchronous API from a worker thread (``run_in_executor``), so the
+    host is never attached to the loop. ``async``: ``await host.ainsmod/armmod`` from a task
+    on the same loop. Either way the host scans the loop's tasks while it waits (asking the
+    loop, which it finds in asyncio's task registry)."""
     name, rec = recorder
     paths = write_modules(tmp_path, name)
     before = private_modules()
@@ -232,9 +233,9 @@ async def _race(paths: list[Path], rec: object, api: str, seconds: float) -> dic
 # ------------------------------------------------------------------------------------------
 # A task suspended inside a module's code *outside* a hook call (awaiting a coroutine the
 # module exported) is code of the module in flight (design.md: "found by scanning
-# sys._current_frames() and the running asyncio tasks"). The host scans the tasks of the loop
-# it learnt from its async API; a host driven by the synchronous API from a worker thread
-# never learns the loop (``hook.acall`` does not tell it), so it does not see the task.
+# sys._current_frames() and the running asyncio tasks"). The host finds every running loop
+# through asyncio's task registry, so a host driven only by the synchronous API from a
+# worker thread, never told of the loop and never awaited on it, still sees the task.
 
 _EXPORTER = '''
 """Exports a coroutine that suspends inside the module."""
@@ -264,8 +265,6 @@ def exit(mod):
 def _suspended_task_scenario(path: Path, api: str) -> tuple[str, dict[str, object]]:
     async def main() -> tuple[str, dict[str, object]]:
         host = livemod.Host()
-        hook = host.hook("exporter.unused")
-        await hook.acall()  # the host has been used from this loop
         if api == "async":
             module = await host.ainsmod(path)
         else:
