@@ -75,10 +75,22 @@ def test_one_worker_refusing_aborts_everywhere_and_is_named(svc: Service) -> Non
     assert not os.path.exists(os.path.join(svc.folder, "desired.json"))
 
 
+def stop(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until it is stopped: the kernel stops a process's threads
+    asynchronously, and one still running could answer a vote first."""
+
+    def state() -> str:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: state() == "T", what=f"pid {pid} to be stopped")
+
+
 def test_a_stopped_worker_aborts_after_the_timeout(svc: Service) -> None:
     workers = [svc.spawn("greet_v1.py") for _ in range(3)]
     stopped = workers[1]
-    os.kill(stopped.pid, signal.SIGSTOP)
+    stop(stopped.pid)
     try:
         r = svc.cli("upgrade", "--timeout", "2", "greet", svc.module("greet_v2.py"))
     finally:
@@ -96,7 +108,7 @@ def test_stopped_during_prepare_aborts_everyone_keeps_v1(svc: Service) -> None:
     os.environ["XDG_RUNTIME_DIR"], saved = svc.runtime, os.environ.get("XDG_RUNTIME_DIR")
     try:
         t = coordinator.begin("upgrade", {"name": "greet", "path": svc.module("greet_v2.py")})
-        os.kill(stopped.pid, signal.SIGSTOP)  # after begin: it stops during prepare
+        stop(stopped.pid)  # after begin: it stops during prepare
         try:
             with pytest.raises(livemod.TransactionAborted) as info:
                 coordinator.prepare(t)
