@@ -109,16 +109,7 @@ class LoopBridge:
         loop = self.usable()
         if loop is None or on_loop(loop):
             return fn()
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return future.result(_ASK_TIMEOUT)
+        return _post(loop, fn).result(_ASK_TIMEOUT)
 
     def loops(self) -> set[asyncio.AbstractEventLoop]:
         """Every running loop with a task, and the host's own loop if it runs."""
@@ -240,11 +231,10 @@ def _awaiting(task: asyncio.Task[Any]) -> list[FrameType]:
 _MAX_CHAIN: Final = 1000
 
 
-def _post(
-    loop: asyncio.AbstractEventLoop, fn: Callable[[], list[str]]
-) -> concurrent.futures.Future[list[str]]:
-    """Run ``fn`` on ``loop``'s thread; its answer arrives in the returned future."""
-    future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+    """Run ``fn`` on ``loop``'s thread; its answer (or its exception, or the loop's
+    ``RuntimeError`` if it is closed) arrives in the returned future."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def run() -> None:
         try:
