@@ -13,7 +13,7 @@ from typing import NoReturn
 import pytest
 
 import livemod
-from livemod import _bytecode, _manifest, _source
+from livemod import _bytecode, _cache_root, _manifest, _source
 from livemod import _manifest_limits as _limits
 
 FIXTURES = Path(__file__).parent / "fixtures" / "modules"
@@ -104,6 +104,26 @@ def test_the_default_folder_is_the_xdg_cache(
     monkeypatch.delenv("LIVEMOD_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert _bytecode.cache_dir() == str(tmp_path / "xdg" / "livemod" / "bytecode")
+
+
+def test_the_cache_folder_follows_every_change_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The folder is remembered for the values it was made from (it is asked at every load);
+    # each of the three variables it depends on must still move it, and back.
+    monkeypatch.setenv("LIVEMOD_CACHE_DIR", str(tmp_path / "explicit"))
+    assert _bytecode.cache_dir() == str(tmp_path / "explicit" / "bytecode")
+    assert _cache_root.root() == str(tmp_path / "explicit")
+    monkeypatch.delenv("LIVEMOD_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _cache_root.root() == str(tmp_path / "xdg" / "livemod")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _cache_root.root() == str(tmp_path / "home" / ".cache" / "livemod")
+    monkeypatch.setenv("HOME", str(tmp_path / "other"))
+    assert _cache_root.root() == str(tmp_path / "other" / ".cache" / "livemod")
+    monkeypatch.setenv("LIVEMOD_CACHE_DIR", str(tmp_path / "explicit"))
+    assert _cache_root.root() == str(tmp_path / "explicit")
 
 
 def test_concurrent_writers_of_one_key_leave_one_whole_entry(cache: Path) -> None:

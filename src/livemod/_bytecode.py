@@ -35,6 +35,8 @@ import threading
 from types import CodeType
 from typing import Final, final
 
+from ._cache_root import root
+
 __all__ = ["Entry", "cache_dir", "compile_cached", "enabled", "lookup"]
 
 #: Most entries kept; past it, the oldest (by modification time) are removed.
@@ -53,12 +55,7 @@ def enabled() -> bool:
 
 def cache_dir() -> str:
     """The folder bytecode is cached in."""
-    base = os.environ.get("LIVEMOD_CACHE_DIR")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                               ".cache")
-        base = os.path.join(xdg, "livemod")
-    return os.path.join(base, "bytecode")
+    return os.path.join(root(), "bytecode")
 
 
 _SEED: Final = hashlib.blake2b(digest_size=20)

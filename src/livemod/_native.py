@@ -34,22 +34,13 @@ from collections.abc import Mapping
 from typing import Final, final
 
 from . import _native_disk
+from ._cache_root import root
 from .errors import NativeCacheFull
 
-__all__ = ["CACHE", "NativeCache", "cache_dir", "extension_files", "find", "spec"]
+__all__ = ["CACHE", "NativeCache", "extension_files", "find", "spec"]
 
 #: Suffixes of extension modules on this interpreter, longest first.
 SUFFIXES: Final = tuple(sorted(importlib.machinery.EXTENSION_SUFFIXES, key=len, reverse=True))
-
-
-def cache_dir() -> str:
-    """livemod's cache folder: ``$LIVEMOD_CACHE_DIR``, else ``$XDG_CACHE_HOME/livemod``,
-    else ``~/.cache/livemod``."""
-    explicit = os.environ.get("LIVEMOD_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "livemod")
 
 
 def _limit(name: str, default: int) -> int:
@@ -133,7 +124,7 @@ class NativeCache:
             self._next[digest] = number + 1
             self.copies += 1
             self.bytes += len(data)
-        folder = os.path.join(cache_dir(), "native", digest, str(number))
+        folder = os.path.join(root(), "native", digest, str(number))
         target = os.path.join(folder, os.path.basename(source))
         try:
             for _attempt in range(3):
@@ -157,7 +148,7 @@ class NativeCache:
             ) from None
         finally:
             if wrote:  # a new copy on disk: keep the folder within its bounds
-                _native_disk.prune(os.path.join(cache_dir(), "native"))
+                _native_disk.prune(os.path.join(root(), "native"))
 
 
 #: The process's copies (one per process: mapped libraries are process-wide).
