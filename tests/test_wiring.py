@@ -266,6 +266,44 @@ def test_sixes_private_name_moves_work_and_public_inserts_are_removed_at_unload(
     assert module_ref() is None
 
 
+def test_public_entries_are_found_even_where_earlier_unloads_saw_a_foreign_module(
+    modpath: Path, wired_host: livemod.Host
+) -> None:
+    # Unloads remember which sys.modules entries held a foreign module (_sysmodules): an
+    # entry that held one when another module unloaded and is then overwritten with the
+    # module's own, and a module that renamed itself (its name no longer says whose it
+    # is), must still be taken out at its own unload.
+    sys.modules["lm9_was_foreign"] = foreign = __import__("types").ModuleType("lm9_was_foreign")
+    write(modpath, {
+        "other9.py": '__livemod__ = {"name": "other9"}\n',
+        "takeover9.py": """
+            __livemod__ = {"name": "takeover9"}
+            import sys
+            __name__ = "lm9_renamed"
+            sys.modules["lm9_was_foreign"] = sys.modules[__spec__.name]  # its private name
+            sys.modules["lm9_renamed_alias"] = sys.modules["lm9_was_foreign"]
+            """,
+    })
+    try:
+        wired_host.insmod(modpath / "other9.py")
+        wired_host.rmmod("other9")  # its look remembers lm9_was_foreign as foreign
+        wired_host.insmod(modpath / "takeover9.py")
+        assert sys.modules["lm9_was_foreign"] is not foreign
+        wired_host.insmod(modpath / "other9.py")
+        wired_host.rmmod("other9")  # sees the renamed module: it must not be remembered
+        ref = weakref.ref(sys.modules["lm9_renamed_alias"])
+        wired_host.rmmod("takeover9")
+        assert "lm9_was_foreign" not in sys.modules
+        assert "lm9_renamed_alias" not in sys.modules
+        [event] = [e for e in wired_host.events() if e.kind == "sys-modules-removed"]
+        assert "lm9_was_foreign" in event.message and "lm9_renamed_alias" in event.message
+        gc.collect()
+        assert ref() is None
+    finally:
+        sys.modules.pop("lm9_was_foreign", None)
+        sys.modules.pop("lm9_renamed_alias", None)
+
+
 def test_an_upgrade_runs_the_new_code_of_files_reached_by_own_name(
     modpath: Path, wired_host: livemod.Host
 ) -> None:

@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from . import _deps, _loader, _params, _quiesce, _upgrade, _wire
+from . import _deps, _loader, _params, _quiesce, _sysmodules, _upgrade, _wire
 from ._aio import LoopBridge
 from ._context import ModuleContext
 from ._drain import Progress, wait_quiet
@@ -188,8 +188,8 @@ class Lifecycle:
                 files=source.by_path,
             )
             inst.module = module
-            inst.namespace_ids = frozenset(
-                id(vars(m)) for m in _loader.namespaces_of(inst.private_name))
+            inst.namespace_ids = _sysmodules.register_namespaces(  # unwire drops them
+                _loader.namespaces_of(inst.private_name))
             inst.files = frozenset(p for p in source.by_path if p.endswith(".py"))
             self.journal.transition(inst, State.COMING, veto=True)
             inst.context = context = ModuleContext(self.registrar, inst)

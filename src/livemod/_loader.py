@@ -91,15 +91,18 @@ def exec_module(
     return module
 
 
-def remove_modules(private_name: str) -> list[types.ModuleType]:
-    """Remove the module and its submodules from ``sys.modules``; return what was removed."""
-    below = private_name + "."
-    keys = list(_sysmodules.snapshot())
-    try:  # this runs at every unload over all of sys.modules: a C-level pass first
-        near = compress(keys, map(str.startswith, keys, repeat(private_name)))
-        names = [n for n in near if n == private_name or n.startswith(below)]
-    except TypeError:  # a key that is not a string
-        names = [n for n in keys if type(n) is str and (n == private_name or n.startswith(below))]
+def remove_modules(private_name: str, names: list[str] | None = None) -> list[types.ModuleType]:
+    """Remove the module and its submodules from ``sys.modules``; return what was removed.
+    ``names``: its names as an unload's look just found them (else all keys are read)."""
+    if names is None:
+        below = private_name + "."
+        keys = list(_sysmodules.snapshot())
+        try:  # a C-level pass first
+            near = compress(keys, map(str.startswith, keys, repeat(private_name)))
+            names = [n for n in near if n == private_name or n.startswith(below)]
+        except TypeError:  # a key that is not a string
+            names = [n for n in keys
+                     if type(n) is str and (n == private_name or n.startswith(below))]
     return [m for m in (sys.modules.pop(n, None) for n in names) if m is not None]
 
 

@@ -1,21 +1,104 @@
-"""A consistent copy of ``sys.modules``, safe while other threads import.
+"""A consistent copy of ``sys.modules``, and which of its entries need a look at unload.
 
-``list(sys.modules.items())`` is not atomic: building each item allocates, an allocation
-may run a garbage collection, a collection may run finalizers, and a finalizer lets another
-thread run and import, so the iteration fails with "dictionary changed size during
-iteration" (seen with two hosts loading at once). ``dict.copy()`` allocates the new dict
-before it reads the old one and then copies without running Python code, so it is one
+**The copy.** ``list(sys.modules.items())`` is not atomic: building each item allocates, an
+allocation may run a garbage collection, a collection may run finalizers, and a finalizer
+lets another thread run and import, so the iteration fails with "dictionary changed size
+during iteration" (seen with two hosts loading at once). ``dict.copy()`` allocates the new
+dict before it reads the old one and then copies without running Python code, so it is one
 consistent view on every supported CPython (free-threaded builds lock the dict for it).
+
+**The entries worth a look.** Every unload looks through all of ``sys.modules`` for public
+entries the module's code put there (``_wire``), and reading several hundred module objects,
+their namespaces and their names is bound by memory: in an unload's cold caches it was a
+sixth of an idle rmmod, and more under load. Almost all of those entries are the same from
+one unload to the next: installed modules, none of them any livemod module's. So the last
+look's verdict is remembered per key: "this key held this very module (a weak reference:
+nothing is kept alive), a plain module that no livemod module owns". An entry is known
+again when its key holds the same object; finding out is a few C-level passes that read
+the keys and the references, not the modules. Everything else is returned for the exact
+look: keys under ``livemod.mods.``, values that are not plain modules, new or replaced
+values, the namespaces of loaded livemod modules (one may have renamed itself: its name
+no longer says whose it is, so their ids are registered while they are loaded).
+
+A foreign verdict stays true for the object's life: a module's namespace dict is fixed for
+its life, and a livemod module loaded later has new namespaces. (A module whose
+``__name__`` is later rewritten to a livemod name is not looked at again; nothing does
+that.) A key that is not an exact ``str`` (its ``__hash__`` could run code) turns the
+shortcut off for that look: every entry is returned.
 """
 
 from __future__ import annotations
 
+import operator
 import sys
+import threading
 import types
+import weakref
+from collections.abc import Callable, Iterable
+from itertools import compress, repeat
+from typing import Any, Final
 
-__all__ = ["snapshot"]
+__all__ = ["drop_namespaces", "register_namespaces", "snapshot", "unknown"]
+
+#: Every livemod module's private name starts with this (``_loader.PREFIX``).
+_ROOT: Final = "livemod.mods."
+_MODULE: Final = types.ModuleType
+_DEREF: Final[Callable[[weakref.ref[Any]], Any]] = weakref.ref.__call__
+
+_lock = threading.Lock()  # protects: _known, _namespaces
+#: key -> a weak reference to the plain, foreign module it held when last looked at.
+_known: dict[str, weakref.ref[types.ModuleType]] = {}
+#: ids of the namespace dicts of every loaded livemod module (alive meanwhile).
+_namespaces: set[int] = set()
+
+
+class _Gone:
+    pass
+
+
+#: What an unknown key reads as: a reference that is dead (no module is ``None``).
+_NONE: Final[weakref.ref[Any]] = weakref.ref(_Gone())
 
 
 def snapshot() -> dict[str, types.ModuleType]:
     """A private copy of ``sys.modules`` taken in one step."""
     return sys.modules.copy()
+
+
+def register_namespaces(modules: Iterable[types.ModuleType]) -> frozenset[int]:
+    """A livemod module was loaded: the ids of its namespaces, which are never taken for
+    foreign ones until ``drop_namespaces``."""
+    ids = frozenset(id(vars(m)) for m in modules)
+    with _lock:
+        _namespaces.update(ids)
+    return ids
+
+
+def drop_namespaces(ids: Iterable[int]) -> None:
+    """It is being unloaded (its namespaces are still alive when this is called)."""
+    with _lock:
+        _namespaces.difference_update(ids)
+
+
+def unknown(snap: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    """The items of ``snap`` (a ``snapshot``) that are not known to be foreign modules,
+    in order; the plain foreign modules among them are remembered for the next look."""
+    with _lock:
+        if list(map(type, snap)).count(str) != len(snap):
+            return list(snap.items())
+        same = map(operator.is_, map(_DEREF, map(_known.get, snap, repeat(_NONE))),
+                   snap.values())
+        items = list(compress(snap.items(), map(operator.not_, same)))
+        found = []
+        for key, value in items:
+            if (type(value) is _MODULE and not key.startswith(_ROOT)
+                    and id(ns := value.__dict__) not in _namespaces
+                    and type(name := ns.get("__name__")) is str
+                    and not name.startswith(_ROOT)):
+                _known[key] = weakref.ref(value)
+            else:
+                found.append((key, value))
+        if len(_known) > 2 * len(snap) + 256:  # keys long gone: forget them
+            for key in [k for k in _known if k not in snap]:
+                del _known[key]
+        return found

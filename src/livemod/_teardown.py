@@ -98,8 +98,8 @@ class Teardown:
             interrupted = self.failed(inst, "exit and managed undo", exc)
             del exc
         try:
-            _wire.unwire(inst, self._journal.event)
-            _loader.remove_modules(inst.private_name)
+            _removed, own = _wire.unwire(inst, self._journal.event)
+            _loader.remove_modules(inst.private_name, own)
         except BaseException as exc:
             interrupted = self.failed(inst, "taking it out of sys.modules", exc) or interrupted
             del exc

@@ -153,9 +153,10 @@ def settle(inst: Instance) -> None:
         inst.patches.settle(owner.owns)
 
 
-def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
+def unwire(inst: Instance, event: Callable[..., None]) -> tuple[list[str], list[str]]:
     """Take ``inst``'s wiring down; remove public ``sys.modules`` entries its code inserted
-    for its own modules, and report them. Returns the names removed."""
+    for its own modules, and report them. Returns the names removed, and the module's own
+    private names found (for ``_loader.remove_modules``)."""
     wiring = inst.wiring
     if wiring is not None:
         _wiring.unregister(wiring)
@@ -163,35 +164,39 @@ def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
     below = private + "."
     removed = []
     snap = _sysmodules.snapshot()
-    for key in _inserted(snap, private, inst.namespace_ids):
+    items = _sysmodules.unknown(snap)  # every key under livemod.mods. among them
+    # Its own private names, whatever they hold: _loader.remove_modules takes those out.
+    own = [k for k, _ in items if type(k) is str and (k == private or k.startswith(below))]
+    for key in _inserted(items, private, inst.namespace_ids):
         if key == private or (type(key) is str and key.startswith(below)):
-            continue  # its own private names: _loader.remove_modules takes those out
+            continue
         if sys.modules.get(key) is snap[key]:
             del sys.modules[key]
             removed.append(key)
+    _sysmodules.drop_namespaces(inst.namespace_ids)  # after the look: see _sysmodules
     if removed:
         event("sys-modules-removed", inst.name,
                     f"removed sys.modules entries the module inserted itself: "
                     f"{', '.join(sorted(removed))}", names=tuple(sorted(removed)))
-    return removed
+    return removed, own
 
 
 _MODULE: Final = types.ModuleType
 
 
-def _inserted(snap: dict[Any, Any], private: str, ids: frozenset[int]) -> list[Any]:
+def _inserted(items: list[tuple[Any, Any]], private: str, ids: frozenset[int]) -> list[Any]:
     """The keys whose module is one of the module's: one of its namespaces (``ids``), or
-    named under ``private``.
+    named under ``private``; ``items`` are the entries of ``sys.modules`` not known to be
+    foreign (``_sysmodules.unknown``: at most unloads, its private names and little else).
 
-    This runs at every unload over all of ``sys.modules``, and reading several hundred
-    module objects is bound by memory, not by the interpreter: so one pass that touches
-    each plain module once (its namespace read through ``ModuleType``'s own ``__dict__``
-    and its name with ``dict.get``: no module code runs) keeps only the candidates, and
-    those -- its own entries, module subclasses, other objects, odd names -- are then
-    looked at one by one (never ``isinstance``, never ``getattr``).
+    Reading module objects is bound by memory, not by the interpreter: so one pass that
+    touches each plain module once (its namespace read through ``ModuleType``'s own
+    ``__dict__`` and its name with ``dict.get``: no module code runs) keeps only the
+    candidates, and those -- its own entries, module subclasses, other objects, odd names
+    -- are then looked at one by one (never ``isinstance``, never ``getattr``).
     """
     found = []
-    for key, value in [(k, v) for k, v in snap.items() if type(v) is not _MODULE
+    for key, value in [(k, v) for k, v in items if type(v) is not _MODULE
                        or id(d := v.__dict__) in ids or type(n := d.get("__name__")) is not str
                        or n.startswith(private)]:
         if type(value) is _MODULE:
