@@ -200,6 +200,12 @@ def test_bad_input_changes_nothing(svc: Service) -> None:
     assert all("unreadable" in str(s["service"]["desired_generation"]) for s in status.values())
     assert set(map(tuple, svc.versions().values())) == {("greet 1.0.0",)}
     os.unlink(desired)
+    # Each worker notices on its next look at the file (every _POLL seconds), not at once:
+    # an upgrade before that is refused, rightly ("wait for them to reconcile").
+    def in_step() -> bool:
+        return not any(s["service"]["drifted"] for s in svc.json("status")["workers"].values())
+
+    wait_for(in_step, what="every worker back in step once the unreadable desired set is gone")
 
     # Workers at different generations: refused before anything changes.
     svc.ok("upgrade", "greet", svc.module("greet_v2.py"))
