@@ -13,13 +13,11 @@ import functools
 import gc
 import logging
 import operator
-import re
 import signal
 import sys
 import threading
 import types
 import typing
-import warnings
 import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -27,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Final
 from . import _sysmodules
 from ._owned import Owner, attrs_of, class_qualname, safe_vars
 from ._scrub import _READABLE, _SIGNAL_KEYS, SIGNALS, SLOTS, Scrub, Scrubber, getsignal, run
-from ._scrub_helpers import _drop_added, _drop_keys, _none_owned, _remove_identity, _unchanged
+from ._scrub_helpers import _drop_added, _drop_keys, _none_owned_seen, _remove_identity, _unchanged
+from ._scrub_warnings import _warnings
 
 if TYPE_CHECKING:
     from ._instance import Instance
@@ -39,51 +38,6 @@ _TYPE_DICT: Final[Any] = type.__dict__["__dict__"]
 
 
 # -- one function per registry ----------------------------------------------------------
-
-
-def _warnings(s: Scrub) -> None:
-    filters: list[Any] = warnings.filters  # type: ignore[assignment]
-    private = s.private_name
-
-    def theirs(f: Any) -> bool:
-        if type(f) is not tuple or len(f) < 5:
-            return False
-        category, module = f[2], f[3]
-        if s.owns(category):
-            return True
-        pattern = module.pattern if type(module) is re.Pattern else None
-        return type(pattern) is str and pattern.replace("\\", "").startswith(private)
-
-    categories = [f[2] for f in list(filters) if type(f) is tuple and len(f) >= 5]
-    patterns = [f[3].pattern for f in list(filters) if type(f) is tuple and len(f) >= 5
-                and type(f[3]) is re.Pattern and type(f[3].pattern) is str]
-    if (_none_owned(s, categories) and not any(private in p.replace("\\", "") for p in patterns)
-            and not s.has_classes(Warning)):
-        return None  # nothing of the module's is in the filters or the registries below
-    gone = _remove_identity(filters, theirs)
-    for f in gone:
-        s.removed(f"warnings filter {f[0]!r} for {_category(s, f[2])}")
-    if not s.has_classes(Warning):  # the registries below are keyed by warning categories
-        return _filters_changed(gone)
-    registry: dict[Any, Any] = warnings.onceregistry  # type: ignore[attr-defined]
-    _drop_keys(registry, lambda k, v: type(k) is tuple and any(s.owns(p) for p in k))
-    for module in list(sys.modules.values()):
-        ns = safe_vars(module)
-        reg = dict.get(ns, "__warningregistry__") if type(ns) is dict else None
-        if type(reg) is dict:
-            _drop_keys(reg, lambda k, v: type(k) is tuple and any(s.owns(p) for p in k))
-    _filters_changed(gone)
-
-
-def _filters_changed(gone: list[Any]) -> None:
-    if gone:
-        mutated = getattr(warnings, "_filters_mutated", None)
-        if mutated is not None:
-            mutated()
-
-
-def _category(s: Scrub, cls: Any) -> str:
-    return s._owner.describe(cls)
 
 
 def _codecs(s: Scrub) -> None:
@@ -150,7 +104,7 @@ def _logging_untouched(s: Scrub, root: Any, loggers: dict[str, Any]) -> bool:
             found.append(h)
             found.append(h_attrs.get("formatter"))
             found.extend(_listed(h_attrs.get("filters")))
-    return _none_owned(s, found)
+    return _none_owned_seen(s, "logging", found)
 
 
 def _listed(value: Any) -> list[Any]:
@@ -254,7 +208,7 @@ def _signal(s: Scrub) -> None:
 
 def _copyreg(s: Scrub) -> None:
     table: dict[Any, Any] = copyreg.dispatch_table
-    if _none_owned(s, [*table, *table.values()]):
+    if _none_owned_seen(s, "copyreg", [*table, *table.values()]):
         return
     for cls in _drop_keys(table, lambda k, v: s.owns(k) or s.owns(v)):
         s.removed(f"copyreg reducer for {s._owner.describe(cls)}")
@@ -264,8 +218,8 @@ def _import_system(s: Scrub) -> None:
     before_path = s._before.get("sys.path", ())
     path = list(sys.path)
     path_same = len(path) == len(before_path) and all(map(operator.is_, path, before_path))
-    if path_same and _none_owned(s, sys.meta_path, sys.path_hooks,
-                                 list(sys.path_importer_cache.values())):
+    if path_same and _none_owned_seen(s, "import system", [
+            *sys.meta_path, *sys.path_hooks, *sys.path_importer_cache.values()]):
         return  # sys.path as before the load, and nothing of the module's in the rest
     for f in _remove_identity(sys.meta_path, s.owns):
         s.removed(f"sys.meta_path finder {s._owner.describe(f)}")
@@ -435,12 +389,12 @@ def _typing(s: Scrub) -> None:
         clear()
     # typing._tp_cache, applied by typing_extensions to functions of its own, keeps each
     # one's lru_cache: its cache_clear in _cleanups, and (3.12+) the cache in _caches.
-    if type(cleanups) is list:
+    if type(cleanups) is list and not _none_owned_seen(s, "typing cleanups", list(cleanups)):
         gone = _remove_identity(cleanups, s.owns)
         if gone:
             s.removed(f"typing's caches of {len(gone)} of its functions")
     caches = getattr(typing, "_caches", None)
-    if type(caches) is dict:
+    if type(caches) is dict and not _none_owned_seen(s, "typing caches", list(caches)):
         _drop_keys(caches, lambda k, v: s.owns(k))
 
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from itertools import compress, repeat
 from typing import Any, Final
 
-__all__ = ["drop_namespaces", "register_namespaces", "snapshot", "unknown"]
+__all__ = ["drop_namespaces", "loaded_namespaces", "register_namespaces", "snapshot", "unknown"]
 
 #: Every livemod module's private name starts with this (``_loader.PREFIX``).
 _ROOT: Final = "livemod.mods."
@@ -72,6 +72,12 @@ def register_namespaces(modules: Iterable[types.ModuleType]) -> frozenset[int]:
     with _lock:
         _namespaces.update(ids)
     return ids
+
+
+def loaded_namespaces() -> frozenset[int]:
+    """The ids of every loaded livemod module's namespaces (valid while they are loaded)."""
+    with _lock:
+        return frozenset(_namespaces)
 
 
 def drop_namespaces(ids: Iterable[int]) -> None:
