@@ -233,6 +233,18 @@ def test_an_undeclared_livemod_module_is_refused_and_the_host_is_unchanged(
 
 
 @pytest.mark.asserts_leak
+def rmmod_takes_out(host: livemod.Host, name: str, keys: list[str],
+                    module_ref: weakref.ref[Any]) -> None:
+    """rmmod ``name``: each public entry of ``keys`` leaves sys.modules, one event names
+    them all, and the module they held is freed."""
+    host.rmmod(name)
+    assert [k for k in keys if k in sys.modules] == []
+    [event] = [e for e in host.events() if e.kind == "sys-modules-removed"]
+    assert all(k in event.message for k in keys), event.message
+    gc.collect()
+    assert module_ref() is None
+
+
 def test_sixes_private_name_moves_work_and_public_inserts_are_removed_at_unload(
     modpath: Path, wired_host: livemod.Host
 ) -> None:
@@ -257,13 +269,7 @@ def test_sixes_private_name_moves_work_and_public_inserts_are_removed_at_unload(
     assert view.via_dunder() == 42
     assert view.via_own_name() == 42
     module_ref = weakref.ref(sys.modules["six9_public_alias"])
-    wired_host.rmmod("six9")
-    assert "six9_public_alias" not in sys.modules
-    assert "six9_public_moves" not in sys.modules
-    [event] = [e for e in wired_host.events() if e.kind == "sys-modules-removed"]
-    assert "six9_public_alias" in event.message and "six9_public_moves" in event.message
-    gc.collect()
-    assert module_ref() is None
+    rmmod_takes_out(wired_host, "six9", ["six9_public_alias", "six9_public_moves"], module_ref)
 
 
 def test_public_entries_are_found_even_where_earlier_unloads_saw_a_foreign_module(
@@ -292,13 +298,7 @@ def test_public_entries_are_found_even_where_earlier_unloads_saw_a_foreign_modul
         wired_host.insmod(modpath / "other9.py")
         wired_host.rmmod("other9")  # sees the renamed module: it must not be remembered
         ref = weakref.ref(sys.modules["lm9_renamed_alias"])
-        wired_host.rmmod("takeover9")
-        assert "lm9_was_foreign" not in sys.modules
-        assert "lm9_renamed_alias" not in sys.modules
-        [event] = [e for e in wired_host.events() if e.kind == "sys-modules-removed"]
-        assert "lm9_was_foreign" in event.message and "lm9_renamed_alias" in event.message
-        gc.collect()
-        assert ref() is None
+        rmmod_takes_out(wired_host, "takeover9", ["lm9_was_foreign", "lm9_renamed_alias"], ref)
     finally:
         sys.modules.pop("lm9_was_foreign", None)
         sys.modules.pop("lm9_renamed_alias", None)
