@@ -43,7 +43,7 @@ __all__ = ["drop_namespaces", "loaded_namespaces", "register_namespaces", "snaps
 #: Every livemod module's private name starts with this (``_loader.PREFIX``).
 _ROOT: Final = "livemod.mods."
 _MODULE: Final = types.ModuleType
-_DEREF: Final[Callable[[weakref.ref[Any]], Any]] = weakref.ref.__call__
+_DEREF: Final[Callable[[weakref.ref[Any]], Any]] = operator.call  # twice ref.__call__'s speed
 
 _lock = threading.Lock()  # protects: _known, _namespaces
 #: key -> a weak reference to the plain, foreign module it held when last looked at.
@@ -92,9 +92,9 @@ def unknown(snap: dict[Any, Any]) -> list[tuple[Any, Any]]:
     with _lock:
         if list(map(type, snap)).count(str) != len(snap):
             return list(snap.items())
-        same = map(operator.is_, map(_DEREF, map(_known.get, snap, repeat(_NONE))),
-                   snap.values())
-        items = list(compress(snap.items(), map(operator.not_, same)))
+        changed = map(operator.is_not, map(_DEREF, map(_known.get, snap, repeat(_NONE))),
+                      snap.values())
+        items = list(compress(snap.items(), changed))
         found = []
         for key, value in items:
             if (type(value) is _MODULE and not key.startswith(_ROOT)
