@@ -799,9 +799,18 @@ def test_submit_runs_in_the_hosts_workers_and_queued_work_is_cancelled_at_unload
     [(_, _, worker)] = probe.seen("work", 21)
     assert worker.startswith(f"livemod-{host._id}-work")
 
-    # Four workers: fill them with waits outside the module, then queue module work.
+    # Four workers: fill them with waits outside the module, then queue module work. Each
+    # wait must have started before the unload: one still queued is cancelled like the
+    # module's work (it was, now and then, when the rmmod came first).
     pool_gate = probe.gate("pool")
-    blockers = [m.submit(pool_gate.wait, 10) for _ in range(4)]
+    running = threading.Semaphore(0)
+
+    def block() -> bool:
+        running.release()
+        return pool_gate.wait(10)
+
+    blockers = [m.submit(block) for _ in range(4)]
+    assert all(running.acquire(timeout=5) for _ in range(4)), "the workers did not start"
     queued = m.submit(m.work, 99)
     assert not queued.done()
     host.rmmod("submitter")
