@@ -791,6 +791,21 @@ SUBMIT = '''
 '''
 
 
+def fill_workers(m: Any, gate: threading.Event) -> list[Any]:
+    """Occupy the host's four workers with waits on ``gate`` (outside the module), each
+    running before this returns: one still queued at the unload would be cancelled like the
+    module's own work (it was, now and then, when the rmmod came first)."""
+    running = threading.Semaphore(0)
+
+    def block() -> bool:
+        running.release()
+        return gate.wait(10)
+
+    blockers = [m.submit(block) for _ in range(4)]
+    assert all(running.acquire(timeout=5) for _ in range(4)), "the workers did not start"
+    return blockers
+
+
 def test_submit_runs_in_the_hosts_workers_and_queued_work_is_cancelled_at_unload(
     host: livemod.Host, tmp_path: Path, probe: Probe, wait_for: Callable[..., Any]
 ) -> None:
@@ -799,18 +814,9 @@ def test_submit_runs_in_the_hosts_workers_and_queued_work_is_cancelled_at_unload
     [(_, _, worker)] = probe.seen("work", 21)
     assert worker.startswith(f"livemod-{host._id}-work")
 
-    # Four workers: fill them with waits outside the module, then queue module work. Each
-    # wait must have started before the unload: one still queued is cancelled like the
-    # module's work (it was, now and then, when the rmmod came first).
+    # Four workers: fill them with waits outside the module, then queue module work.
     pool_gate = probe.gate("pool")
-    running = threading.Semaphore(0)
-
-    def block() -> bool:
-        running.release()
-        return pool_gate.wait(10)
-
-    blockers = [m.submit(block) for _ in range(4)]
-    assert all(running.acquire(timeout=5) for _ in range(4)), "the workers did not start"
+    blockers = fill_workers(m, pool_gate)
     queued = m.submit(m.work, 99)
     assert not queued.done()
     host.rmmod("submitter")
@@ -827,7 +833,7 @@ def test_queued_executor_work_does_not_make_the_unload_look_leaky(
     m = host.insmod(write(tmp_path, "submitter", SUBMIT))
     m.first.result(5)
     pool_gate = probe.gate("pool")
-    blockers = [m.submit(pool_gate.wait, 10) for _ in range(4)]
+    blockers = fill_workers(m, pool_gate)
     queued = m.submit(m.work, 99)
     try:
         host.rmmod("submitter")
