@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import livemod
+from livemod import _leaks
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -232,17 +233,17 @@ def test_an_undeclared_livemod_module_is_refused_and_the_host_is_unchanged(
     assert (wired_host.lsmod(), set(sys.modules)) == before
 
 
-@pytest.mark.asserts_leak
 def rmmod_takes_out(host: livemod.Host, name: str, keys: list[str],
                     module_ref: weakref.ref[Any]) -> None:
     """rmmod ``name``: each public entry of ``keys`` leaves sys.modules, one event names
-    them all, and the module they held is freed."""
+    them all, and the module they held is freed (where unloaded code can die at all: not
+    on 3.13t, whose immortal functions keep their globals; the rest holds there too)."""
     host.rmmod(name)
     assert [k for k in keys if k in sys.modules] == []
     [event] = [e for e in host.events() if e.kind == "sys-modules-removed"]
     assert all(k in event.message for k in keys), event.message
     gc.collect()
-    assert module_ref() is None
+    assert module_ref() is None or _leaks.unverifiable() is not None
 
 
 def test_sixes_private_name_moves_work_and_public_inserts_are_removed_at_unload(
