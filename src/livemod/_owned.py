@@ -22,6 +22,7 @@ import threading
 import types
 import weakref
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from itertools import repeat
 from typing import Any, Final, final
 
@@ -144,6 +145,18 @@ def module_name(module: types.ModuleType) -> str | None:
     return name if type(name) is str else None
 
 
+class _EveryFile(frozenset[str]):
+    """Every file (``Owner.every_module``): what cannot be decided counts as owned."""
+
+    __slots__ = ()
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_EVERY_FILE: Final = _EveryFile()
+
+
 @final
 class Owner:
     """One module's identity, for asking "is this object its?".
@@ -173,6 +186,18 @@ class Owner:
         # id(type) -> (the type, whether it or a base is the module's). The type is kept so
         # that its id cannot be reused while this Owner lives (one scrub or one report).
         self._types: dict[int, tuple[type, bool]] = {}
+
+    @classmethod
+    def every_module(cls, dict_ids: AbstractSet[int]) -> Owner:
+        """One Owner for every loaded livemod module at once: names under ``livemod.mods.``,
+        the namespaces ``dict_ids`` (read as they are, not copied: the caller's live set),
+        and every file -- a code object, or a function whose globals have no name, counts
+        as owned, since no list of every module's files is kept."""
+        owner = cls("livemod", _ROOT[:-1])
+        owner._rooted = True  # _FOREIGN holds types no livemod module has: it answers here
+        owner.dict_ids = dict_ids  # type: ignore[assignment]
+        owner.files = _EVERY_FILE
+        return owner
 
     def owns_name(self, module: object) -> bool:
         """Whether a module name (a string) is the module's or one of its submodules'."""

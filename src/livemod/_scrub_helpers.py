@@ -4,7 +4,6 @@ exact pass runs."""
 
 from __future__ import annotations
 
-import itertools
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -12,8 +11,7 @@ from typing import Any
 from ._scrub import Scrub
 from ._scrub_seen import remember, seen
 
-__all__ = ["_drop_added", "_drop_keys", "_none_owned", "_none_owned_seen", "_remove_identity",
-           "_unchanged"]
+__all__ = ["_drop_added", "_drop_keys", "_none_owned_seen", "_remove_identity", "_unchanged"]
 
 
 def _drop_added(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], bool]) -> list[str]:
@@ -31,22 +29,12 @@ def _drop_added(s: Scrub, key: str, d: dict[str, Any], skip: Callable[[str], boo
     return gone
 
 
-def _none_owned(s: Scrub, *groups: Iterable[Any]) -> bool:
-    """Whether none of these objects is the module's: the cheap look most unloads end with
-    (``Owner.sift``), before a registry's own, exact pass runs."""
-    return not s._owner.sift(itertools.chain(*groups))
-
-
 def _none_owned_seen(s: Scrub, label: str, objects: list[Any]) -> bool:
-    """``_none_owned``, skipped when these very objects were found clean by an earlier look
-    (``_scrub_seen``); a look that finds nothing of any module's is remembered."""
-    if seen(label, objects):
-        return True
-    if not _none_owned(s, objects):
-        remember(label, objects, also_clean=False)  # the registry is about to change
-        return False
-    remember(label, objects)
-    return True
+    """Whether none of these objects is the module's: the cheap look most unloads end with,
+    before a registry's own, exact pass runs. Skipped when these very objects were found
+    clean by an earlier look (``_scrub_seen``); otherwise one ``Owner.sift`` for every
+    loaded module, remembered when it finds nothing, and ``owns`` asked of what it found."""
+    return seen(label, objects) or not any(map(s.owns, remember(label, objects)))
 
 
 def _remove_identity(items: list[Any], pred: Callable[[Any], bool]) -> list[Any]:

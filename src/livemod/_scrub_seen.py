@@ -1,19 +1,22 @@
 """Registries seen clean: what a scrub looked at last and found nothing of any module in.
 
 Each registry scrubber first asks whether anything of the unloaded module's is in its
-registry at all (``_none_owned``: a pass over the registry's objects with ``Owner.sift``),
+registry at all (``_none_owned_seen``: a pass over its objects with ``Owner.sift``),
 and almost always the answer is no. Between two unloads most registries do not change:
 the warnings filters, ``copyreg``'s table, the import system's finders, typing's cleanups.
 So once a look finds nothing of *any* loaded livemod module's among a registry's objects,
 those very objects are kept, one tuple per registry, and the next look that gathers the
 same objects in the same order (an identity compare in C) skips the pass.
 
-"Nothing of any module's" is decided by an ``Owner`` for every loaded module at once: names
-under ``livemod.mods.``, the namespaces of every loaded module (``_sysmodules``), and every
-file -- a code object, or a function run with globals that have no name, is never taken
-for clean (no one list of every loaded module's files is kept). Ownership does not change
-over an object's life (its function's globals, its class's module), and a module loaded
-later makes new objects, so a tuple once clean stays clean for as long as it is the same.
+"Nothing of any module's" is decided by ``Owner.every_module``: names under
+``livemod.mods.``, the namespaces of every loaded module (``_sysmodules``), and every file
+(a code object, or a function run with globals that have no name, is never taken for
+clean). That one sift also answers the unloaded module's own question: what it owns is
+among what every module owns, so only those few objects are asked about again.
+
+Ownership does not change over an object's life (its function's globals, its class's
+module), and a module loaded later makes new objects, so a tuple once clean stays clean for
+as long as it is the same.
 
 What is kept must never keep anything alive: a handler the application adds may hold a
 module's stream, and once the application takes the handler off again the module must be
@@ -39,16 +42,6 @@ from ._owned import Owner, kind
 __all__ = ["remember", "seen"]
 
 
-class _EveryFile(frozenset[str]):
-    """The files of every module: any file (what cannot be decided counts as owned)."""
-
-    __slots__ = ()
-
-    def __contains__(self, item: object) -> bool:
-        return True
-
-
-_EVERY: Final = _EveryFile()
 #: Immutable values that are kept as they are (they hold nothing a module could own).
 _PLAIN: Final = frozenset(map(id, (str, int, float, bool, bytes, type(None), re.Pattern)))
 _lock = threading.Lock()  # protects: _kept
@@ -66,17 +59,21 @@ def seen(label: str, objects: list[Any]) -> bool:
 
 
 def remember(label: str, objects: list[Any], checked: list[Any] | None = None, *,
-             also_clean: bool = True) -> None:
-    """Keep ``objects`` as ``label``'s clean view if none of ``checked`` (default: the
-    objects themselves) is any loaded module's, and ``also_clean`` (what the caller looked
-    at beside them, such as filter patterns, was clean too); else forget the old view."""
-    clean = also_clean and not _any_module().sift(objects if checked is None else checked)
-    kept = list(map(_holder, objects)) if clean else []
+             also_clean: bool = True) -> list[Any]:
+    """What of ``checked`` (default: the objects themselves) any loaded module owns, in one
+    sift; if nothing, and ``also_clean`` (what the caller looked at beside them, such as
+    filter patterns, was clean too), keep ``objects`` as ``label``'s clean view, else forget
+    the old view. The unloaded module's own are among what is returned (it is still
+    loaded while it is scrubbed), so its scrubber asks ``owns`` of those few only."""
+    owned = Owner.every_module(_sysmodules.loaded_namespaces()).sift(
+        objects if checked is None else checked)
+    kept = list(map(_holder, objects)) if also_clean and not owned else []
     with _lock:
-        if clean and not any(map(operator.is_, kept, repeat(None))):  # by identity
+        if kept and not any(map(operator.is_, kept, repeat(None))):  # by identity
             _kept[label] = tuple(kept)  # type: ignore[arg-type]
         else:
             _kept.pop(label, None)
+    return owned
 
 
 def _holder(obj: Any) -> Callable[[], Any] | None:
@@ -88,9 +85,3 @@ def _holder(obj: Any) -> Callable[[], Any] | None:
         return weakref.ref(obj)
     except TypeError:
         return None
-
-
-def _any_module() -> Owner:
-    owner = Owner("livemod", "livemod.mods", _sysmodules.loaded_namespaces())
-    owner.files = _EVERY  # after __init__, which would copy it into a plain (empty) set
-    return owner

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._owned import safe_vars
 from ._scrub import Scrub
-from ._scrub_helpers import _drop_keys, _none_owned, _remove_identity
+from ._scrub_helpers import _drop_keys, _remove_identity
 from ._scrub_seen import remember, seen
 
 __all__ = ["_warnings"]
@@ -39,10 +39,9 @@ def _warnings(s: Scrub) -> None:
         categories = [f[2] for f in now if type(f) is tuple and len(f) >= 5]
         patterns = [f[3].pattern.replace("\\", "") for f in now if type(f) is tuple
                     and len(f) >= 5 and type(f[3]) is re.Pattern and type(f[3].pattern) is str]
-        if _none_owned(s, categories) and not any(private in p for p in patterns):
-            remember("warnings", now, categories,
-                     also_clean=not any("livemod.mods." in p for p in patterns))
-        else:
+        owned = remember("warnings", now, categories,
+                         also_clean=not any("livemod.mods." in p for p in patterns))
+        if any(map(s.owns, owned)) or any(private in p for p in patterns):
             gone = _remove_identity(filters, theirs)
             for f in gone:
                 s.removed(f"warnings filter {f[0]!r} for {_category(s, f[2])}")

@@ -35,6 +35,7 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from itertools import compress, repeat
 from typing import Any, Final
 
@@ -74,10 +75,10 @@ def register_namespaces(modules: Iterable[types.ModuleType]) -> frozenset[int]:
     return ids
 
 
-def loaded_namespaces() -> frozenset[int]:
-    """The ids of every loaded livemod module's namespaces (valid while they are loaded)."""
-    with _lock:
-        return frozenset(_namespaces)
+def loaded_namespaces() -> AbstractSet[int]:
+    """The ids of every loaded livemod module's namespaces (valid while they are loaded):
+    the live set itself, to read (one membership test at a time) and never to change."""
+    return _namespaces
 
 
 def drop_namespaces(ids: Iterable[int]) -> None:

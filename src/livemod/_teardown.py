@@ -98,8 +98,7 @@ class Teardown:
             interrupted = self.failed(inst, "exit and managed undo", exc)
             del exc
         try:
-            _removed, own = _wire.unwire(inst, self._journal.event)
-            _loader.remove_modules(inst.private_name, own)
+            _loader.remove_modules(inst.private_name, _wire.unwire(inst, self._journal.event))
         except BaseException as exc:
             interrupted = self.failed(inst, "taking it out of sys.modules", exc) or interrupted
             del exc

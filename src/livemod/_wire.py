@@ -153,32 +153,34 @@ def settle(inst: Instance) -> None:
         inst.patches.settle(owner.owns)
 
 
-def unwire(inst: Instance, event: Callable[..., None]) -> tuple[list[str], list[str]]:
+def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
     """Take ``inst``'s wiring down; remove public ``sys.modules`` entries its code inserted
-    for its own modules, and report them. Returns the names removed, and the module's own
-    private names found (for ``_loader.remove_modules``)."""
+    for its own modules, and report them. Returns the module's own private names found
+    (for ``_loader.remove_modules``)."""
     wiring = inst.wiring
     if wiring is not None:
         _wiring.unregister(wiring)
     private = inst.private_name
     below = private + "."
+
+    def own(key: object) -> bool:  # its private names: _loader.remove_modules takes those
+        return type(key) is str and (key == private or key.startswith(below))
+
     removed = []
-    snap = _sysmodules.snapshot()
-    items = _sysmodules.unknown(snap)  # every key under livemod.mods. among them
-    # Its own private names, whatever they hold: _loader.remove_modules takes those out.
-    own = [k for k, _ in items if type(k) is str and (k == private or k.startswith(below))]
-    for key in _inserted(items, private, inst.namespace_ids):
-        if key == private or (type(key) is str and key.startswith(below)):
-            continue
-        if sys.modules.get(key) is snap[key]:
-            del sys.modules[key]
-            removed.append(key)
-    _sysmodules.drop_namespaces(inst.namespace_ids)  # after the look: see _sysmodules
+    try:
+        snap = _sysmodules.snapshot()
+        items = _sysmodules.unknown(snap)  # every key under livemod.mods. among them
+        for key in _inserted(items, private, inst.namespace_ids):
+            if not own(key) and sys.modules.get(key) is snap[key]:
+                del sys.modules[key]
+                removed.append(key)
+    finally:
+        _sysmodules.drop_namespaces(inst.namespace_ids)  # after the look: see _sysmodules
     if removed:
         event("sys-modules-removed", inst.name,
                     f"removed sys.modules entries the module inserted itself: "
                     f"{', '.join(sorted(removed))}", names=tuple(sorted(removed)))
-    return removed, own
+    return [k for k, _ in items if own(k)]
 
 
 _MODULE: Final = types.ModuleType
