@@ -34,7 +34,8 @@ class HookTable:
     call path) needs no lock.
     """
 
-    __slots__ = ("_lock", "_policy", "_replays", "_seq", "_sink", "_waiters", "hooks", "retired")
+    __slots__ = ("_lock", "_policy", "_replays", "_seq", "_sink", "_waiters", "_where", "hooks",
+                 "retired")
 
     def __init__(self, lock: threading.Lock, policy: ErrorPolicy, sink: ErrorSink) -> None:
         self._lock = lock
@@ -47,6 +48,10 @@ class HookTable:
         # Queues of unloads waiting for retired snapshots to drain (changed under the lock;
         # read by late readers without it, as a copy).
         self._waiters: list[Any] = []
+        # Owner -> the hooks it may have implementations on (a superset: a removed one may
+        # still be named), so an unload or upgrade looks at its own hooks, not at every hook
+        # of the host (which made both grow with the host's hook count).
+        self._where: dict[object, set[str]] = {}
 
     def add_waiter(self, wakeups: Any) -> None:
         """Put ``None`` on ``wakeups`` whenever a retired snapshot's last reader leaves."""
@@ -134,6 +139,7 @@ class HookTable:
             hook = self.hooks.get(name)
             if hook is None:  # not ``or``: an empty Hook is falsy (it has a __len__)
                 hook = self._create_unlocked(name, None)
+            self._note_unlocked(name, impls)
             snap = hook._snap
             if snap.impls and not snap.wraps and not any(i.wrapper for i in impls):
                 merged, fns = _insert_with(snap.impls, snap.fns, impls)
@@ -146,7 +152,8 @@ class HookTable:
     def unpublish_unlocked(self, owner: int) -> list[tuple[str, Impl]]:
         """Remove every implementation of ``owner``; return them for a possible republish."""
         removed: list[tuple[str, Impl]] = []
-        for hook in self.hooks.values():
+        for name in sorted(self._where.pop(owner, ())):
+            hook = self.hooks[name]
             snap = hook._snap
             if owner not in snap.owners:
                 continue
@@ -163,14 +170,15 @@ class HookTable:
         old ones' places (their sequence numbers), in order; extra ones go last.
         """
         by_hook = _by_hook(additions)
-        names = {h.name for h in self.hooks.values() if old in h._snap.owners} | set(by_hook)
-        for name in sorted(names):
+        names = {n for n in self._where.pop(old, ()) if old in self.hooks[n]._snap.owners}
+        for name in sorted(names | set(by_hook)):
             hook = self.hooks.get(name)
             if hook is None:
                 hook = self._create_unlocked(name, None)
+            new = by_hook.get(name, [])
+            self._note_unlocked(name, new)
             current = hook._snap.impls
             places = [i.seq for i in current if i.owner == old]
-            new = by_hook.get(name, [])
             for impl, seq in zip(new, places, strict=False):
                 impl.seq = seq
             kept = tuple(i for i in current if i.owner != old)
@@ -208,6 +216,13 @@ class HookTable:
         hook = Hook(name, policy=policy or self._policy, sink=self._sink, lock=self._lock)
         self.hooks[name] = hook
         return hook
+
+    def _note_unlocked(self, name: str, impls: list[Impl]) -> None:
+        for impl in impls:
+            where = self._where.get(impl.owner)
+            if where is None:
+                self._where[impl.owner] = where = set()
+            where.add(name)
 
     def _claim_history_unlocked(self, hook: Hook, impls: list[Impl]) -> None:
         # Under the lock, like call_historic's claim: each remembered call reaches each

@@ -302,7 +302,9 @@ def _bound_dependents(host: Steps, name: str) -> list[str]:
     """Modules that imported ``name``'s objects directly, dependents last (reload order)."""
     with host.table.lock:
         bound = [i.name for i in host.table.names.values() if name in i.bound]
-        used_by = {n: host.table.used_by_unlocked(i) for n, i in host.table.names.items()}
+        if not bound:  # the common case: nothing to order
+            return []
+        used_by = host.table.used_by_map_unlocked()
     return list(reversed(dependents_order(bound, used_by)))
 
 
@@ -316,8 +318,10 @@ def _bound_closure(host: Steps, name: str) -> list[str]:
             if dependent not in order:
                 order.append(dependent)
                 frontier.append(dependent)
+    if not order:
+        return []
     with host.table.lock:
-        used_by = {n: host.table.used_by_unlocked(i) for n, i in host.table.names.items()}
+        used_by = host.table.used_by_map_unlocked()
     return list(reversed(dependents_order(order, used_by)))
 
 

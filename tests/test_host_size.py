@@ -1,0 +1,127 @@
+"""What an unload or upgrade looks at is its own module, whatever else the host holds.
+
+Two shortcuts keep rmmod and replace from reading the whole host: the hook table's index
+of the hooks each module has implementations on (``_hooktable``) and the "used by" map
+built in one pass (``_table.used_by_map_unlocked``). Each test here fails if its shortcut
+loses something: an implementation left on a hook, a dependent missed.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import livemod
+
+pytestmark = pytest.mark.usefixtures("no_stray_threads")
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+def modpath(tmp_path: Path) -> Path:
+    root = tmp_path / "mods"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def host(modpath: Path) -> Iterator[livemod.Host]:
+    h = livemod.Host(modpath=[modpath], timeout=5.0)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def on_hooks(name: str, version: str, hooks: list[str], seen: Path | None = None) -> str:
+    """A module with one implementation on each of ``hooks``. With ``seen``, its exit
+    writes there what each of its hooks calls then: after the unpublish, before the managed
+    undo takes each registration back one by one (which would hide a hook the unpublish
+    missed)."""
+    adds = "\n".join(f"    mod.hook({h!r}).add(impl)" for h in hooks)
+    text = (f'__livemod__ = {{"name": {name!r}, "version": {version!r}}}\n\n'
+            f"def impl(x):\n    return ({version!r}, x)\n\n"
+            f"def init(mod):\n{adds}\n")
+    if seen is not None:
+        text += (f"\ndef exit(mod):\n    with open({str(seen)!r}, 'a') as out:\n"
+                 f"        out.write(repr([mod.hook(h)(0) for h in {hooks!r}]) + '\\n')\n")
+    return text
+
+
+def test_unload_and_upgrade_take_a_module_off_exactly_its_own_hooks(
+    modpath: Path, host: livemod.Host, tmp_path: Path
+) -> None:
+    seen = tmp_path / "seen.txt"
+    for i in range(5):  # other modules, each on a hook of its own and on the shared one
+        (modpath / f"n{i}.py").write_text(on_hooks(f"n{i}", "1.0.0", [f"own.{i}", "b"]))
+        host.insmod(modpath / f"n{i}.py")
+    for version, hooks in (("1", ["a", "b"]), ("2", ["b", "c"])):
+        (modpath / f"v{version}").mkdir()
+        (modpath / f"v{version}" / "m.py").write_text(
+            on_hooks("m", f"{version}.0.0", hooks, seen))
+    host.insmod(modpath / "v1" / "m.py")
+
+    def exits_saw() -> list[str]:
+        lines = seen.read_text().splitlines()
+        seen.unlink()
+        return lines
+
+    # An unload rolled back (held while it waited) puts the module back on every hook; the
+    # upgrade after it finds them there.
+    hold = host.hold("m")
+    with pytest.raises(livemod.ModuleBusy, match="rolled back"):
+        host.rmmod("m", wait=True, timeout=0.05)
+    assert [len(host.hook(h)(0)) for h in ("a", "b")] == [1, 6]
+    hold.release()
+    host.replace("m", modpath / "v2" / "m.py")
+    others = [("1.0.0", 0)] * 5
+    assert exits_saw() == [repr([[], [*others, ("2.0.0", 0)]])]  # v1's exit: v2 serves
+    assert (host.hook("a")(0), host.hook("c")(0)) == ([], [("2.0.0", 0)])
+    host.replace("m", modpath / "v1" / "m.py", downgrade=True)  # and back: c is left
+    assert exits_saw() == [repr([[*others, ("1.0.0", 0)], []])]  # v2's: on b and c no more
+    host.rmmod("m")
+    assert exits_saw() == [repr([[], others])]
+    assert [host.hook(h)(0) for h in ("a", "c")] == [[], []]
+    assert host.hook("b")(0) == others
+    assert [host.hook(f"own.{i}")(0) for i in range(5)] == [[("1.0.0", 0)]] * 5
+
+
+def test_the_used_by_map_is_what_asking_each_module_gives(
+    modpath: Path, host: livemod.Host
+) -> None:
+    # A diamond (top <- left, right <- bottom), a module nobody uses, and an old version of
+    # "left" still draining after an upgrade (it still uses what it used).
+    write(modpath, {
+        "top.py": '__livemod__ = {"name": "top", "version": "1.0.0"}\n',
+        "alone.py": '__livemod__ = {"name": "alone", "version": "1.0.0"}\n',
+        "left.py": '__livemod__ = {"name": "left", "version": "1.0.0", "depends": ["top"]}\n',
+        "left2/left.py": '__livemod__ = {"name": "left", "version": "1.1.0", '
+                         '"depends": ["alone"]}\n',
+        "right.py": '__livemod__ = {"name": "right", "version": "1.0.0", "depends": ["top"]}\n',
+        "bottom.py": '__livemod__ = {"name": "bottom", "version": "1.0.0", '
+                     '"depends": ["left", "right"]}\n',
+    })
+    for name in ("top", "alone", "left", "right", "bottom"):
+        host.insmod(modpath / f"{name}.py")
+    hold = host.hold("left")
+    host.replace("left", modpath / "left2" / "left.py", timeout=0.05)  # 1.0.0 pending
+    try:
+        table = host._table
+        assert [i.info.version for i in table.pending] == ["1.0.0"]
+        with table.lock:
+            one_by_one = {n: table.used_by_unlocked(i) for n, i in table.names.items()}
+        assert table.used_by_map() == one_by_one == {
+            "top": ["left", "right"], "alone": ["left"], "left": ["bottom"],
+            "right": ["bottom"], "bottom": [],
+        }
+    finally:
+        hold.release()
