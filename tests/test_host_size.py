@@ -1,13 +1,15 @@
 """What an unload or upgrade looks at is its own module, whatever else the host holds.
 
-Two shortcuts keep rmmod and replace from reading the whole host: the hook table's index
-of the hooks each module has implementations on (``_hooktable``) and the "used by" map
-built in one pass (``_table.used_by_map_unlocked``). Each test here fails if its shortcut
-loses something: an implementation left on a hook, a dependent missed.
+Three shortcuts keep rmmod and replace from reading the whole host: the hook table's index
+of the hooks each module has implementations on (``_hooktable``), the "used by" map built in
+one pass (``_table.used_by_map_unlocked``), and the remembered ``sys.modules`` entries of the
+other loaded modules (``_sysmodules``). Each test here fails if its shortcut loses something:
+an implementation left on a hook, a dependent missed, a private entry left in ``sys.modules``.
 """
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import livemod
+from livemod import _sysmodules
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -125,3 +128,27 @@ def test_the_used_by_map_is_what_asking_each_module_gives(
         }
     finally:
         hold.release()
+
+
+def test_an_unload_takes_out_its_own_entries_that_other_unloads_remembered(
+    modpath: Path, host: livemod.Host
+) -> None:
+    write(modpath, {
+        "pkg9/__init__.py": '__livemod__ = {"name": "pkg9"}\nfrom pkg9 import sub\n',
+        "pkg9/sub.py": "X = 1\n",
+        "plain9.py": '__livemod__ = {"name": "plain9"}\nY = 2\n',
+        "other9.py": '__livemod__ = {"name": "other9"}\n',
+    })
+    host.insmod(modpath / "pkg9")
+    host.insmod(modpath / "plain9.py")
+    pkg = host._table.names["pkg9"].private_name
+    plain = host._table.names["plain9"].private_name
+    host.insmod(modpath / "other9.py")
+    host.rmmod("other9")  # its look remembers pkg9's and plain9's entries as theirs
+    assert {pkg, pkg + ".sub"} <= set(_sysmodules._own.get(pkg, ()))
+    assert plain in _sysmodules._own.get(plain, ())
+    host.rmmod("pkg9")
+    assert [k for k in (pkg, pkg + ".sub") if k in sys.modules] == []
+    assert host.namespace("plain9").Y == 2 and plain in sys.modules  # another's: kept
+    host.rmmod("plain9")
+    assert plain not in sys.modules

@@ -16,9 +16,17 @@ look's verdict is remembered per key: "this key held this very module (a weak re
 nothing is kept alive), a plain module that no livemod module owns". An entry is known
 again when its key holds the same object; finding out is a few C-level passes that read
 the keys and the references, not the modules. Everything else is returned for the exact
-look: keys under ``livemod.mods.``, values that are not plain modules, new or replaced
-values, the namespaces of loaded livemod modules (one may have renamed itself: its name
-no longer says whose it is, so their ids are registered while they are loaded).
+look: values that are not plain modules, new or replaced values, the namespaces of loaded
+livemod modules under any other name (one may have renamed itself: its name no longer
+says whose it is, so their ids are registered while they are loaded).
+
+The entries the loader made for the other loaded livemod modules are remembered the same
+way: a key under ``livemod.mods.`` that holds a loaded module's own namespace by its own
+name (``__name__`` is the key). Such an entry is the business of the module whose private
+name it is under, and of no other: every unload asks with its private name, and its own
+keys are always returned (one C-level ``startswith`` pass over the keys), remembered or
+not. Until they were remembered, a host of 400 modules read all 400 of those entries at
+every unload, which made an rmmod there cost more than twice one in an empty host.
 
 A foreign verdict stays true for the object's life: a module's namespace dict is fixed for
 its life, and a livemod module loaded later has new namespaces. (A module whose
@@ -49,6 +57,8 @@ _DEREF: Final[Callable[[weakref.ref[Any]], Any]] = operator.call  # twice ref.__
 _lock = threading.Lock()  # protects: _known, _namespaces
 #: key -> a weak reference to the plain, foreign module it held when last looked at.
 _known: dict[str, weakref.ref[types.ModuleType]] = {}
+#: private name -> the keys under it that ``_known`` holds (in a dict: in order).
+_own: dict[str, dict[str, None]] = {}
 #: ids of the namespace dicts of every loaded livemod module (alive meanwhile).
 _namespaces: set[int] = set()
 
@@ -87,25 +97,54 @@ def drop_namespaces(ids: Iterable[int]) -> None:
         _namespaces.difference_update(ids)
 
 
-def unknown(snap: dict[Any, Any]) -> list[tuple[Any, Any]]:
-    """The items of ``snap`` (a ``snapshot``) that are not known to be foreign modules,
-    in order; the plain foreign modules among them are remembered for the next look."""
+def unknown(snap: dict[Any, Any], private: str) -> list[tuple[Any, Any]]:
+    """The items of ``snap`` (a ``snapshot``) that are not known to be another module's
+    entries, in order, with every item under the private name ``private`` (the module being
+    unloaded); the plain foreign modules and the other livemod modules' own entries among
+    them are remembered for the next look."""
     with _lock:
         if list(map(type, snap)).count(str) != len(snap):
             return list(snap.items())
         changed = map(operator.is_not, map(_DEREF, map(_known.get, snap, repeat(_NONE))),
                       snap.values())
-        items = list(compress(snap.items(), changed))
+        # Over the keys, not the items: an item is a tuple made for each entry, kept or not.
+        items = [(key, snap[key]) for key in compress(snap, changed)]
+        # Its own entries remembered at an earlier look (another module's unload), which
+        # that pass skipped: every other key of its own was not remembered, so is in items.
+        mine = [(key, value) for key in _own.get(private, ())
+                if (value := snap.get(key, _NONE)) is not _NONE
+                and _known.get(key, _NONE)() is value]
         found = []
         for key, value in items:
-            if (type(value) is _MODULE and not key.startswith(_ROOT)
-                    and id(ns := value.__dict__) not in _namespaces
-                    and type(name := ns.get("__name__")) is str
-                    and not name.startswith(_ROOT)):
-                _known[key] = weakref.ref(value)
-            else:
+            if type(value) is not _MODULE:
                 found.append((key, value))
+                continue
+            ns = value.__dict__
+            name = ns.get("__name__")
+            if type(name) is not str:
+                found.append((key, value))
+            elif not key.startswith(_ROOT):
+                if id(ns) not in _namespaces and not name.startswith(_ROOT):
+                    _known[key] = weakref.ref(value)  # foreign
+                else:
+                    found.append((key, value))
+            else:
+                if name == key and id(ns) in _namespaces:  # a loaded module's own entry
+                    _known[key] = weakref.ref(value)
+                    _own.setdefault(_top(key), {})[key] = None
+                found.append((key, value))  # this look still wants it
+        found += mine
         if len(_known) > 2 * len(snap) + 256:  # keys long gone: forget them
             for key in [k for k in _known if k not in snap]:
                 del _known[key]
+                top = _top(key)
+                if top in _own:
+                    _own[top].pop(key, None)
+                    if not _own[top]:
+                        del _own[top]
         return found
+
+
+def _top(key: str) -> str:
+    # livemod.mods.<tag>.<name>[.sub...] -> livemod.mods.<tag>.<name>: a private name
+    return ".".join(key.split(".", 4)[:4])

@@ -169,7 +169,7 @@ def unwire(inst: Instance, event: Callable[..., None]) -> list[str]:
     removed = []
     try:
         snap = _sysmodules.snapshot()
-        items = _sysmodules.unknown(snap)  # every key under livemod.mods. among them
+        items = _sysmodules.unknown(snap, private)  # its own keys among them
         for key in _inserted(items, private, inst.namespace_ids):
             if not own(key) and sys.modules.get(key) is snap[key]:
                 del sys.modules[key]
