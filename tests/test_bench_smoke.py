@@ -79,3 +79,8 @@ def test_load_benchmark_prints_ratios() -> None:
     assert {("insmod/import cold", "1"), ("insmod/import warm", "1"), ("insmod last/first", "100"),
             ("memory insmod/import rss", "50"), ("cycle RSS KiB/1000", "200")} <= rows, out
     assert out.count("TARGET ") == 6, out
+
+
+def test_host_size_benchmark_prints_ratios() -> None:
+    rows = ratio_rows(run("bench_host_size.py"))
+    assert {(f"{op} size/empty", "20") for op in ("rmmod", "insmod", "replace")} <= rows, rows
