@@ -1,14 +1,18 @@
 """What an unload or upgrade looks at is its own module, whatever else the host holds.
 
-Three shortcuts keep rmmod and replace from reading the whole host: the hook table's index
-of the hooks each module has implementations on (``_hooktable``), the "used by" map built in
-one pass (``_table.used_by_map_unlocked``), and the remembered ``sys.modules`` entries of the
-other loaded modules (``_sysmodules``). Each test here fails if its shortcut loses something:
-an implementation left on a hook, a dependent missed, a private entry left in ``sys.modules``.
+Shortcuts keep rmmod and replace from reading the whole host: the hook table's index of
+the hooks each module has implementations on (``_hooktable``), the "used by" map built in
+one pass (``_table.used_by_map_unlocked``), the remembered ``sys.modules`` entries of the
+other loaded modules (``_sysmodules``), the logging scrub that takes a module's loggers by
+name and looks at the rest in a few passes (``_scrub_logging``), and the livemod module
+names along each class's MRO remembered per class (``_owned``). Each test here fails if its
+shortcut loses something: an implementation left on a hook, a dependent missed, a private
+entry left in ``sys.modules``, a logger left waiting in a placeholder, a stale owner.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ import pytest
 
 import livemod
 from livemod import _sysmodules
+from livemod._owned import Owner
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
 
@@ -152,3 +157,63 @@ def test_an_unload_takes_out_its_own_entries_that_other_unloads_remembered(
     assert host.namespace("plain9").Y == 2 and plain in sys.modules  # another's: kept
     host.rmmod("plain9")
     assert plain not in sys.modules
+
+
+def loggers_under(prefix: str) -> list[str]:
+    """Every logger named under ``prefix``: in the manager's table, or waiting in a
+    placeholder's list of the loggers below it."""
+    manager = logging.Logger.manager
+    names = [n for n in manager.loggerDict if isinstance(n, str) and n.startswith(prefix)]
+    for value in list(manager.loggerDict.values()):
+        if isinstance(value, logging.PlaceHolder):
+            names += [lg.name for lg in value.loggerMap if lg.name.startswith(prefix)]
+    return sorted(set(names))
+
+
+def test_a_modules_loggers_go_and_every_other_modules_stay(
+    modpath: Path, host: livemod.Host
+) -> None:
+    # Every module of a host asks for a logger of its own; the one unloaded also has one
+    # below it, and a handler of logging's own class on it (which goes with it).
+    for i in range(30):
+        (modpath / f"lg{i}.py").write_text(
+            f'__livemod__ = {{"name": "lg{i}"}}\nimport logging\n'
+            f"log = logging.getLogger(__name__)\n")
+        host.insmod(modpath / f"lg{i}.py")
+    write(modpath, {"mine.py": """
+        __livemod__ = {"name": "mine"}
+        import logging
+        log = logging.getLogger(__name__)
+        log.addHandler(logging.NullHandler())
+        sub = logging.getLogger(__name__ + ".sub")
+        """})
+    others = {i: logging.getLogger(host._table.names[f"lg{i}"].private_name)
+              for i in range(30)}
+    for _ in range(3):  # again and again: what an earlier unload saw clean is still right
+        host.insmod(modpath / "mine.py")
+        private = host._table.names["mine"].private_name
+        assert loggers_under(private) == [private, private + ".sub"]
+        host.rmmod("mine")
+        assert loggers_under(private) == []
+        [event] = [e for e in host.events() if e.kind == "scrubbed"][-1:]
+        assert "logger 'mine'" in event.message and "logger 'mine.sub'" in event.message
+    assert all(logging.getLogger(host._table.names[f"lg{i}"].private_name) is lg
+               for i, lg in others.items())
+
+
+def test_class_ownership_remembered_per_class_follows_a_new_mro() -> None:
+    # _owned remembers, per class, the livemod module names along its MRO (so that a
+    # scrub in a host of many modules does not walk every module's classes each time).
+    # The answer must be the one a fresh walk gives, for each module asking, and follow
+    # the class when its bases are assigned anew.
+    base = type("Base", (UserWarning,), {"__module__": "livemod.mods._hz.base"})
+    other = type("Other", (UserWarning,), {"__module__": "livemod.mods._hz.other"})
+    derived = type("Derived", (base,), {"__module__": "livemod.mods._hz.user"})
+    owners = {n: Owner(n, f"livemod.mods._hz.{n}") for n in ("base", "other", "user")}
+    for _ in range(2):  # the second time from what was remembered
+        assert {n: o.owns(derived) for n, o in owners.items()} == {
+            "base": True, "other": False, "user": True}
+        owners = {n: Owner(n, f"livemod.mods._hz.{n}") for n in owners}  # a new scrub
+    derived.__bases__ = (other,)
+    assert {n: o.owns(derived) for n, o in owners.items()} == {
+        "base": False, "other": True, "user": True}

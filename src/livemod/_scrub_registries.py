@@ -23,9 +23,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _sysmodules
-from ._owned import Owner, attrs_of, class_qualname, safe_vars
+from ._owned import Owner, safe_vars
 from ._scrub import _READABLE, _SIGNAL_KEYS, SIGNALS, SLOTS, Scrub, Scrubber, getsignal, run
 from ._scrub_helpers import _drop_added, _drop_keys, _none_owned_seen, _remove_identity, _unchanged
+from ._scrub_logging import _logging
 from ._scrub_warnings import _warnings
 
 if TYPE_CHECKING:
@@ -48,81 +49,6 @@ def _codecs(s: Scrub) -> None:
         for value in list(ns.values()):
             if type(value) is types.FunctionType and s.owns(value):
                 codecs.unregister(value)
-
-
-def _logging(s: Scrub) -> None:
-    manager = logging.Logger.manager
-    with logging._lock:  # type: ignore[attr-defined]
-        loggers: dict[str, Any] = manager.loggerDict
-        if _logging_untouched(s, manager.root, loggers):
-            return
-        removed = _drop_keys(loggers, lambda k, v: s.owns_name(k) or s.owns(v))
-        for name in removed:
-            s.removed(f"logger {s._owner.public(name)!r}")
-        for value in list(loggers.values()):
-            if type(value) is logging.PlaceHolder:
-                for lg in list(value.loggerMap):
-                    if s.owns(lg) or s.owns_name(vars(lg).get("name")):
-                        value.loggerMap.pop(lg, None)
-        everyone: list[Any] = [manager.root, *loggers.values()]
-        for lg in everyone:
-            if type(lg) is logging.PlaceHolder or s.owns(lg):
-                continue
-            _scrub_filterer(s, lg, f"logger {lg.name!r}")
-            for h in _remove_identity(lg.handlers, lambda h: _handler_is_theirs(s, h)):
-                s.removed(f"logging handler {s._owner.describe(h)} on logger {lg.name!r}")
-            for h in lg.handlers:
-                if not s.owns(h):
-                    _scrub_filterer(s, h, f"handler {class_qualname(type(h))} on {lg.name!r}")
-        parent_fix = [lg for lg in loggers.values()
-                      if type(lg) is not logging.PlaceHolder and s.owns(lg.parent)]
-        for lg in parent_fix:
-            lg.parent = manager.root
-
-
-def _logging_untouched(s: Scrub, root: Any, loggers: dict[str, Any]) -> bool:
-    """Whether no logger is the module's (by name or object), and no logger's parent,
-    handler, formatter or filter, nor a handler's filter, is -- what ``_logging`` looks
-    for, gathered for one ``sift`` (called under logging's lock)."""
-    names = list(loggers)
-    if any(s.owns_name(n) for n in names if type(n) is str and s.private_name in n):
-        return False
-    found: list[Any] = [root, *loggers.values()]
-    real = [lg for lg in found if type(lg) is not logging.PlaceHolder]
-    waiting = [lg for p in found if type(p) is logging.PlaceHolder for lg in list(p.loggerMap)]
-    for lg in waiting:  # a placeholder's loggers are also looked for by name
-        name = attrs_of(lg).get("name")
-        if type(name) is str and s.owns_name(name):
-            return False
-    found.extend(waiting)
-    for lg in real:
-        attrs = attrs_of(lg)
-        found.append(attrs.get("parent"))
-        found.extend(_listed(attrs.get("filters")))
-        for h in _listed(attrs.get("handlers")):
-            h_attrs = attrs_of(h)
-            found.append(h)
-            found.append(h_attrs.get("formatter"))
-            found.extend(_listed(h_attrs.get("filters")))
-    return _none_owned_seen(s, "logging", found)
-
-
-def _listed(value: Any) -> list[Any]:
-    return list(value) if type(value) is list else []
-
-
-def _handler_is_theirs(s: Scrub, h: Any) -> bool:
-    if s.owns(h):
-        return True
-    fmt = vars(h).get("formatter")
-    return fmt is not None and s.owns(fmt)
-
-
-def _scrub_filterer(s: Scrub, target: Any, label: str) -> None:
-    filters = vars(target).get("filters")
-    if type(filters) is list:
-        for f in _remove_identity(filters, s.owns):
-            s.removed(f"logging filter {s._owner.describe(f)} on {label}")
 
 
 def _slots(s: Scrub) -> None:

@@ -23,10 +23,10 @@ says whose it is, so their ids are registered while they are loaded).
 The entries the loader made for the other loaded livemod modules are remembered the same
 way: a key under ``livemod.mods.`` that holds a loaded module's own namespace by its own
 name (``__name__`` is the key). Such an entry is the business of the module whose private
-name it is under, and of no other: every unload asks with its private name, and its own
-keys are always returned (one C-level ``startswith`` pass over the keys), remembered or
-not. Until they were remembered, a host of 400 modules read all 400 of those entries at
-every unload, which made an rmmod there cost more than twice one in an empty host.
+name it is under, and of no other: every unload asks with its private name, and gets its
+own keys back whether remembered or not (the remembered ones are indexed by private name).
+Until they were remembered, a host of 400 modules read all 400 of those entries at every
+unload: 200 us of an rmmod's CPU there, against 35 in an empty host.
 
 A foreign verdict stays true for the object's life: a module's namespace dict is fixed for
 its life, and a livemod module loaded later has new namespaces. (A module whose
