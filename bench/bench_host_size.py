@@ -13,9 +13,11 @@ victim (bench_unload's module) and times, idle with the leak check off, ``cycles
 operation: ``rmmod``, the ``insmod`` after it, and ``replace`` between two versions. Each
 sample is the calling thread's CPU time (``time.thread_time``); the figure is the median.
 Printed: ``RATIO <op> size/empty <size>``, the median at that size over the median in an
-empty host, from the same run. There is no target of its own; the idle targets of
-``bench_unload.py`` are for a host of a few modules, and a host of hundreds should pay
-about what that pays.
+empty host, from the same run. Two kinds of module (``--kinds``): ``plain`` as above, and
+``logger``, where every module, the victim too, also takes a logger of its own
+(``logging.getLogger(__name__)``, as most library modules do): ``RATIO <op>+logger ...``.
+There is no target of its own; the idle targets of ``bench_unload.py`` are for a host of a
+few modules, and a host of hundreds should pay about what that pays.
 
 Like ``bench_unload.py``, the script clears ``sys.dont_write_bytecode`` (a ``replace`` would
 otherwise compile the incoming version each time on a machine that sets
@@ -43,6 +45,7 @@ import livemod
 NEIGHBOUR = '''\
 """A neighbour: one implementation on a hook of its own, one on the victim's hook."""
 __livemod__ = {{"name": "n{i:05d}", "version": "1.0.0"}}
+{logger}
 
 
 def impl(x):
@@ -55,19 +58,28 @@ def init(mod):
 '''
 
 
-def measure(root: Path, size: int, cycles: int) -> dict[str, float]:
+#: What each module -- the neighbours and both versions of the victim -- adds in each kind.
+KINDS = {
+    "plain": "",
+    # What most library modules do: a logger of its own, by its name.
+    "logger": "import logging\nlog = logging.getLogger(__name__)\n",
+}
+
+
+def measure(root: Path, kind: str, size: int, cycles: int) -> dict[str, float]:
     """Median thread CPU (seconds) of each operation with ``size`` other modules."""
-    folder = root / f"size-{size}"
+    folder = root / f"{kind}-{size}"
     folder.mkdir()
+    extra = KINDS[kind]
     v1, v2 = folder / "v1" / "victim.py", folder / "v2" / "victim.py"
     for path, text in ((v1, bench_unload.VICTIM_SOURCE), (v2, bench_unload.VICTIM_V2)):
         path.parent.mkdir()
-        path.write_text(text)
+        path.write_text(text + extra)
     found: dict[str, list[float]] = {"rmmod": [], "insmod": [], "replace": []}
     with livemod.Host(leak_check=False) as host:
         for i in range(size):
             path = folder / f"n{i:05d}.py"
-            path.write_text(NEIGHBOUR.format(i=i))
+            path.write_text(NEIGHBOUR.format(i=i, logger=extra))
             host.insmod(path)
         host.insmod(v1)
         gc.collect()
@@ -94,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="sizes 0 and 20, 20 cycles")
     parser.add_argument("--sizes", default="", help="host sizes, comma-separated (0,100,400)")
     parser.add_argument("--cycles", type=int, default=0, help="cycles per operation (150)")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help=f"module kinds, comma-separated ({','.join(KINDS)})")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
         [0, 20] if args.quick else [0, 100, 400])
@@ -106,14 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ["LIVEMOD_CACHE_DIR"] = str(root / "cache")
-        results = {size: measure(root, size, cycles) for size in sizes}
-    for op in ("rmmod", "insmod", "replace"):
-        empty = results[0][op]
-        print(f"  {op}: " + ", ".join(f"{size} others {results[size][op] * 1e6:.0f} us"
-                                      for size in sizes))
-        for size in sizes[1:]:
-            print(f"RATIO {op} size/empty {size} {results[size][op] / empty:.2f}x",
-                  flush=True)
+        kinds = args.kinds.split(",")
+        results = {(k, size): measure(root, k, size, cycles) for k in kinds for size in sizes}
+    for kind in kinds:
+        label = "" if kind == "plain" else f"+{kind}"
+        for op in ("rmmod", "insmod", "replace"):
+            empty = results[(kind, 0)][op]
+            print(f"  {op}{label}: " + ", ".join(
+                f"{size} others {results[(kind, size)][op] * 1e6:.0f} us" for size in sizes))
+            for size in sizes[1:]:
+                ratio = results[(kind, size)][op] / empty
+                print(f"RATIO {op}{label} size/empty {size} {ratio:.2f}x", flush=True)
     return 0
 
 

@@ -83,4 +83,5 @@ def test_load_benchmark_prints_ratios() -> None:
 
 def test_host_size_benchmark_prints_ratios() -> None:
     rows = ratio_rows(run("bench_host_size.py"))
-    assert {(f"{op} size/empty", "20") for op in ("rmmod", "insmod", "replace")} <= rows, rows
+    assert {(f"{op}{kind} size/empty", "20") for op in ("rmmod", "insmod", "replace")
+            for kind in ("", "+logger")} <= rows, rows
