@@ -14,6 +14,7 @@ import gc
 import logging
 import sys
 import threading
+import types
 import typing
 import warnings
 import weakref
@@ -294,3 +295,35 @@ def test_the_load_baseline_is_shared_until_a_slot_a_path_entry_or_a_builtin_chan
     assert seen[1]["sys.excepthook"] is sys.excepthook
     assert "/nowhere/else" in seen[2]["sys.path"]
     assert seen[4]["builtins"]["len"] == id(sys.modules["builtins"].len)
+
+
+def test_a_warning_category_leaves_the_registry_of_the_module_that_warned(
+    host: livemod.Host, tmp_path: Path
+) -> None:
+    # warnings keeps, in the globals of the module a warning is attributed to, a registry
+    # keyed by (text, category, line): an installed module that warned with the module's
+    # category keeps it alive there until the scrub takes the key out.
+    helper = types.ModuleType("lm_warn_helper")
+    exec("import warnings\ndef warn(cat):\n    warnings.warn('from the helper', cat)\n",
+         helper.__dict__)
+    sys.modules["lm_warn_helper"] = helper
+    (tmp_path / "cat9.py").write_text(
+        '__livemod__ = {"name": "cat9"}\nimport lm_warn_helper\n\n'
+        "class Cat9Warning(UserWarning):\n    pass\n\n"
+        "def init(mod):\n    lm_warn_helper.warn(Cat9Warning)\n")
+
+    def keyed_by_cat9() -> list[Any]:
+        return [k for k in helper.__dict__.get("__warningregistry__", {})
+                if type(k) is tuple and any(getattr(p, "__name__", "") == "Cat9Warning"
+                                            for p in k)]
+
+    try:
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("default")
+            host.insmod(tmp_path / "cat9.py")
+            assert [str(w.message) for w in shown] == ["from the helper"]
+            assert len(keyed_by_cat9()) == 1
+            host.rmmod("cat9")
+            assert keyed_by_cat9() == []
+    finally:
+        sys.modules.pop("lm_warn_helper", None)
