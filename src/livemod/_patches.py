@@ -34,10 +34,12 @@ copies cost one dict copy per installed module imported, during the load only.
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from itertools import compress, repeat
 from types import ModuleType
 from typing import Any, Final, final
 
@@ -91,12 +93,11 @@ class Patches:
             copies, self._copies = self._copies, None
         changes = []
         for name, (ns, before) in (copies or {}).items():
-            for key, left in list(ns.items()):
-                if type(key) is not str:
-                    continue  # never hash or compare a key of a module's type
-                prior = before.get(key, _MISSING)
-                if prior is not left and owns(left):
-                    changes.append((name, ns, key, prior, left))
+            now = ns.copy()  # one consistent view (the module's threads may be running)
+            for key in _changed(now, before):
+                left = now[key]
+                if owns(left):
+                    changes.append((name, ns, key, before.get(key, _MISSING), left))
         if changes:
             with _lock:
                 self.changes = [*self.changes, *changes]
@@ -121,6 +122,18 @@ class Patches:
                     ns[key] = prior
                     done.append(f"{name}.{key} put back (the module had replaced it)")
         return done
+
+
+
+def _changed(now: dict[Any, Any], before: dict[str, Any]) -> list[str]:
+    """The string keys of ``now`` whose value is not, by identity, the one in ``before``
+    (or that ``before`` lacks). In C-level passes when every key is an exact string -- an
+    installed module has hundreds, and this runs for each one a load imported -- else one
+    by one, never hashing or comparing a key of another type (a module's own could run)."""
+    if all(map(operator.is_, map(type, now), repeat(str))):
+        priors = map(before.get, now, repeat(_MISSING))
+        return list(compress(now, map(operator.is_not, priors, now.values())))
+    return [k for k, v in now.items() if type(k) is str and before.get(k, _MISSING) is not v]
 
 
 def _splice(ns: dict[str, Any], key: str, gone: Any, prior: Any) -> None:
