@@ -13,9 +13,11 @@ victim (bench_unload's module) and times, idle with the leak check off, ``cycles
 operation: ``rmmod``, the ``insmod`` after it, and ``replace`` between two versions. Each
 sample is the calling thread's CPU time (``time.thread_time``); the figure is the median.
 Printed: ``RATIO <op> size/empty <size>``, the median at that size over the median in an
-empty host, from the same run. Two kinds of module (``--kinds``): ``plain`` as above, and
+empty host, from the same run. Three kinds of module (``--kinds``): ``plain`` as above;
 ``logger``, where every module, the victim too, also takes a logger of its own
-(``logging.getLogger(__name__)``, as most library modules do): ``RATIO <op>+logger ...``.
+(``logging.getLogger(__name__)``, as most library modules do): ``RATIO <op>+logger ...``;
+``library``, where each also defines what library modules commonly do (an enum, a
+dataclass, a generic class, a warning category, a cached function: ``LIBRARY``).
 There is no target of its own; the idle targets of ``bench_unload.py`` are for a host of a
 few modules, and a host of hundreds should pay about what that pays.
 
@@ -58,11 +60,51 @@ def init(mod):
 '''
 
 
+LIBRARY = '''\
+import dataclasses, enum, functools, logging, re, typing
+log = logging.getLogger(__name__)
+
+
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: typing.List[int]
+    z: typing.Optional[typing.Dict[str, int]] = None
+
+
+class LibraryWarning(DeprecationWarning):
+    pass
+
+
+@functools.lru_cache(maxsize=32)
+def cached(n):
+    return n * 2
+
+
+PATTERN = re.compile(r"item-\\d+")
+T = typing.TypeVar("T")
+
+
+class Box(typing.Generic[T]):
+    pass
+
+
+IntBox = Box[int]
+'''
+
 #: What each module -- the neighbours and both versions of the victim -- adds in each kind.
 KINDS = {
     "plain": "",
     # What most library modules do: a logger of its own, by its name.
     "logger": "import logging\nlog = logging.getLogger(__name__)\n",
+    # And what many do besides: classes (an enum, a dataclass, a generic, a warning
+    # category), typing's caches, a cached function, a compiled pattern.
+    "library": LIBRARY,
 }
 
 

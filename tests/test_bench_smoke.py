@@ -84,4 +84,4 @@ def test_load_benchmark_prints_ratios() -> None:
 def test_host_size_benchmark_prints_ratios() -> None:
     rows = ratio_rows(run("bench_host_size.py"))
     assert {(f"{op}{kind} size/empty", "20") for op in ("rmmod", "insmod", "replace")
-            for kind in ("", "+logger")} <= rows, rows
+            for kind in ("", "+logger", "+library")} <= rows, rows
