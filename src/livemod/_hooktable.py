@@ -51,7 +51,7 @@ class HookTable:
         # Owner -> the hooks it may have implementations on (a superset: a removed one may
         # still be named), so an unload or upgrade looks at its own hooks, not at every hook
         # of the host (which made both grow with the host's hook count).
-        self._where: dict[object, set[str]] = {}
+        self._where: dict[object, tuple[str, ...]] = {}
 
     def add_waiter(self, wakeups: Any) -> None:
         """Put ``None`` on ``wakeups`` whenever a retired snapshot's last reader leaves."""
@@ -219,10 +219,9 @@ class HookTable:
 
     def _note_unlocked(self, name: str, impls: list[Impl]) -> None:
         for impl in impls:
-            where = self._where.get(impl.owner)
-            if where is None:
-                self._where[impl.owner] = where = set()
-            where.add(name)
+            where = self._where.get(impl.owner, ())
+            if name not in where:  # a tuple: a module is on a few hooks (a set is 216 B)
+                self._where[impl.owner] = (*where, name)
 
     def _claim_history_unlocked(self, hook: Hook, impls: list[Impl]) -> None:
         # Under the lock, like call_historic's claim: each remembered call reaches each
