@@ -81,14 +81,32 @@ def mod_path() -> Callable[[str], str]:
     return find
 
 
-@pytest.fixture
-def host(probe: Any) -> Iterator[livemod.Host]:
-    """A host whose modpath is the fixture modules; closed (everything unloaded) afterwards."""
-    h = livemod.Host(modpath=[MODULES], timeout=5.0)
+def _host_on(folder: Path) -> Iterator[livemod.Host]:
+    h = livemod.Host(modpath=[folder], timeout=5.0)
     try:
         yield h
     finally:
         h.close(timeout=2.0)
+
+
+@pytest.fixture
+def host(probe: Any) -> Iterator[livemod.Host]:
+    """A host whose modpath is the fixture modules; closed (everything unloaded) afterwards."""
+    yield from _host_on(MODULES)
+
+
+@pytest.fixture
+def modpath(tmp_path: Path) -> Path:
+    """An empty modpath folder of the test's own, for modules the test writes."""
+    root = tmp_path / "mods"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def wired_host(modpath: Path) -> Iterator[livemod.Host]:
+    """A host on ``modpath``; closed afterwards."""
+    yield from _host_on(modpath)
 
 
 @pytest.fixture

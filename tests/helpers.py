@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import textwrap
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -31,3 +33,11 @@ def race_scale() -> int:
     except ValueError:
         return 1
     return max(1, round(seconds / 8.0))
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    """Write each ``relative path -> text`` under ``root`` (dedented), making folders."""
+    for rel, text in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))

@@ -14,40 +14,16 @@ from __future__ import annotations
 
 import logging
 import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import livemod
+from helpers import write_tree as write
 from livemod import _sysmodules
 from livemod._owned import Owner
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(textwrap.dedent(text))
-
-
-@pytest.fixture
-def modpath(tmp_path: Path) -> Path:
-    root = tmp_path / "mods"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def host(modpath: Path) -> Iterator[livemod.Host]:
-    h = livemod.Host(modpath=[modpath], timeout=5.0)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def on_hooks(name: str, version: str, hooks: list[str], seen: Path | None = None) -> str:
@@ -66,17 +42,17 @@ def on_hooks(name: str, version: str, hooks: list[str], seen: Path | None = None
 
 
 def test_unload_and_upgrade_take_a_module_off_exactly_its_own_hooks(
-    modpath: Path, host: livemod.Host, tmp_path: Path
+    modpath: Path, wired_host: livemod.Host, tmp_path: Path
 ) -> None:
     seen = tmp_path / "seen.txt"
     for i in range(5):  # other modules, each on a hook of its own and on the shared one
         (modpath / f"n{i}.py").write_text(on_hooks(f"n{i}", "1.0.0", [f"own.{i}", "b"]))
-        host.insmod(modpath / f"n{i}.py")
+        wired_host.insmod(modpath / f"n{i}.py")
     for version, hooks in (("1", ["a", "b"]), ("2", ["b", "c"])):
         (modpath / f"v{version}").mkdir()
         (modpath / f"v{version}" / "m.py").write_text(
             on_hooks("m", f"{version}.0.0", hooks, seen))
-    host.insmod(modpath / "v1" / "m.py")
+    wired_host.insmod(modpath / "v1" / "m.py")
 
     def exits_saw() -> list[str]:
         lines = seen.read_text().splitlines()
@@ -85,26 +61,26 @@ def test_unload_and_upgrade_take_a_module_off_exactly_its_own_hooks(
 
     # An unload rolled back (held while it waited) puts the module back on every hook; the
     # upgrade after it finds them there.
-    hold = host.hold("m")
+    hold = wired_host.hold("m")
     with pytest.raises(livemod.ModuleBusy, match="rolled back"):
-        host.rmmod("m", wait=True, timeout=0.05)
-    assert [len(host.hook(h)(0)) for h in ("a", "b")] == [1, 6]
+        wired_host.rmmod("m", wait=True, timeout=0.05)
+    assert [len(wired_host.hook(h)(0)) for h in ("a", "b")] == [1, 6]
     hold.release()
-    host.replace("m", modpath / "v2" / "m.py")
+    wired_host.replace("m", modpath / "v2" / "m.py")
     others = [("1.0.0", 0)] * 5
     assert exits_saw() == [repr([[], [*others, ("2.0.0", 0)]])]  # v1's exit: v2 serves
-    assert (host.hook("a")(0), host.hook("c")(0)) == ([], [("2.0.0", 0)])
-    host.replace("m", modpath / "v1" / "m.py", downgrade=True)  # and back: c is left
+    assert (wired_host.hook("a")(0), wired_host.hook("c")(0)) == ([], [("2.0.0", 0)])
+    wired_host.replace("m", modpath / "v1" / "m.py", downgrade=True)  # and back: c is left
     assert exits_saw() == [repr([[*others, ("1.0.0", 0)], []])]  # v2's: on b and c no more
-    host.rmmod("m")
+    wired_host.rmmod("m")
     assert exits_saw() == [repr([[], others])]
-    assert [host.hook(h)(0) for h in ("a", "c")] == [[], []]
-    assert host.hook("b")(0) == others
-    assert [host.hook(f"own.{i}")(0) for i in range(5)] == [[("1.0.0", 0)]] * 5
+    assert [wired_host.hook(h)(0) for h in ("a", "c")] == [[], []]
+    assert wired_host.hook("b")(0) == others
+    assert [wired_host.hook(f"own.{i}")(0) for i in range(5)] == [[("1.0.0", 0)]] * 5
 
 
 def test_the_used_by_map_is_what_asking_each_module_gives(
-    modpath: Path, host: livemod.Host
+    modpath: Path, wired_host: livemod.Host
 ) -> None:
     # A diamond (top <- left, right <- bottom), a module nobody uses, and an old version of
     # "left" still draining after an upgrade (it still uses what it used).
@@ -119,11 +95,11 @@ def test_the_used_by_map_is_what_asking_each_module_gives(
                      '"depends": ["left", "right"]}\n',
     })
     for name in ("top", "alone", "left", "right", "bottom"):
-        host.insmod(modpath / f"{name}.py")
-    hold = host.hold("left")
-    host.replace("left", modpath / "left2" / "left.py", timeout=0.05)  # 1.0.0 pending
+        wired_host.insmod(modpath / f"{name}.py")
+    hold = wired_host.hold("left")
+    wired_host.replace("left", modpath / "left2" / "left.py", timeout=0.05)  # 1.0.0 pending
     try:
-        table = host._table
+        table = wired_host._table
         assert [i.info.version for i in table.pending] == ["1.0.0"]
         with table.lock:
             one_by_one = {n: table.used_by_unlocked(i) for n, i in table.names.items()}
@@ -136,7 +112,7 @@ def test_the_used_by_map_is_what_asking_each_module_gives(
 
 
 def test_an_unload_takes_out_its_own_entries_that_other_unloads_remembered(
-    modpath: Path, host: livemod.Host
+    modpath: Path, wired_host: livemod.Host
 ) -> None:
     write(modpath, {
         "pkg9/__init__.py": '__livemod__ = {"name": "pkg9"}\nfrom pkg9 import sub\n',
@@ -144,18 +120,18 @@ def test_an_unload_takes_out_its_own_entries_that_other_unloads_remembered(
         "plain9.py": '__livemod__ = {"name": "plain9"}\nY = 2\n',
         "other9.py": '__livemod__ = {"name": "other9"}\n',
     })
-    host.insmod(modpath / "pkg9")
-    host.insmod(modpath / "plain9.py")
-    pkg = host._table.names["pkg9"].private_name
-    plain = host._table.names["plain9"].private_name
-    host.insmod(modpath / "other9.py")
-    host.rmmod("other9")  # its look remembers pkg9's and plain9's entries as theirs
+    wired_host.insmod(modpath / "pkg9")
+    wired_host.insmod(modpath / "plain9.py")
+    pkg = wired_host._table.names["pkg9"].private_name
+    plain = wired_host._table.names["plain9"].private_name
+    wired_host.insmod(modpath / "other9.py")
+    wired_host.rmmod("other9")  # its look remembers pkg9's and plain9's entries as theirs
     assert {pkg, pkg + ".sub"} <= set(_sysmodules._own.get(pkg, ()))
     assert plain in _sysmodules._own.get(plain, ())
-    host.rmmod("pkg9")
+    wired_host.rmmod("pkg9")
     assert [k for k in (pkg, pkg + ".sub") if k in sys.modules] == []
-    assert host.namespace("plain9").Y == 2 and plain in sys.modules  # another's: kept
-    host.rmmod("plain9")
+    assert wired_host.namespace("plain9").Y == 2 and plain in sys.modules  # another's: kept
+    wired_host.rmmod("plain9")
     assert plain not in sys.modules
 
 
@@ -171,7 +147,7 @@ def loggers_under(prefix: str) -> list[str]:
 
 
 def test_a_modules_loggers_go_and_every_other_modules_stay(
-    modpath: Path, host: livemod.Host
+    modpath: Path, wired_host: livemod.Host
 ) -> None:
     # Every module of a host asks for a logger of its own; the one unloaded also has one
     # below it, and a handler of logging's own class on it (which goes with it).
@@ -179,7 +155,7 @@ def test_a_modules_loggers_go_and_every_other_modules_stay(
         (modpath / f"lg{i}.py").write_text(
             f'__livemod__ = {{"name": "lg{i}"}}\nimport logging\n'
             f"log = logging.getLogger(__name__)\n")
-        host.insmod(modpath / f"lg{i}.py")
+        wired_host.insmod(modpath / f"lg{i}.py")
     write(modpath, {"mine.py": """
         __livemod__ = {"name": "mine"}
         import logging
@@ -187,17 +163,17 @@ def test_a_modules_loggers_go_and_every_other_modules_stay(
         log.addHandler(logging.NullHandler())
         sub = logging.getLogger(__name__ + ".sub")
         """})
-    others = {i: logging.getLogger(host._table.names[f"lg{i}"].private_name)
+    others = {i: logging.getLogger(wired_host._table.names[f"lg{i}"].private_name)
               for i in range(30)}
     for _ in range(3):  # again and again: what an earlier unload saw clean is still right
-        host.insmod(modpath / "mine.py")
-        private = host._table.names["mine"].private_name
+        wired_host.insmod(modpath / "mine.py")
+        private = wired_host._table.names["mine"].private_name
         assert loggers_under(private) == [private, private + ".sub"]
-        host.rmmod("mine")
+        wired_host.rmmod("mine")
         assert loggers_under(private) == []
-        [event] = [e for e in host.events() if e.kind == "scrubbed"][-1:]
+        [event] = [e for e in wired_host.events() if e.kind == "scrubbed"][-1:]
         assert "logger 'mine'" in event.message and "logger 'mine.sub'" in event.message
-    assert all(logging.getLogger(host._table.names[f"lg{i}"].private_name) is lg
+    assert all(logging.getLogger(wired_host._table.names[f"lg{i}"].private_name) is lg
                for i, lg in others.items())
 
 

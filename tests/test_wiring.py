@@ -14,25 +14,17 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import livemod
+from helpers import write_tree as write
 from livemod import _leaks
 
 pytestmark = pytest.mark.usefixtures("no_stray_threads")
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(textwrap.dedent(text))
 
 
 SHOP = {
@@ -85,22 +77,6 @@ SHOP = {
     "shop/util.py": "X = 7\n",
     "shop/later.py": "LATER = 'late'\n",
 }
-
-
-@pytest.fixture
-def modpath(tmp_path: Path) -> Path:
-    root = tmp_path / "mods"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def wired_host(modpath: Path) -> Iterator[livemod.Host]:
-    h = livemod.Host(modpath=[modpath], timeout=5.0)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def public_names(*tops: str) -> set[str]:
