@@ -93,16 +93,20 @@ class Teardown:
         watch: _leaks.LeakWatch | None = None
         interrupted: BaseException | None = None
         try:
-            watch = self._module_side(inst, unloading=unloading)
-        except BaseException as exc:
-            interrupted = self.failed(inst, "exit and managed undo", exc)
-            del exc
-        try:
-            _loader.remove_modules(inst.private_name, _wire.unwire(inst, self._journal.event))
-        except BaseException as exc:
-            interrupted = self.failed(inst, "taking it out of sys.modules", exc) or interrupted
-            del exc
-        self._gone(inst, watch, unloading=unloading)
+            try:
+                watch = self._module_side(inst, unloading=unloading)
+            except BaseException as exc:
+                interrupted = self.failed(inst, "exit and managed undo", exc)
+                del exc
+            try:
+                _loader.remove_modules(inst.private_name,
+                                       _wire.unwire(inst, self._journal.event))
+            except BaseException as exc:
+                interrupted = self.failed(inst, "taking it out of sys.modules", exc) or interrupted
+                del exc
+            self._gone(inst, watch, unloading=unloading)
+        finally:
+            self._exits.resume()  # the exit's thread may now start its successor
         if interrupted is not None:
             raise interrupted
 
