@@ -56,62 +56,36 @@ _EACH: Final = frozenset(map(id, (
 
 #: Every module's private name starts with this (``_loader.PREFIX``).
 _ROOT: Final = "livemod.mods."
-#: id(type) -> (a weak reference to it, id of its ``__mro__`` then): heap types no class of
-#: whose MRO has a ``__module__`` under ``_ROOT`` -- no module's, whatever the Owner. The
-#: same types (finders, handlers, loggers) fill the registries at every unload; this spares
-#: walking their MROs each time. A new ``__mro__`` (bases assigned) is a new tuple.
-_FOREIGN: dict[int, tuple[weakref.ref[type], int]] = {}
-_FOREIGN_MAX: Final = 4096
-_foreign_lock = threading.Lock()  # protects: pruning _FOREIGN and _ROOTED
-
-
-def _foreign(t: type) -> bool:
-    known = _FOREIGN.get(id(t))
-    return known is not None and known[0]() is t and known[1] == id(mro(t))
-
-
-def _remember_foreign(t: type) -> None:
-    try:
-        ref = weakref.ref(t)
-    except TypeError:
-        return
-    with _foreign_lock:
-        if len(_FOREIGN) >= _FOREIGN_MAX:  # forget the dead, or everything
-            dead = [k for k, (r, _) in list(_FOREIGN.items()) if r() is None]
-            for k in dead if len(dead) > _FOREIGN_MAX // 4 else list(_FOREIGN):
-                _FOREIGN.pop(k, None)
-        _FOREIGN[id(t)] = (ref, id(mro(t)))
-
-
-#: id(type) -> (a weak reference to it, id of its MRO, the ``__module__`` names under
-#: ``_ROOT`` along that MRO): what ``_owns_type`` asks of every livemod module's class it
-#: meets, answered once per class rather than once per unload (a host of 400 modules with
-#: a warnings category each asked it 400 times per unload, 2.7 ms). Like ``_FOREIGN``, it
-#: assumes a class's ``__module__`` is not rewritten after it is first met.
-_ROOTED: dict[int, tuple[weakref.ref[type], int, tuple[str, ...]]] = {}
+#: id(type) -> (a weak reference to it, id of its ``__mro__`` then, the ``__module__`` names
+#: under ``_ROOT`` along that MRO). What ``_owns_type`` asks of every heap type it meets,
+#: answered once per type rather than once per unload: the same types (finders, handlers,
+#: loggers) fill the registries at every unload, and a host of 400 modules with a warnings
+#: category each asked it 400 times per unload (2.7 ms). No names: no module's type,
+#: whatever the Owner. A new ``__mro__`` (bases assigned) is a new tuple; a class's
+#: ``__module__`` is assumed not to be rewritten after the type is first met.
+_MRO_NAMES: dict[int, tuple[weakref.ref[type], int, tuple[str, ...]]] = {}
+_MRO_NAMES_MAX: Final = 4096
+_mro_names_lock = threading.Lock()  # protects: pruning _MRO_NAMES
 
 
 def _rooted_modules(t: type) -> tuple[str, ...]:
     """The module names under ``_ROOT`` of the classes in ``t``'s MRO (empty: ``t`` is
-    no livemod module's class, nor derived from one, and is remembered as foreign)."""
+    no livemod module's class, nor derived from one)."""
     line = mro(t)
-    known = _ROOTED.get(id(t))
+    known = _MRO_NAMES.get(id(t))
     if known is not None and known[0]() is t and known[1] == id(line):
         return known[2]
     names = tuple(n for n in map(class_module, line) if type(n) is str and n.startswith(_ROOT))
-    if not names:
-        _remember_foreign(t)
-        return names
     try:
         ref = weakref.ref(t)
     except TypeError:
         return names
-    with _foreign_lock:
-        if len(_ROOTED) >= _FOREIGN_MAX:  # forget the dead, or everything
-            dead = [k for k, (r, _, _) in list(_ROOTED.items()) if r() is None]
-            for k in dead if len(dead) > _FOREIGN_MAX // 4 else list(_ROOTED):
-                _ROOTED.pop(k, None)
-        _ROOTED[id(t)] = (ref, id(line), names)
+    with _mro_names_lock:
+        if len(_MRO_NAMES) >= _MRO_NAMES_MAX:  # forget the dead, or everything
+            dead = [k for k, (r, _, _) in list(_MRO_NAMES.items()) if r() is None]
+            for k in dead if len(dead) > _MRO_NAMES_MAX // 4 else list(_MRO_NAMES):
+                _MRO_NAMES.pop(k, None)
+        _MRO_NAMES[id(t)] = (ref, id(line), names)
     return names
 
 
@@ -212,7 +186,7 @@ class Owner:
         self.name = name
         self.private_name = private_name
         self._below = private_name + "."
-        self._rooted = private_name.startswith(_ROOT)  # whether _foreign may answer for it
+        self._rooted = private_name.startswith(_ROOT)  # whether _MRO_NAMES may answer for it
         self.dict_ids = frozenset(dict_ids)
         self.files = frozenset(files)
         # id(type) -> (the type, whether it or a base is the module's). The type is kept so
@@ -226,7 +200,7 @@ class Owner:
         and every file -- a code object, or a function whose globals have no name, counts
         as owned, since no list of every module's files is kept."""
         owner = cls("livemod", _ROOT[:-1])
-        owner._rooted = True  # _FOREIGN holds types no livemod module has: it answers here
+        owner._rooted = True  # _MRO_NAMES knows the types no livemod module has
         owner.dict_ids = dict_ids  # type: ignore[assignment]
         owner.files = _EVERY_FILE
         return owner
@@ -303,10 +277,11 @@ class Owner:
         known = self._types.get(id(t))
         if known is None:
             if self._rooted:
-                if _foreign(t):
-                    return False
                 # A name not under livemod.mods. is no rooted owner's: only those count.
-                known = (t, any(map(self.owns_name, _rooted_modules(t))))
+                names = _rooted_modules(t)
+                if not names:
+                    return False  # no module's type (remembered process-wide)
+                known = (t, any(map(self.owns_name, names)))
             else:
                 known = (t, any(map(self.owns_name, map(class_module, mro(t)))))
             self._types[id(t)] = known

@@ -20,7 +20,7 @@ import types
 import typing
 import weakref
 from collections.abc import Iterable
-from itertools import chain, compress, repeat
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _sysmodules
@@ -185,28 +185,18 @@ _DISPATCHERS: dict[str, tuple[tuple[Any, str], ...]] = {}
 _dispatchers_lock = threading.Lock()
 
 
-class _Unseen:
-    pass
-
-
-#: What an unscanned name reads as: a dead reference (no module is None).
-_GONE: Final[weakref.ref[Any]] = weakref.ref(_Unseen())
-
-
 def dispatchers() -> list[tuple[types.FunctionType, str]]:
     """Every ``functools.singledispatch`` function in a module's globals or one level down
     in its classes (``singledispatchmethod`` too)."""
     with _dispatchers_lock:
         snap = _sysmodules.snapshot()
-        if list(map(type, snap)).count(str) != len(snap):  # a key's hash could run code
+        if not _sysmodules.str_keys(snap):  # another key's hash could run code
             snap = {k: v for k, v in snap.items() if type(k) is str}
         if len(_SCANNED) > 2 * len(snap):  # forget modules long gone
             for gone in [n for n in _SCANNED if n not in snap]:
                 del _SCANNED[gone]
                 _DISPATCHERS.pop(gone, None)
-        changed = map(operator.is_not, map(operator.call, map(_SCANNED.get, snap,
-                                                               repeat(_GONE))), snap.values())
-        for name in list(compress(snap, changed)):
+        for name in _sysmodules.changed_keys(snap, _SCANNED):
             module = snap[name]
             ns = safe_vars(module)
             try:

@@ -16,7 +16,7 @@ from itertools import compress, repeat
 from typing import Any, Final
 
 from . import _sysmodules
-from ._owned import safe_vars
+from ._owned import _MODULE_DICT, safe_vars
 from ._scrub import Scrub
 from ._scrub_helpers import _drop_keys, _remove_identity
 from ._scrub_seen import remember, seen
@@ -24,7 +24,6 @@ from ._scrub_seen import remember, seen
 __all__ = ["_warnings"]
 
 _MODULE: Final = types.ModuleType
-_MODULE_DICT: Final[Any] = vars(types.ModuleType)["__dict__"].__get__  # no module code runs
 
 
 def _warnings(s: Scrub) -> None:
@@ -67,7 +66,7 @@ def _module_registries() -> list[dict[Any, Any]]:
     values = list(_sysmodules.snapshot().values())
     kinds = list(map(type, values))
     plain = compress(values, map(operator.is_, kinds, repeat(_MODULE)))
-    spaces = [*map(_MODULE_DICT, plain), *(
+    spaces = [*map(_MODULE_DICT.__get__, plain), *(
         ns for m, k in zip(values, kinds, strict=True)
         if k is not _MODULE and type(ns := safe_vars(m)) is dict)]
     found: list[Any] = list(map(dict.get, spaces, repeat("__warningregistry__")))

@@ -47,7 +47,10 @@ from collections.abc import Set as AbstractSet
 from itertools import compress, repeat
 from typing import Any, Final
 
-__all__ = ["drop_namespaces", "loaded_namespaces", "register_namespaces", "snapshot", "unknown"]
+__all__ = [
+    "changed_keys", "drop_namespaces", "loaded_namespaces", "register_namespaces", "snapshot",
+    "str_keys", "unknown",
+]
 
 #: Every livemod module's private name starts with this (``_loader.PREFIX``).
 _ROOT: Final = "livemod.mods."
@@ -103,12 +106,10 @@ def unknown(snap: dict[Any, Any], private: str) -> list[tuple[Any, Any]]:
     unloaded); the plain foreign modules and the other livemod modules' own entries among
     them are remembered for the next look."""
     with _lock:
-        if list(map(type, snap)).count(str) != len(snap):
+        if not str_keys(snap):
             return list(snap.items())
-        changed = map(operator.is_not, map(_DEREF, map(_known.get, snap, repeat(_NONE))),
-                      snap.values())
         # Over the keys, not the items: an item is a tuple made for each entry, kept or not.
-        items = [(key, snap[key]) for key in compress(snap, changed)]
+        items = [(key, snap[key]) for key in changed_keys(snap, _known)]
         # Its own entries remembered at an earlier look (another module's unload), which
         # that pass skipped: every other key of its own was not remembered, so is in items.
         mine = [(key, value) for key in _own.get(private, ())
@@ -143,6 +144,19 @@ def unknown(snap: dict[Any, Any], private: str) -> list[tuple[Any, Any]]:
                     if not _own[top]:
                         del _own[top]
         return found
+
+
+def str_keys(snap: dict[Any, Any]) -> bool:
+    """Whether every key of ``snap`` is an exact ``str`` (whose hash runs no module code)."""
+    return list(map(type, snap)).count(str) == len(snap)
+
+
+def changed_keys(snap: dict[str, Any], memo: dict[str, weakref.ref[Any]]) -> list[str]:
+    """The keys of ``snap`` (exact strings) whose value is not, by identity, the one
+    ``memo`` holds a weak reference to (or that ``memo`` lacks), in order: C-level passes
+    over the keys and the references, which never touch the modules."""
+    same = map(_DEREF, map(memo.get, snap, repeat(_NONE)))
+    return list(compress(snap, map(operator.is_not, same, snap.values())))
 
 
 def _top(key: str) -> str:
