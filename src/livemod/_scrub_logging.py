@@ -28,8 +28,7 @@ from typing import Any, Final
 
 from ._owned import attrs_of, class_qualname
 from ._scrub import Scrub
-from ._scrub_helpers import _drop_keys, _remove_identity
-from ._scrub_seen import remember, seen
+from ._scrub_helpers import _drop_keys, _none_owned_seen, _remove_identity
 
 __all__ = ["_logging"]
 
@@ -56,7 +55,7 @@ def _logging(s: Scrub) -> None:
                     for lg in [lg for lg in list(value.loggerMap) if id(lg) in doomed]:
                         value.loggerMap.pop(lg, None)
         # Nothing gathered is the module's (the common case): nothing more to do.
-        if not seen("logging", found) and any(map(s.owns, remember("logging", found))):
+        if not _none_owned_seen(s, "logging", found):
             _exact(s, manager, loggers)
 
 
