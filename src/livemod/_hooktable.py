@@ -16,7 +16,7 @@ from typing import Any, TypeVar, final
 
 from . import _specs
 from ._hooks import ErrorPolicy, ErrorSink, Hook, Impl, _Historic
-from ._snapshot import _cells, _Snapshot
+from ._snapshot import _cells, _Snapshot, set_cell
 from ._specs import Spec
 from .errors import SpecError
 
@@ -270,7 +270,7 @@ def _arm_wakeup(snap: _Snapshot, waiters: list[Any]) -> None:
 
     for name, cell in _cells(snap):
         if name == "_lm_leave":
-            cell.cell_contents = leave
+            set_cell(cell, leave)  # not cell_contents: see set_cell
 
 
 def _by_hook(additions: Iterable[tuple[str, Impl]]) -> dict[str, list[Impl]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import operator
+import types
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, final
 
@@ -126,9 +127,38 @@ class _Snapshot:
         self._owners = _NO_OWNERS
         for name, cell in _cells(self):
             if name == "_lm_fns":
-                cell.cell_contents = [()]
+                set_cell(cell, [()])
             elif name.startswith(("_lm_f", "_lm_w")) and name[5:].isdigit():
-                cell.cell_contents = None
+                set_cell(cell, None)
+
+
+def set_cell(cell: Any, value: object) -> None:
+    """Rebind a closure cell that other threads may be reading, safely on every build.
+
+    Not ``cell.cell_contents = value``: on 3.13's free-threaded build that setter swaps the
+    pointer and drops the old value without the cell's lock, while a dispatcher's
+    ``LOAD_DEREF`` reads and increfs under it (CPython gh-127271; 3.13.5 still has it). A
+    reader in its ``finally`` could then take a reference to a freed object: the retired
+    snapshot's plain ``leave`` that ``_arm_wakeup`` swaps out is referenced by that cell
+    alone, and if its memory is reused (the next snapshot's ``leave`` is the same size),
+    the reader pops another counter than its own and an unload waits out its timeout. A
+    ``STORE_DEREF`` (``PyCell_SetTakeRef``) swaps under the lock and drops the old value
+    after it, so this runs one: a function made on ``cell`` from a template's code.
+    """
+    types.FunctionType(_SET_CELL, {}, "set_cell", None, (cell,))(value)
+
+
+def _set_cell_template() -> types.CodeType:
+    _lm_cell: object = None
+
+    def store(value: object) -> None:
+        nonlocal _lm_cell
+        _lm_cell = value
+
+    return store.__code__
+
+
+_SET_CELL: Final = _set_cell_template()
 
 
 def _cells(snap: _Snapshot) -> list[tuple[str, Any]]:
