@@ -26,6 +26,8 @@ from collections.abc import Set as AbstractSet
 from itertools import repeat
 from typing import Any, Final, final
 
+from ._nsget import ns_get
+
 __all__ = [
     "Owner", "among", "attrs_of", "class_module", "class_qualname", "is_kind", "key_words", "kind",
     "module_name_of", "mro", "safe_vars",
@@ -225,7 +227,7 @@ class Owner:
             return self._owns_function(obj)  # type: ignore[arg-type]
         if t is types.ModuleType:  # the plain type: its __dict__ is ModuleType's own
             ns = obj.__dict__
-            return id(ns) in self.dict_ids or self.owns_name(ns.get("__name__"))
+            return id(ns) in self.dict_ids or self.owns_name(ns_get(ns, "__name__"))
         if t is types.CodeType:
             return obj.co_filename in self.files  # type: ignore[attr-defined]
         if depth > 0 and (t is types.MethodType or t is types.BuiltinMethodType):

@@ -24,6 +24,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _sysmodules
+from ._nsget import ns_get
 from ._owned import Owner, safe_vars
 from ._scrub import _READABLE, _SIGNAL_KEYS, SIGNALS, SLOTS, Scrub, Scrubber, getsignal, run
 from ._scrub_helpers import _drop_added, _drop_keys, _none_owned_seen, _remove_identity, _unchanged
@@ -222,7 +223,7 @@ def dispatchers() -> list[tuple[types.FunctionType, str]]:
 
 def _scan(ns: dict[str, Any]) -> list[tuple[types.FunctionType, str]]:
     function, method, plain_class = types.FunctionType, functools.singledispatchmethod, type
-    where = ns.get("__name__")
+    where = ns_get(ns, "__name__")  # not ns.get: see _nsget
     out: list[tuple[types.FunctionType, str]] = []
     for value in list(ns.values()):
         t = type(value)

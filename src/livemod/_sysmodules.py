@@ -47,6 +47,8 @@ from collections.abc import Set as AbstractSet
 from itertools import compress, repeat
 from typing import Any, Final
 
+from ._nsget import ns_get
+
 __all__ = [
     "changed_keys", "drop_namespaces", "loaded_namespaces", "register_namespaces", "snapshot",
     "str_keys", "unknown",
@@ -121,7 +123,7 @@ def unknown(snap: dict[Any, Any], private: str) -> list[tuple[Any, Any]]:
                 found.append((key, value))
                 continue
             ns = value.__dict__
-            name = ns.get("__name__")
+            name = ns_get(ns, "__name__")  # not ns.get: see _nsget
             if type(name) is not str:
                 found.append((key, value))
             elif not key.startswith(_ROOT):

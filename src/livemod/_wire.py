@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from . import _patches, _provenance, _scrub, _sysmodules, _trampolines, _wiring
 from ._instance import Instance
+from ._nsget import ns_get
 from ._owned import Owner, among, mro
 from ._state import State
 
@@ -199,7 +200,7 @@ def _inserted(items: list[tuple[Any, Any]], private: str, ids: frozenset[int]) -
     """
     found = []
     for key, value in [(k, v) for k, v in items if type(v) is not _MODULE
-                       or id(d := v.__dict__) in ids or type(n := d.get("__name__")) is not str
+                       or id(d := v.__dict__) in ids or type(n := ns_get(d, "__name__")) is not str
                        or n.startswith(private)]:
         if type(value) is _MODULE:
             owner = value.__dict__
