@@ -26,6 +26,7 @@ import operator
 from itertools import chain, repeat
 from typing import Any, Final
 
+from ._nsget import ns_get
 from ._owned import attrs_of, class_qualname
 from ._scrub import Scrub
 from ._scrub_helpers import _drop_keys, _none_owned_seen, _remove_identity
@@ -121,7 +122,7 @@ def _exact(s: Scrub, manager: Any, loggers: dict[str, Any]) -> None:
     for value in list(loggers.values()):
         if type(value) is _PLACEHOLDER:
             for lg in list(value.loggerMap):
-                if s.owns(lg) or s.owns_name(vars(lg).get("name")):
+                if s.owns(lg) or s.owns_name(ns_get(vars(lg), "name")):
                     value.loggerMap.pop(lg, None)
     everyone: list[Any] = [manager.root, *loggers.values()]
     for lg in everyone:
@@ -142,12 +143,12 @@ def _exact(s: Scrub, manager: Any, loggers: dict[str, Any]) -> None:
 def _handler_is_theirs(s: Scrub, h: Any) -> bool:
     if s.owns(h):
         return True
-    fmt = vars(h).get("formatter")
+    fmt = ns_get(vars(h), "formatter")  # not .get: see _nsget
     return fmt is not None and s.owns(fmt)
 
 
 def _scrub_filterer(s: Scrub, target: Any, label: str) -> None:
-    filters = vars(target).get("filters")
+    filters = ns_get(vars(target), "filters")
     if type(filters) is list:
         for f in _remove_identity(filters, s.owns):
             s.removed(f"logging filter {s._owner.describe(f)} on {label}")

@@ -245,7 +245,7 @@ def _scan(ns: dict[str, Any]) -> list[tuple[types.FunctionType, str]]:
 def registry_of(fn: types.FunctionType) -> dict[Any, Any] | None:
     """The registry dict of a singledispatch function (its ``registry`` attribute is a
     read-only view; the dict is a cell of its ``dispatch`` closure, on 3.11 to 3.13)."""
-    dispatch = vars(fn).get("dispatch")
+    dispatch = ns_get(vars(fn), "dispatch")
     if type(dispatch) is not types.FunctionType or dispatch.__closure__ is None:
         return None
     cells = dict(zip(dispatch.__code__.co_freevars, dispatch.__closure__, strict=False))
@@ -260,7 +260,7 @@ def _unregister(s: Scrub, fn: types.FunctionType, label: str) -> None:
         return
     gone = _drop_keys(registry, lambda k, v: s.owns(k) or (k is not object and s.owns(v)))
     if gone:
-        clear = vars(fn).get("_clear_cache")
+        clear = ns_get(vars(fn), "_clear_cache")
         if clear is not None:
             clear()
         for cls in gone:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
 from . import _atexit_slots, _provenance
+from ._nsget import ns_get
 from ._owned import class_qualname
 
 if TYPE_CHECKING:
@@ -247,10 +248,10 @@ def _add_filter(self: logging.Filterer, filter: Any) -> None:
 
 def _remove_from(target: object, attr: str, item: object) -> None:
     with logging._lock:  # type: ignore[attr-defined]
-        items = vars(target).get(attr)
+        items = ns_get(vars(target), attr)
         for i, existing in enumerate(items if type(items) is list else ()):
             if existing is item:
-                del items[i]  # type: ignore[union-attr]
+                del items[i]
                 return
 
 
