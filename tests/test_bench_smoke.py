@@ -85,3 +85,9 @@ def test_host_size_benchmark_prints_ratios() -> None:
     rows = ratio_rows(run("bench_host_size.py"))
     assert {(f"{op}{kind} size/empty", "20") for op in ("rmmod", "insmod", "replace")
             for kind in ("", "+logger", "+library")} <= rows, rows
+
+
+def test_first_touch_benchmark_prints_ratios() -> None:
+    rows = ratio_rows(run("bench_first_touch.py"))
+    assert {(label, n) for label in ("get/ns_get", "thread busy/idle")
+            for n in ("0", "2", "8")} <= rows, rows

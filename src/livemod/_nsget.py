@@ -13,8 +13,9 @@ every logger's and handler's ``__dict__``, and an rmmod sent over the control so
 on a thread that owns none of them. The reads here take the two cheap steps instead; on
 the GIL builds they cost one more lookup.
 
-Both steps are C-level and run no Python code: a ``__dict__`` read here is an exact dict
-and the keys asked for are exact strings.
+For an exact dict with exact-string keys, as a module's namespace and an ordinary
+instance's ``__dict__`` are, both steps are C-level and run no Python code; anything else
+(a class whose ``__dict__`` is a property) runs what its ``.get`` would have run.
 """
 
 from __future__ import annotations
