@@ -51,6 +51,8 @@ from collections.abc import Iterator, Sequence
 from types import FrameType, MethodType, ModuleType
 from typing import Any, Final, Protocol, final
 
+from ._nsget import ns_get
+
 __all__ = ["Wiring", "WiringHost", "install", "module_builtins"]
 
 _BUILTINS: Final = builtins.__dict__
@@ -231,7 +233,7 @@ def wiring_on_stack(frame: FrameType | None) -> Wiring | None:
     while frame is not None:
         table = frame.f_builtins
         if table is not _BUILTINS:
-            found = table.get("__import__")
+            found = ns_get(table, "__import__")  # any thread may ask: see _nsget
             if type(found) is MethodType:
                 wiring = found.__self__
                 if type(wiring) is Wiring:
