@@ -3,8 +3,9 @@
 
 On CPython 3.13's free-threaded build (measured on 3.13.5t), the first ``dict.get`` on a
 dict from a thread that does not own it can wait, once the busy threads outnumber the
-cores, about 25 ms for each of them: on 2 cores nothing with 2 busy threads, 57 ms with 3, 0.2 s
-with 8 (``bench/bench_first_touch.py``); once per dict, then never again. A module's ``__dict__`` behaves so for every thread, its creator too. ``in`` and a
+cores, about 25 ms for each of them: on 2 cores nothing with 2 busy threads, 57 ms with
+3, 0.2 s with 8 (``bench/bench_first_touch.py``); once per dict, then never again. A
+module's ``__dict__`` behaves so for every thread, its creator too. ``in`` and a
 subscript do not wait, and a ``dict.get`` after either is cheap; the GIL builds are not
 affected. An unload reads the names of every module in ``sys.modules`` (hundreds the
 first time), so with ``dict.get`` one rmmod under a busy service took seconds
